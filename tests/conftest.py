@@ -1,0 +1,46 @@
+"""Shared test fixtures: paths, tiny hand-built structures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlsearch.structures.records import StructureRecord
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_PAPER = REPO.parent / "shared" / "data" / "paper"
+
+
+@pytest.fixture
+def paper_data() -> Path:
+    """The paper's real data beside the repo (``../shared/data/paper``); skip when absent."""
+    if not SHARED_PAPER.is_dir():
+        pytest.skip("../shared/data/paper is not present")
+    return SHARED_PAPER
+
+
+def rocksalt(a: float = 5.64, species: tuple[str, str] = ("Na", "Cl"), rid: str = "nacl"):
+    """Conventional-cell-free primitive rock salt (2 atoms, fcc lattice)."""
+    lattice = 0.5 * a * np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    frac = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+    return StructureRecord(rid, lattice, frac, species, {"target": 1.0})
+
+
+def simple_cubic(a: float = 3.0, rid: str = "sc") -> StructureRecord:
+    """One atom in a cubic cell: every bond is a self-loop to a periodic image."""
+    return StructureRecord(rid, np.eye(3) * a, np.zeros((1, 3)), ("Po",), {"target": 0.5})
+
+
+@pytest.fixture
+def tiny_records() -> list[StructureRecord]:
+    """Three small hand-built structures of different sizes."""
+    perov = StructureRecord(
+        "perov",
+        np.eye(3) * 3.9,
+        np.array([[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
+        ("Sr", "Ti", "O", "O", "O"),
+        {"target": -2.0},
+    )
+    return [rocksalt(), simple_cubic(), perov]

@@ -1,0 +1,1 @@
+"""Graphs: the paper's k-nearest crystal graph, its line graph, CGCNN features, disk cache, batches."""

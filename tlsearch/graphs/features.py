@@ -1,0 +1,44 @@
+"""CGCNN atom features (92 per element), as alignn's ``atom_features="cgcnn"``.
+
+The table is read once from jarvis-tools (``jarvis.core.specie.get_node_attributes``), the same
+source alignn uses, and indexed by atomic number, so a graph stores one small integer per atom.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from functools import lru_cache
+
+import numpy as np
+
+# Element symbols by atomic number (index 0 unused): H .. Lr, the range jarvis covers.
+SYMBOLS: tuple[str, ...] = (
+    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge "
+    "As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm "
+    "Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U "
+    "Np Pu Am Cm Bk Cf Es Fm Md No Lr"
+).split()
+ATOMIC_NUMBER: dict[str, int] = {s: z for z, s in enumerate(SYMBOLS) if z > 0}
+NUM_FEATURES = 92
+
+
+def atomic_numbers(species: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Atomic numbers of element symbols; KeyError names an unknown symbol."""
+    try:
+        return np.array([ATOMIC_NUMBER[s] for s in species], dtype=np.int16)
+    except KeyError as exc:
+        raise KeyError(f"unknown element {exc.args[0]!r}") from None
+
+
+@lru_cache(maxsize=1)
+def cgcnn_table() -> np.ndarray:
+    """(104, 92) float32: row Z holds element Z's CGCNN features (row 0 is zeros)."""
+    from jarvis.core.specie import get_node_attributes
+
+    table = np.zeros((len(SYMBOLS), NUM_FEATURES), dtype=np.float32)
+    with contextlib.redirect_stdout(io.StringIO()):  # jarvis prints fallbacks for Z > 100
+        for z, symbol in enumerate(SYMBOLS):
+            if z > 0:
+                table[z] = np.asarray(get_node_attributes(symbol, atom_features="cgcnn"))
+    return table
