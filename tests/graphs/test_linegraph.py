@@ -11,7 +11,9 @@ from tlsearch.graphs.linegraph import bond_cosines, line_graph
 
 def _brute_force(edge_index):
     pairs = edge_index.T.tolist()
-    return sorted((a, b) for a, (_, v) in enumerate(pairs) for b, (x, _) in enumerate(pairs) if x == v)
+    return sorted(
+        (a, b) for a, (_, v) in enumerate(pairs) for b, (x, _) in enumerate(pairs) if x == v
+    )
 
 
 def test_line_graph_matches_definition_with_backtracking_and_self_loops():

@@ -69,6 +69,11 @@ def test_bad_geometry_raises_graph_build_error(lattice, frac, match):
         knn_edges(lattice, frac)
 
 
+def _read(path):
+    with gzip.open(path) as handle:
+        return json.load(handle)
+
+
 def _alignn_edges(atoms_dict):
     from alignn.graphs import build_undirected_edgedata, nearest_neighbor_edges
     from jarvis.core.atoms import Atoms
@@ -93,7 +98,7 @@ def _keyed(src, dst, images, vectors):
 def test_parity_with_alignn_on_real_structures(paper_data, code):
     """Identical edge multisets (source, destination, image) and distances, incl. big cells."""
     pytest.importorskip("alignn")
-    data = json.loads(gzip.open(paper_data / "ft" / code / f"{code}_trial1_100.json.gz").read())
+    data = _read(paper_data / "ft" / code / f"{code}_trial1_100.json.gz")
     # the 25 first plus the 5 largest cells of the file
     by_size = sorted(data, key=lambda r: len(r["atoms"]["elements"]))
     _assert_parity(data[:25] + by_size[-5:])
@@ -105,7 +110,7 @@ def test_parity_with_alignn_on_100_plus_atom_cells(paper_data):
     pytest.importorskip("alignn")
     big = []
     for path in sorted((paper_data / "ft").glob("*/*_trial1_800.json.gz")):
-        data = json.loads(gzip.open(path).read())
+        data = _read(path)
         big += [r for r in data if len(r["atoms"]["elements"]) >= 100][:1]
     assert len(big) >= 3
     _assert_parity(big[:4])

@@ -1,1 +1,1 @@
-"""Graphs: the paper's k-nearest crystal graph, its line graph, CGCNN features, disk cache, batches."""
+"""Graphs: the k-nearest crystal graph, line graph, CGCNN features, disk cache, batches."""

@@ -23,7 +23,6 @@ edge multisets on real structures.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -77,10 +76,12 @@ def _candidate_distances(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (M, 3) and distances (M, N_j, N_i) from atom i to image n of atom j."""
     ranges = _image_ranges(lattice, frac, r)
-    images = np.array(list(itertools.product(*ranges)), dtype=np.float64).reshape(-1, 3)
+    images = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
     # jarvis takes np.dot(image, lattice) per image; summing x0*L0 + x1*L1 + x2*L2 left to right
     # rounds identically (a batched BLAS matmul does not: it changes last bits and so ties).
-    offsets = (images[:, 0:1] * lattice[0] + images[:, 1:2] * lattice[1]) + images[:, 2:3] * lattice[2]
+    offsets = (images[:, 0:1] * lattice[0] + images[:, 1:2] * lattice[1]) + images[
+        :, 2:3
+    ] * lattice[2]
     cart = np.dot(frac, np.around(lattice, JARVIS_LATTICE_DECIMALS))
     # jarvis: sum over x, y, z of (x_j + offset - x_i)^2, then ** 0.5. Done per component here
     # (same operations, same order: (dx^2 + dy^2) + dz^2), much faster than a length-3 reduction.

@@ -248,8 +248,10 @@ def _build_entry(
     tmp.mkdir()
     try:
         accepted, rejected, node_ptr, edge_ptr = [], [], [0], [0]
-        files = {name: open(tmp / _file_name(name), "wb") for name in _ARRAYS}
-        try:
+        with contextlib.ExitStack() as stack:
+            files = {
+                name: stack.enter_context(open(tmp / _file_name(name), "wb")) for name in _ARRAYS
+            }
             for position, result in build_many(records, settings, progress, workers):
                 if isinstance(result, str):
                     rejected.append((position, result))
@@ -261,9 +263,6 @@ def _build_entry(
                 accepted.append(position)
                 node_ptr.append(node_ptr[-1] + len(numbers))
                 edge_ptr.append(edge_ptr[-1] + len(edges))
-        finally:
-            for handle in files.values():
-                handle.close()
         np.asarray(node_ptr, dtype=np.int64).tofile(tmp / "node_ptr.i64")
         np.asarray(edge_ptr, dtype=np.int64).tofile(tmp / "edge_ptr.i64")
         meta = {

@@ -1,0 +1,83 @@
+"""``tlsearch bench``: this project against its peer (the alignn package), in one run.
+
+Sub-benchmarks (all by default):
+- ``graphs``: graph construction structures/s, tlsearch vs alignn's k-nearest builder, with
+  an edge-for-edge identity check on the same structures;
+- ``train``: training structures/s (forward + backward + AdamW step, batch 16, the paper's model
+  size) vs alignn's pure-PyTorch ``ALIGNNAtomWisePure`` at the same widths/depths on the same
+  batches (line graph precomputed for both), and achieved GFLOP/s against a matmul roofline
+  measured in the same run.
+
+Ratios are what to read; absolute times on shared machines are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path("..") / "shared" / "data" / "paper" / "ft"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tlsearch bench",
+        description="Benchmarks against the alignn package (ratios printed; see module docs).",
+    )
+    p.add_argument(
+        "which",
+        nargs="*",
+        choices=["graphs", "train", []],
+        default=[],
+        help="sub-benchmarks to run (default: both)",
+    )
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["dc", "bg"],
+        help="paper dataset codes whose <code>_trial1_800 files are used "
+        "(DC: small cells, BG: large cells); 'generated' uses generated data",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder holding <code>/<code>_trial1_800.json.gz (default ../shared/...)",
+    )
+    p.add_argument("--n-graphs", type=int, default=200, help="structures for the graph bench")
+    p.add_argument("--steps", type=int, default=8, help="timed training steps per model")
+    p.add_argument("--warmup", type=int, default=2, help="untimed training steps per model")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks, log a table and return 0."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    which = args.which or ["graphs", "train"]
+    from tlsearch.bench.data import bench_records
+
+    results: dict[str, dict] = {}
+    for code in args.datasets:
+        records = bench_records(code, args.data_root)
+        if "graphs" in which:
+            from tlsearch.bench.graphs import bench_graphs
+
+            results.setdefault(code, {})["graphs"] = bench_graphs(records[: args.n_graphs])
+        if "train" in which:
+            from tlsearch.bench.train import bench_train
+
+            results.setdefault(code, {})["train"] = bench_train(records, args)
+    logger.info("%s", json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0

@@ -1,0 +1,195 @@
+"""Training throughput: tlsearch's ALIGNN vs alignn's pure-PyTorch ALIGNN, same batches.
+
+Both models get the paper's widths and depths (4 ALIGNN + 4 GCN layers, hidden 256, embedding
+64, RBF 80/40) and the same precomputed graphs and line graphs; steps are interleaved (ours,
+theirs, ours, ...) so machine noise hits both alike. GFLOP/s counts the dense layers' matmul
+FLOPs (forward x 3 for forward + backward) against a plain matmul measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+import torch
+
+from tlsearch.graphs.batch import GraphBatch
+from tlsearch.graphs.store import build_graph_store
+from tlsearch.structures.records import StructureRecord
+
+logger = logging.getLogger(__name__)
+
+HIDDEN, EMBED, EDGE_BINS, ANGLE_BINS, ATOM_IN, LAYERS = 256, 64, 80, 40, 92, 4
+
+
+def model_flops(n: int, e: int, t: int) -> float:
+    """Forward matmul FLOPs of the paper's ALIGNN on a batch with n atoms, e bonds, t triplets."""
+    h = HIDDEN
+    embed = (
+        n * ATOM_IN * h + e * (EDGE_BINS * EMBED + EMBED * h) + t * (ANGLE_BINS * EMBED + EMBED * h)
+    )
+    # edge-gated conv: 4 node-side linears (src/dst gate, src/dst update) + 1 edge-side linear
+    conv_g = (4 * n + e) * h * h
+    conv_lg = (4 * e + t) * h * h
+    layers = LAYERS * (conv_g + conv_lg) + LAYERS * conv_g
+    return 2.0 * (embed + layers)
+
+
+def matmul_roofline(device: str, seconds: float = 1.0) -> float:
+    """GFLOP/s of a plain float32 (8192 x 256) @ (256 x 256) matmul on this device/threads."""
+    a = torch.randn(8192, HIDDEN, device=device)
+    b = torch.randn(HIDDEN, HIDDEN, device=device)
+    for _ in range(3):
+        a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    _sync(device)
+    return 2 * 8192 * HIDDEN * HIDDEN * count / (time.perf_counter() - t0) / 1e9
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _ours(device: str) -> torch.nn.Module:
+    from tlsearch.model.alignn import ALIGNN
+    from tlsearch.model.config import ALIGNNConfig
+
+    return ALIGNN(ALIGNNConfig()).to(device)
+
+
+def _peer(device: str) -> torch.nn.Module:
+    from alignn.models.alignn_atomwise_pure import ALIGNNAtomWisePure, ALIGNNAtomWisePureConfig
+
+    cfg = ALIGNNAtomWisePureConfig(
+        name="alignn_atomwise_pure",
+        alignn_layers=LAYERS,
+        gcn_layers=LAYERS,
+        atom_input_features=ATOM_IN,
+        edge_input_features=EDGE_BINS,
+        triplet_input_features=ANGLE_BINS,
+        embedding_features=EMBED,
+        hidden_features=HIDDEN,
+        output_features=1,
+        calculate_gradient=False,
+        gradwise_weight=0.0,
+        use_penalty=False,
+        energy_mult_natoms=False,
+        lg_on_fly=False,
+        use_zbl=False,
+    )
+    return ALIGNNAtomWisePure(cfg).to(device)
+
+
+def _peer_input(batch: GraphBatch, counts: list[int]):
+    from alignn.torch_graph_builder import TorchGraph
+
+    node_counts = torch.tensor(counts, device=batch.edge_index.device)
+    edge_graph = batch.node_graph[batch.edge_index[0]]
+    edge_counts = torch.bincount(edge_graph, minlength=batch.num_graphs)
+    g = TorchGraph(
+        num_nodes=batch.num_nodes,
+        src=batch.edge_index[0],
+        dst=batch.edge_index[1],
+        ndata={"atom_features": batch.atom_features},
+        edata={"r": batch.edge_vectors},
+        batch_num_nodes=node_counts,
+        batch_num_edges=edge_counts,
+    )
+    lg = TorchGraph(
+        num_nodes=batch.num_edges,
+        src=batch.lg_index[0],
+        dst=batch.lg_index[1],
+        edata={"h": batch.angle_cosines},
+    )
+    return g, lg, torch.zeros(batch.num_graphs, 3, 3, device=batch.edge_index.device)
+
+
+def _step(model, optimizer, inputs, target) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    out = model(inputs)
+    if isinstance(out, dict):
+        out = out["out"]
+    loss = torch.nn.functional.mse_loss(out.reshape(-1), target)
+    loss.backward()
+    optimizer.step()
+
+
+def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dict[str, float]:
+    """Structures/s of one training step for both models, ratio and GFLOP/s vs roofline."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = args.device
+    n_batches = args.warmup + args.steps
+    store = build_graph_store(records[: n_batches * args.batch_size], progress=False)
+    order = np.random.default_rng(0).permutation(len(store))
+    batches, peer_inputs = [], []
+    for k in range(n_batches):
+        idx = order[k * args.batch_size : (k + 1) * args.batch_size]
+        batch = store.collate(idx).to(device)
+        batches.append(batch)
+        peer_inputs.append(_peer_input(batch, store.num_atoms()[idx].tolist()))
+    models = {"tlsearch": _ours(device), "alignn": _peer(device)}
+    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
+    inputs = {"tlsearch": batches, "alignn": peer_inputs}
+    seconds = {k: 0.0 for k in models}
+    for k in range(n_batches):
+        target = torch.randn(batches[k].num_graphs, device=device)
+        for name, model in models.items():
+            model.train()
+            t0 = time.perf_counter()
+            _step(model, optimizers[name], inputs[name][k], target)
+            _sync(device)
+            if k >= args.warmup:
+                seconds[name] += time.perf_counter() - t0
+    timed = batches[args.warmup :]
+    structures = sum(b.num_graphs for b in timed)
+    flops = 3 * sum(model_flops(b.num_nodes, b.num_edges, b.num_triplets) for b in timed)
+    roofline = matmul_roofline(device)
+    collate_ms = _collate_ms(store, args.batch_size)
+    result = {
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "mean_atoms_per_batch": float(np.mean([b.num_nodes for b in timed])),
+        "mean_bonds_per_batch": float(np.mean([b.num_edges for b in timed])),
+        "mean_triplets_per_batch": float(np.mean([b.num_triplets for b in timed])),
+        "tlsearch_structures_per_s": structures / seconds["tlsearch"],
+        "alignn_structures_per_s": structures / seconds["alignn"],
+        "speedup": seconds["alignn"] / seconds["tlsearch"],
+        "tlsearch_gflops": flops / seconds["tlsearch"] / 1e9,
+        "alignn_gflops": flops / seconds["alignn"] / 1e9,
+        "matmul_roofline_gflops": roofline,
+        "tlsearch_fraction_of_roofline": flops / seconds["tlsearch"] / 1e9 / roofline,
+        "collate_with_line_graph_ms_per_batch": collate_ms,
+        "tlsearch_step_ms": 1e3 * seconds["tlsearch"] / len(timed),
+    }
+    logger.info(
+        "train (%s, %d threads, batch %d): tlsearch %.1f struct/s, alignn %.1f struct/s, "
+        "ratio %.2fx; %.1f GFLOP/s = %.0f%% of the %.1f GFLOP/s matmul roofline; "
+        "collate+line graph %.1f ms vs step %.1f ms",
+        device,
+        args.threads,
+        args.batch_size,
+        result["tlsearch_structures_per_s"],
+        result["alignn_structures_per_s"],
+        result["speedup"],
+        result["tlsearch_gflops"],
+        100 * result["tlsearch_fraction_of_roofline"],
+        roofline,
+        collate_ms,
+        result["tlsearch_step_ms"],
+    )
+    return result
+
+
+def _collate_ms(store, batch_size: int, repeats: int = 10) -> float:
+    t0 = time.perf_counter()
+    for k in range(repeats):
+        start = (k * batch_size) % max(1, len(store) - batch_size)
+        store.collate(range(start, start + batch_size))
+    return 1e3 * (time.perf_counter() - t0) / repeats

@@ -1,0 +1,142 @@
+"""One entry point for every data source: :func:`load_data`.
+
+Accepted specs (records always carry a single target named ``"target"``, except id_prop folders
+with several target columns, see :mod:`tlsearch.structures.id_prop`):
+
+- ``path/to/file.json[.gz]``: a jarvis-style dataset array (list of records with ``"atoms"``);
+  any other JSON is read as a matminer-format DataFrame (structure column ``"structure"``).
+- ``path/to/folder``: ALIGNN ``id_prop.csv`` folder (or bare structure files for prediction).
+- ``path/to/table.pkl[.gz]`` / ``.csv[.gz]``: a DataFrame with a ``"structure"`` column.
+- ``matminer:CODE`` (BG, FE, GV, PH, DC, PZ, EBG) or ``matminer:<dataset_name>``.
+- ``jarvis:dft_2d``: JARVIS-DFT 2D (default target ``optb88vdw_bandgap``).
+- ``generated:N[:SEED]``: the built-in prototype generator (Morse energy per atom).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+from tlsearch.structures.records import LoadResult
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED_FORMS = (
+    "a .json/.json.gz file (jarvis dataset array or matminer DataFrame JSON)",
+    "a directory (id_prop.csv + CIF/POSCAR files, or structure files for prediction)",
+    "a .pkl/.pkl.gz/.csv/.csv.gz DataFrame with a 'structure' column",
+    "matminer:CODE (BG, FE, GV, PH, DC, PZ, EBG) or matminer:<dataset_name>",
+    "jarvis:dft_2d",
+    "generated:N[:SEED]",
+)
+
+_PEEK_BYTES = 65536
+
+
+def _unknown(spec: str, why: str) -> ValueError:
+    forms = "\n  - ".join(ACCEPTED_FORMS)
+    return ValueError(f"cannot load {spec!r}: {why}. Accepted forms:\n  - {forms}")
+
+
+def is_jarvis_array(path: Path) -> bool:
+    """Whether a JSON file looks like a jarvis dataset array (peeks at the first bytes only)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(_PEEK_BYTES).decode("utf-8", errors="replace").lstrip()
+    return head.startswith("[") and '"atoms"' in head
+
+
+def _load_json(path: Path, target: str | None, require_targets: bool) -> LoadResult:
+    from tlsearch.structures.dataframe import load_dataframe_file
+    from tlsearch.structures.jarvis_json import load_jarvis_json
+
+    if is_jarvis_array(path):
+        keys = {target or "target": "target"}
+        return load_jarvis_json(path, target_keys=keys, require_targets=require_targets)
+    if target is None and require_targets:
+        raise ValueError(f"{path}: a matminer DataFrame JSON needs target=<column name>")
+    return load_dataframe_file(path, targets=target, require_targets=require_targets)
+
+
+def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadResult:
+    from tlsearch.structures.dataframe import load_dataframe_file
+    from tlsearch.structures.id_prop import load_id_prop
+
+    name = path.name.lower()
+    if path.is_dir():
+        if target is not None:
+            logger.info("%s: id_prop folder, target=%r is not used", path, target)
+        return load_id_prop(path, require_targets=require_targets)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    if name.endswith((".json", ".json.gz")):
+        return _load_json(path, target, require_targets)
+    if name.endswith((".pkl", ".pkl.gz", ".pickle", ".csv", ".csv.gz")):
+        if target is None and require_targets:
+            raise ValueError(f"{path}: a DataFrame file needs target=<column name>")
+        return load_dataframe_file(path, targets=target, require_targets=require_targets)
+    raise _unknown(str(path), "unsupported file type")
+
+
+def _load_generated(spec: str, rest: str) -> LoadResult:
+    from tlsearch.structures.generate import generate_dataset
+
+    parts = rest.split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise _unknown(spec, "generated:N[:SEED] needs integers") from None
+    if not 1 <= len(numbers) <= 2 or numbers[0] < 1:
+        raise _unknown(spec, "generated:N[:SEED] needs N >= 1 and at most one seed")
+    return generate_dataset(numbers[0], seed=numbers[1] if len(numbers) == 2 else 0)
+
+
+def _load_scheme(spec: str, target: str | None, data_home: str | Path | None) -> LoadResult:
+    from tlsearch.structures import matminer_source
+
+    scheme, _, rest = spec.partition(":")
+    if scheme == "matminer":
+        if not rest:
+            raise _unknown(spec, "matminer: needs a paper code or a matminer dataset name")
+        return matminer_source.load_matminer(rest, target=target, data_home=data_home)
+    if scheme == "jarvis":
+        if rest != "dft_2d":
+            raise _unknown(spec, "only jarvis:dft_2d is supported")
+        return matminer_source.load_jarvis_dft_2d(
+            target=target or matminer_source.JARVIS_2D_TARGET, data_home=data_home
+        )
+    if scheme == "generated":
+        return _load_generated(spec, rest)
+    raise _unknown(spec, f"unknown source {scheme!r}")
+
+
+def load_data(
+    spec: str | Path,
+    *,
+    target: str | None = None,
+    data_home: str | Path | None = None,
+    require_targets: bool = True,
+) -> LoadResult:
+    """Load structures (and targets) from any supported source; see the module docstring.
+
+    Args:
+        spec: a path or a ``scheme:...`` string.
+        target: the source's target key/column (named ``"target"`` in the records); default:
+            ``"target"`` for jarvis JSON, the paper's column for matminer codes.
+        data_home: download/cache folder for ``matminer:`` and ``jarvis:`` sources.
+        require_targets: reject records without the target (False for prediction data).
+
+    Raises:
+        ValueError: unknown spec (lists the accepted forms) or no usable structure.
+        FileNotFoundError: a path that does not exist.
+    """
+    if isinstance(spec, Path):
+        return _load_path(spec, target, require_targets)
+    scheme = spec.partition(":")[0]
+    if scheme in ("matminer", "jarvis", "generated"):
+        return _load_scheme(spec, target, data_home)
+    path = Path(spec)
+    if path.exists() or path.suffix:
+        return _load_path(path, target, require_targets)
+    raise _unknown(spec, "not an existing path nor a known scheme")
