@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,41 @@ from tlsearch.graphs.store import build_graph_store
 from tlsearch.structures.generate import generate_arrays
 
 logger = logging.getLogger("bench.graph_cache_scale")
+
+
+class TreeRssSampler(threading.Thread):
+    """Peak total RSS of this process and all its descendants (workers included), from /proc."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.peak_gb, self._stop_event = interval, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak_gb = max(self.peak_gb, _tree_rss_gb(os.getpid()))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak_gb
+
+
+def _tree_rss_gb(root: int) -> float:
+    parents, rss = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack += [child for child, parent in parents.items() if parent == pid]
+    return total / 1024**3
 
 
 def _peak_rss_gb() -> tuple[float, float]:
@@ -52,10 +89,13 @@ def main() -> None:
     atoms = np.array([r.num_atoms for r in records])
     rss_records, _ = _peak_rss_gb()
 
+    sampler = TreeRssSampler()
+    sampler.start()
     t0 = time.perf_counter()
     store = build_graph_store(records, cache_dir=cache, progress=True, workers=args.workers)
     t_build = time.perf_counter() - t0
-    own, children = _peak_rss_gb()
+    tree_peak = sampler.stop()
+    own, _ = _peak_rss_gb()
 
     t0 = time.perf_counter()
     again = build_graph_store(records, cache_dir=cache, progress=False)
@@ -72,10 +112,11 @@ def main() -> None:
         triplets.append(int((deg_in * deg_out).sum()))
     lg_bytes = np.mean(triplets) * len(again) * (2 * 4 + 4)  # two int32 indices + f32 cosine
 
+    starts = range(0, min(64 * 50, len(again) - 64), 64)
     t0 = time.perf_counter()
-    for start in range(0, 64 * 50, 64):
+    for start in starts:
         again.collate(range(start, start + 64))
-    t_collate = (time.perf_counter() - t0) / 50
+    t_collate = (time.perf_counter() - t0) / len(starts)
 
     report = {
         "structures": len(records),
@@ -88,7 +129,7 @@ def main() -> None:
         "cache_gb": round(_dir_size_gb(store.path), 3),
         "peak_rss_main_gb_after_records": round(rss_records, 2),
         "peak_rss_main_gb": round(own, 2),
-        "peak_rss_worker_gb": round(children, 2),
+        "peak_rss_process_tree_gb_during_build": round(tree_peak, 2),
         "cache_hit": again.cache_hit,
         "hit_open_s": round(t_hit, 2),
         "mean_triplets_per_structure": round(float(np.mean(triplets)), 1),

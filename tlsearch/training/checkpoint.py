@@ -1,0 +1,115 @@
+"""``model.pt``: weights plus every setting needed to predict with nothing else.
+
+The file is a plain dict (tensors, numbers, strings, lists, dicts), so it loads with
+``torch.load(weights_only=True)``:
+
+    format, format_version, tlsearch_version, state_dict, model_config, graph_settings,
+    train_config, scaler, target_names, extra
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import tlsearch
+from tlsearch.graphs.settings import GraphSettings
+from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.config import ALIGNNConfig
+from tlsearch.training.config import TrainConfig
+from tlsearch.training.scaler import TargetScaler
+
+FORMAT = "tlsearch-model"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("state_dict", "model_config", "graph_settings", "scaler", "target_names")
+
+
+@dataclass
+class ModelBundle:
+    """Everything in ``model.pt`` besides the weights, typed."""
+
+    model_config: ALIGNNConfig
+    graph_settings: GraphSettings
+    scaler: TargetScaler
+    target_names: list[str]
+    train_config: TrainConfig | None = None
+    tlsearch_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_model(
+    path: Path | str,
+    model: nn.Module,
+    model_config: ALIGNNConfig,
+    scaler: TargetScaler,
+    graph_settings: GraphSettings,
+    train_config: TrainConfig | None,
+    target_names: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.pt`` atomically (temporary file, then rename); returns the path."""
+    path = Path(path)
+    if len(target_names) != model_config.output_features:
+        raise ValueError(
+            f"{len(target_names)} target names for a model with "
+            f"{model_config.output_features} outputs"
+        )
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tlsearch_version": tlsearch.__version__,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": model_config.model_dump(mode="json"),
+        "graph_settings": graph_settings.model_dump(mode="json"),
+        "train_config": train_config.model_dump(mode="json") if train_config else None,
+        "scaler": scaler.to_dict(),
+        "target_names": list(target_names),
+        "extra": dict(extra or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_bundle(path: Path | str) -> tuple[dict[str, Any], ModelBundle]:
+    """Read ``model.pt`` into (state_dict, bundle); errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path} is not a readable tlsearch model file: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a tlsearch model file (no format={FORMAT!r} entry)")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"model file {path} lacks {', '.join(missing)}")
+    train_config = payload.get("train_config")
+    bundle = ModelBundle(
+        model_config=ALIGNNConfig.model_validate(payload["model_config"]),
+        graph_settings=GraphSettings.model_validate(payload["graph_settings"]),
+        scaler=TargetScaler.from_dict(payload["scaler"]),
+        target_names=list(payload["target_names"]),
+        train_config=TrainConfig.model_validate(train_config) if train_config else None,
+        tlsearch_version=str(payload.get("tlsearch_version", "")),
+        extra=dict(payload.get("extra") or {}),
+    )
+    return payload["state_dict"], bundle
+
+
+def load_model(
+    path: Path | str, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, ModelBundle]:
+    """Rebuild the ALIGNN model of ``model.pt`` on ``device``, in eval mode, with its bundle."""
+    state_dict, bundle = read_bundle(path)
+    model = ALIGNN(bundle.model_config)
+    model.load_state_dict(state_dict)
+    return model.to(device).eval(), bundle

@@ -1,0 +1,148 @@
+"""Typed settings of one training run: the paper's recipe (``TrainConfig``) and the whole run.
+
+``RunConfig`` is what ``config.yaml`` in a run folder holds; ``tlsearch train --config`` reads the
+same schema back, and command-line flags override it (see :func:`merge_overrides`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from tlsearch.graphs.settings import GraphSettings
+from tlsearch.graphs.store import default_cache_dir
+from tlsearch.model.config import ALIGNNConfig
+
+__all__ = ["RunConfig", "TrainConfig", "default_cache_dir", "load_run_config"]
+
+PAPER_SMALL_BATCH = 16
+PAPER_LARGE_BATCH = 64
+PAPER_LARGE_THRESHOLD = 1000
+
+
+class TrainConfig(BaseModel):
+    """The training recipe (paper Sec. 2 and the data README), shared by scratch/PT/FT/MPT.
+
+    Attributes:
+        epochs: maximum number of epochs (the one-cycle schedule spans all of them).
+        batch_size: structures per batch; ``None`` = the paper's rule: 16, or 64 when the training
+            part (after the train/validation split) has more than 1,000 structures.
+        learning_rate: AdamW learning rate, the one-cycle peak.
+        weight_decay: AdamW weight decay (never applied to biases and normalisation parameters).
+        optimizer: only ``adamw`` (the paper's).
+        scheduler: ``onecycle`` (stepped every batch) or ``none`` (constant learning rate).
+        pct_start: fraction of the one-cycle schedule spent increasing the learning rate.
+        loss: ``mse`` (the paper's) or ``l1``.
+        early_stopping_patience: stop after this many epochs without a lower validation MAE;
+            ``None`` disables early stopping.
+        val_fraction: share of the training data held out for validation (the paper's 90:10).
+        seed: seeds the split, the weights and the batch order.
+        device: ``auto`` picks CUDA when present, else CPU.
+        num_threads: CPU threads for torch (``None`` leaves torch's default).
+        target_normalisation: ``none`` (default: the paper's shared data files are already
+            normalised), ``paper`` (standardise, then min-max into [-1, 1], Sec. 2.3, fitted on
+            the training part only) or ``standardise``. Metrics are reported in physical units and,
+            when a scaler is used, also in normalised units.
+        log_every: write a log line every this many epochs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(500, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    optimizer: Literal["adamw"] = "adamw"
+    scheduler: Literal["onecycle", "none"] = "onecycle"
+    pct_start: float = Field(0.3, gt=0, lt=1)
+    loss: Literal["mse", "l1"] = "mse"
+    early_stopping_patience: int | None = Field(50, ge=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    target_normalisation: Literal["none", "paper", "standardise"] = "none"
+    log_every: int = Field(10, ge=1)
+
+    def resolve_batch_size(self, n_train: int) -> int:
+        """The batch size to use for a training part of ``n_train`` structures."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return PAPER_LARGE_BATCH if n_train > PAPER_LARGE_THRESHOLD else PAPER_SMALL_BATCH
+
+
+class RunConfig(BaseModel):
+    """Everything one ``tlsearch train`` run needs; written resolved to ``config.yaml``.
+
+    Attributes:
+        data: training data spec for ``load_data`` (jarvis json path, folder, ``matminer:CODE``,
+            ``generated:N[:seed]``...); split into train and validation.
+        test: optional held-out test data spec (never used for training or validation).
+        target: property to read from the data (``None``: the loader's default, and every target
+            the training records carry).
+        data_home: where named datasets are looked up (passed to ``load_data``).
+        out_dir: run folder for model, metrics, predictions, history and this config.
+        cache_dir: graph cache folder (default: ``$TLSEARCH_CACHE`` or
+            ``~/.cache/tlsearch/graphs``); ``None`` keeps graphs in memory only.
+        train: the training recipe.
+        model: ALIGNN architecture (``output_features`` is set to the number of targets).
+        graphs: graph construction settings.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str
+    test: str | None = None
+    target: str | None = None
+    data_home: Path | None = None
+    out_dir: Path
+    cache_dir: Path | None = Field(default_factory=default_cache_dir)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    model: ALIGNNConfig = Field(default_factory=ALIGNNConfig)
+    graphs: GraphSettings = Field(default_factory=GraphSettings)
+
+    def to_yaml(self) -> str:
+        """The config as YAML (paths as strings), readable by :func:`load_run_config`."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``overrides`` into a copy of ``base`` (nested dicts merge, rest wins)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overrides(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_run_config(
+    path: Path | str | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Build a :class:`RunConfig` from an optional YAML file plus overrides (which win).
+
+    Raises:
+        pydantic.ValidationError: (a ``ValueError``) naming every unknown or invalid field.
+    """
+    base = read_yaml_mapping(path) if path is not None else {}
+    return RunConfig.model_validate(merge_overrides(base, overrides or {}))

@@ -1,0 +1,420 @@
+"""The training loop: seeding, batches, loss, one epoch, evaluation, early stopping, ``fit``.
+
+Each concern is one function or class; :func:`fit` only composes them. Targets handed to the
+loaders are already normalised (see :mod:`tlsearch.training.scaler`); everything here works in
+those units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tlsearch.graphs.batch import GraphBatch
+from tlsearch.training.config import TrainConfig
+from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r} (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+class Collatable(Protocol):
+    """What a loader needs from a graph store (``tlsearch.graphs.store.GraphStore``)."""
+
+    def __len__(self) -> int: ...
+
+    def collate(self, indices: Sequence[int]) -> GraphBatch: ...
+
+
+class GraphLoader:
+    """Batches over a subset of a graph store, with (normalised) targets attached.
+
+    Args:
+        store: the graph store.
+        indices: store positions in this subset.
+        targets: (len(store), P) float array aligned with the store, NaN where unknown; ``None``
+            for prediction without targets.
+        batch_size: structures per batch (the last batch may be smaller; nothing is dropped).
+        shuffle: reshuffle every epoch with a ``torch.Generator`` seeded from (seed, epoch).
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        store: Collatable,
+        indices: Sequence[int] | np.ndarray,
+        targets: np.ndarray | None,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if targets is not None:
+            targets = np.asarray(targets, dtype=np.float32)
+            if targets.ndim != 2 or targets.shape[0] != len(store):
+                raise ValueError(
+                    f"targets must be (len(store)={len(store)}, P), got shape {targets.shape}"
+                )
+        self.targets = targets
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+
+    @property
+    def num_structures(self) -> int:
+        return int(self.indices.size)
+
+    def __len__(self) -> int:
+        """Batches per pass."""
+        return math.ceil(self.num_structures / self.batch_size)
+
+    def order(self, epoch: int = 0) -> np.ndarray:
+        """Store positions in the order of pass ``epoch``."""
+        if not self.shuffle:
+            return self.indices
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        perm = torch.randperm(self.num_structures, generator=torch.Generator().manual_seed(seed))
+        return self.indices[perm.numpy()]
+
+    def batches(self, epoch: int = 0) -> Iterator[GraphBatch]:
+        """The batches of pass ``epoch`` with ``targets`` and ``target_mask`` set (if known)."""
+        order = self.order(epoch)
+        for start in range(0, order.size, self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self.store.collate(chunk.tolist())
+            if self.targets is not None:
+                values = torch.from_numpy(self.targets[chunk])
+                mask = torch.isfinite(values)
+                batch.targets = torch.where(mask, values, torch.zeros_like(values))
+                batch.target_mask = mask
+            yield batch
+
+
+class BatchSource(Protocol):
+    """Anything :func:`fit` can train or validate on (a :class:`GraphLoader` is one)."""
+
+    @property
+    def num_structures(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def batches(self, epoch: int = 0) -> Iterator[GraphBatch]: ...
+
+
+def masked_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    kind: str = "mse",
+) -> torch.Tensor:
+    """Mean squared (``mse``) or absolute (``l1``) error over the known entries.
+
+    ``mask`` (same shape, bool) marks known targets; ``None`` means all are known. With no known
+    entry the loss is 0 (and carries no gradient signal).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+    diff = pred - target
+    if kind == "mse":
+        err = diff**2
+    elif kind == "l1":
+        err = diff.abs()
+    else:
+        raise ValueError(f"unknown loss {kind!r} (use mse or l1)")
+    if mask is None:
+        return err.mean()
+    weights = mask.to(err.dtype)
+    return (err * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+@dataclass
+class EpochStats:
+    """One training epoch: mean loss over known targets, structures seen, seconds, divergence."""
+
+    loss: float
+    structures: int
+    seconds: float
+    diverged: bool = False
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: BatchSource,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    loss_kind: str,
+    device: torch.device,
+    epoch: int,
+) -> EpochStats:
+    """One pass over ``loader`` (scheduler stepped every batch); stops at a non-finite loss."""
+    model.train()
+    start = time.perf_counter()
+    total, weight, structures = 0.0, 0.0, 0
+    for batch in loader.batches(epoch):
+        batch = batch.to(device)
+        if batch.targets is None:
+            raise ValueError("training batches need targets")
+        pred = model(batch)
+        loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return EpochStats(value, structures, time.perf_counter() - start, diverged=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        known = (
+            float(batch.target_mask.sum())
+            if batch.target_mask is not None
+            else batch.targets.numel()
+        )
+        total += value * known
+        weight += known
+        structures += batch.num_graphs
+    return EpochStats(total / max(weight, 1.0), structures, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module, loader: BatchSource, device: torch.device
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Model outputs for every structure of ``loader`` in eval mode, in loader order.
+
+    Returns:
+        ids, predictions (N, P) float64, targets (N, P) float64 with NaN where unknown (or None
+        when the loader has no targets).
+    """
+    model.eval()
+    ids: list[str] = []
+    preds: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    for batch in loader.batches(0):
+        ids.extend(batch.ids)
+        preds.append(model(batch.to(device)).detach().cpu().double().numpy())
+        if batch.targets is not None:
+            t = batch.targets.double().numpy()
+            if batch.target_mask is not None:
+                t = np.where(batch.target_mask.numpy(), t, np.nan)
+            targets.append(t)
+    if not preds:
+        return ids, np.zeros((0, 0)), None
+    return ids, np.concatenate(preds), (np.concatenate(targets) if targets else None)
+
+
+def validate(
+    model: nn.Module, val: BatchSource, device: torch.device, loss_kind: str
+) -> tuple[float, float]:
+    """(loss, MAE) of ``model`` on ``val`` in normalised units, over the known targets."""
+    _, pred, true = predict_batches(model, val, device)
+    if true is None:
+        raise ValueError("validation batches need targets")
+    return validation_scores(pred, true, loss_kind)
+
+
+def validation_scores(pred: np.ndarray, target: np.ndarray, loss_kind: str) -> tuple[float, float]:
+    """(loss, MAE) over the known entries of ``target`` (NaN = unknown)."""
+    known = np.isfinite(target)
+    if not known.any():
+        return math.nan, math.nan
+    diff = pred[known] - target[known]
+    mae = float(np.mean(np.abs(diff)))
+    loss = float(np.mean(diff**2)) if loss_kind == "mse" else mae
+    return loss, mae
+
+
+class EarlyStopping:
+    """Track the lowest validation MAE; stop after ``patience`` epochs without a new one.
+
+    ``patience=None`` never stops. Non-finite values never count as an improvement.
+    """
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best = math.inf
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record epoch ``epoch``'s value; True when it is a new best."""
+        if math.isfinite(value) and value < self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`; the model holds ``best_state`` afterwards (when there is one).
+
+    Attributes:
+        best_epoch: 1-based epoch of the lowest validation MAE (None if no finite one).
+        best_val_mae: that MAE, in normalised units.
+        epochs_run: epochs started (the last one may have diverged part-way).
+        early_stopped: stopped by patience before ``cfg.epochs``.
+        diverged: a non-finite training loss or validation MAE stopped training.
+        history: one dict per epoch: epoch, train_loss, val_loss, val_mae, lr, seconds.
+        train_seconds: wall time of the whole loop (training and validation).
+        train_structures_per_second: training structures per second of training steps.
+        best_state: copy of the best weights (``state_dict``), or None.
+    """
+
+    best_epoch: int | None
+    best_val_mae: float
+    epochs_run: int
+    early_stopped: bool
+    diverged: bool
+    history: list[dict[str, float]]
+    train_seconds: float
+    train_structures_per_second: float
+    best_state: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def _progress_bar(total: int, enabled: bool) -> tqdm:
+    return tqdm(
+        total=total,
+        desc="epochs",
+        unit="epoch",
+        disable=not (enabled and sys.stderr.isatty()),
+        leave=False,
+    )
+
+
+def fit(
+    model: nn.Module,
+    train: BatchSource,
+    val: BatchSource,
+    cfg: TrainConfig,
+    *,
+    device: torch.device | None = None,
+    named_parameters: NamedParameters | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` on ``train``, validating on ``val`` every epoch; restore the best weights.
+
+    Args:
+        model: a module whose ``forward(batch)`` returns (B, P) in normalised units.
+        train: training batches (shuffled per epoch by the loader).
+        val: validation batches with targets.
+        cfg: epochs, optimiser, scheduler, loss, patience, seed, log_every.
+        device: where to train (default: ``cfg.device`` resolved); the model is moved there.
+        named_parameters: parameters to optimise (default: ``model.named_parameters()``); only
+            those with ``requires_grad`` are used, so frozen layers stay frozen.
+        progress: show a tqdm bar over epochs (only on a terminal).
+    """
+    device = device or select_device(cfg.device)
+    seed_everything(cfg.seed)
+    model.to(device)
+    optimizer = build_optimizer(
+        named_parameters if named_parameters is not None else model.named_parameters(), cfg
+    )
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=max(len(train), 1))
+    stopper = EarlyStopping(cfg.early_stopping_patience)
+    history: list[dict[str, float]] = []
+    best_state: dict[str, Any] | None = None
+    diverged = early_stopped = False
+    step_seconds, structures = 0.0, 0
+    start = time.perf_counter()
+    bar = _progress_bar(cfg.epochs, progress)
+    epoch = 0
+    with contextlib.closing(bar):
+        for epoch in range(1, cfg.epochs + 1):
+            lr = float(optimizer.param_groups[0]["lr"])
+            stats = train_one_epoch(model, train, optimizer, scheduler, cfg.loss, device, epoch)
+            step_seconds += stats.seconds
+            structures += stats.structures
+            if stats.diverged:
+                logger.warning(
+                    "epoch %d: training loss is %s; stopping (diverged)", epoch, stats.loss
+                )
+                history.append(_row(epoch, stats, math.nan, math.nan, lr))
+                diverged = True
+                break
+            val_loss, val_mae = validate(model, val, device, cfg.loss)
+            history.append(_row(epoch, stats, val_loss, val_mae, lr))
+            if stopper.update(epoch, val_mae):
+                best_state = copy.deepcopy(model.state_dict())
+            bar.update(1)
+            bar.set_postfix(train_loss=f"{stats.loss:.4g}", val_mae=f"{val_mae:.4g}")
+            if epoch % cfg.log_every == 0 or epoch == 1:
+                logger.info(
+                    "epoch %d/%d train_loss %.5g val_loss %.5g val_mae %.5g (best %.5g @ %s)",
+                    epoch, cfg.epochs, stats.loss, val_loss, val_mae, stopper.best,
+                    stopper.best_epoch,
+                )  # fmt: skip
+            if not math.isfinite(val_mae):
+                logger.warning(
+                    "epoch %d: validation MAE is %s; stopping (diverged)", epoch, val_mae
+                )
+                diverged = True
+                break
+            if stopper.should_stop:
+                early_stopped = epoch < cfg.epochs
+                logger.info(
+                    "early stopping at epoch %d: no better validation MAE for %d epochs",
+                    epoch, stopper.bad_epochs,
+                )  # fmt: skip
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    seconds = time.perf_counter() - start
+    return FitResult(
+        best_epoch=stopper.best_epoch,
+        best_val_mae=stopper.best,
+        epochs_run=epoch,
+        early_stopped=early_stopped,
+        diverged=diverged,
+        history=history,
+        train_seconds=seconds,
+        train_structures_per_second=structures / step_seconds if step_seconds > 0 else math.nan,
+        best_state=best_state,
+    )
+
+
+def _row(epoch: int, stats: EpochStats, val_loss: float, val_mae: float, lr: float) -> dict:
+    return {
+        "epoch": epoch,
+        "train_loss": stats.loss,
+        "val_loss": val_loss,
+        "val_mae": val_mae,
+        "lr": lr,
+        "seconds": stats.seconds,
+    }

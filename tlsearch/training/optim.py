@@ -1,0 +1,77 @@
+"""The one optimiser and scheduler path shared by scratch, PT, FT and MPT training.
+
+AdamW with weight decay only on weight matrices (never on biases or normalisation parameters,
+i.e. any parameter with fewer than 2 dimensions), and PyTorch's ``OneCycleLR`` stepped once per
+batch with ``max_lr = learning_rate`` and ``total_steps = epochs * steps_per_epoch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from tlsearch.training.config import TrainConfig
+
+NamedParameters = Iterable[tuple[str, nn.Parameter]]
+
+
+def decay_groups(named_parameters: NamedParameters, weight_decay: float) -> list[dict[str, object]]:
+    """Split trainable parameters into a decayed group (ndim >= 2) and an undecayed one.
+
+    Parameters with ``requires_grad=False`` (frozen layers) are left out. Groups carry the
+    parameter names (``names``) for inspection; empty groups are dropped.
+
+    Raises:
+        ValueError: when no parameter is trainable.
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    decay_names: list[str] = []
+    no_decay_names: list[str] = []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        if param.ndim >= 2:
+            decay.append(param)
+            decay_names.append(name)
+        else:
+            no_decay.append(param)
+            no_decay_names.append(name)
+    groups: list[dict[str, object]] = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "names": decay_names})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "names": no_decay_names})
+    if not groups:
+        raise ValueError("no trainable parameters: every parameter has requires_grad=False")
+    return groups
+
+
+def build_optimizer(named_parameters: NamedParameters, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (``cfg.learning_rate``, ``cfg.weight_decay``) over the trainable named parameters."""
+    if cfg.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    return torch.optim.AdamW(decay_groups(named_parameters, cfg.weight_decay), lr=cfg.learning_rate)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """One-cycle schedule over ``cfg.epochs * steps_per_epoch`` batches, or ``None``.
+
+    Call ``scheduler.step()`` after every ``optimizer.step()``.
+    """
+    if cfg.scheduler == "none":
+        return None
+    if cfg.scheduler != "onecycle":
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}")
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=cfg.learning_rate,
+        total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=cfg.pct_start,
+    )

@@ -1,0 +1,444 @@
+"""One training run from a :class:`RunConfig`: data -> graphs -> split -> scaler -> fit -> files.
+
+Outputs in ``cfg.out_dir`` (written in this order, so a failure late in the run loses nothing
+already computed): ``config.yaml`` (resolved), ``history.csv``, ``model.pt``,
+``predictions_val.csv``, ``metrics.json`` (validation), ``rejected.csv``, then
+``predictions_test.csv`` and ``metrics.json`` again with the test metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import tlsearch
+from tlsearch.graphs.settings import GraphSettings
+from tlsearch.graphs.store import GraphStore, build_graph_store
+from tlsearch.model.alignn import ALIGNN
+from tlsearch.structures.load import load_data
+from tlsearch.structures.records import LoadResult, StructureRecord
+from tlsearch.training.checkpoint import save_model
+from tlsearch.training.config import RunConfig
+from tlsearch.training.loop import (
+    FitResult,
+    GraphLoader,
+    fit,
+    predict_batches,
+    seed_everything,
+    select_device,
+)
+from tlsearch.training.metrics import json_safe, target_metrics
+from tlsearch.training.scaler import TargetScaler
+from tlsearch.training.splits import train_val_split
+
+logger = logging.getLogger(__name__)
+
+MAX_REJECTED_IN_METRICS = 100
+
+
+def train_run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train, validate and (if ``cfg.test``) test one model; returns the ``metrics.json`` dict."""
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.num_threads is not None:
+        torch.set_num_threads(cfg.train.num_threads)
+    device = select_device(cfg.train.device)
+
+    train_data = prepare_run_data(cfg, cfg.data, names=None, role="training", progress=progress)
+    names = train_data.target_names
+    # Load and graph the test set before training: a bad test spec fails in seconds, not hours.
+    test_data = (
+        prepare_run_data(cfg, cfg.test, names=names, role="test", progress=progress)
+        if cfg.test
+        else None
+    )
+    train_idx, val_idx = train_val_split(
+        len(train_data.store), cfg.train.val_fraction, cfg.train.seed
+    )
+    scaler = TargetScaler.fit(train_data.targets[train_idx], cfg.train.target_normalisation)
+    resolved = resolve_config(cfg, n_train=len(train_idx), num_targets=len(names))
+    (out / "config.yaml").write_text(resolved.to_yaml(), encoding="utf-8")
+    logger.info(
+        "training on %d, validating on %d structures (batch %d, device %s, targets %s)",
+        len(train_idx), len(val_idx), resolved.train.batch_size, device, names,
+    )  # fmt: skip
+
+    model, result = train_model(resolved, train_data, scaler, train_idx, val_idx, device, progress)
+    write_history_csv(out / "history.csv", result.history)
+    save_model(
+        out / "model.pt",
+        model,
+        resolved.model,
+        scaler,
+        resolved.graphs,
+        resolved.train,
+        names,
+        extra={"data": cfg.data, "best_epoch": result.best_epoch},
+    )
+    metrics = base_metrics(resolved, result, train_data, test_data, scaler, device)
+    metrics["n_train"], metrics["n_val"] = len(train_idx), len(val_idx)
+    val_loader = GraphLoader(
+        train_data.store, val_idx, scaler.transform(train_data.targets), resolved.train.batch_size
+    )
+    metrics["val"] = evaluate_and_write(
+        model, val_loader, scaler, names, device, out / "predictions_val.csv"
+    )
+    write_rejected_csv(out / "rejected.csv", train_data, test_data)
+    write_json(out / "metrics.json", metrics)
+    if test_data is not None:
+        try:
+            test_loader = GraphLoader(
+                test_data.store,
+                np.arange(len(test_data.store)),
+                scaler.transform(test_data.targets),
+                resolved.train.batch_size,
+            )
+            metrics["test"] = evaluate_and_write(
+                model, test_loader, scaler, names, device, out / "predictions_test.csv"
+            )
+        except Exception as exc:
+            metrics["test_error"] = f"{type(exc).__name__}: {exc}"
+            write_json(out / "metrics.json", metrics)
+            raise
+        write_json(out / "metrics.json", metrics)
+    log_summary(metrics)
+    return metrics
+
+
+def resolve_config(cfg: RunConfig, n_train: int, num_targets: int) -> RunConfig:
+    """The config with the batch size and the model's output count filled in.
+
+    Raises:
+        ValueError: when ``model.output_features`` was set explicitly to another number.
+    """
+    if "output_features" in cfg.model.model_fields_set and cfg.model.output_features != num_targets:
+        raise ValueError(
+            f"model.output_features is {cfg.model.output_features} but the data has "
+            f"{num_targets} target(s)"
+        )
+    train = cfg.train.model_copy(update={"batch_size": cfg.train.resolve_batch_size(n_train)})
+    model = cfg.model.model_copy(update={"output_features": num_targets})
+    return cfg.model_copy(update={"train": train, "model": model})
+
+
+def train_model(
+    cfg: RunConfig,
+    data: PreparedData,
+    scaler: TargetScaler,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    device: torch.device,
+    progress: bool,
+) -> tuple[ALIGNN, FitResult]:
+    """Seed, build the ALIGNN model and fit it; the model comes back with its best weights."""
+    seed_everything(cfg.train.seed)
+    model = ALIGNN(cfg.model)
+    targets = scaler.transform(data.targets)
+    batch_size = cfg.train.resolve_batch_size(len(train_idx))
+    train = GraphLoader(
+        data.store, train_idx, targets, batch_size, shuffle=True, seed=cfg.train.seed
+    )
+    val = GraphLoader(data.store, val_idx, targets, batch_size)
+    result = fit(model, train, val, cfg.train, device=device, progress=progress)
+    logger.info(
+        "trained %d epochs in %.1f s (best epoch %s, val MAE %.5g normalised%s%s)",
+        result.epochs_run, result.train_seconds, result.best_epoch, result.best_val_mae,
+        ", early stopped" if result.early_stopped else "",
+        ", DIVERGED" if result.diverged else "",
+    )  # fmt: skip
+    return model, result
+
+
+def evaluate_and_write(
+    model: torch.nn.Module,
+    loader: GraphLoader,
+    scaler: TargetScaler,
+    names: list[str],
+    device: torch.device,
+    csv_path: Path,
+) -> dict[str, Any]:
+    """Predict ``loader``, write ``id,target,prediction`` (physical units), return metrics.
+
+    Metrics are in physical units, plus ``normalised`` ones when the scaler is not the identity.
+    """
+    ids, pred_norm, true_norm = predict_batches(model, loader, device)
+    if true_norm is None:
+        raise ValueError("evaluation needs targets")
+    pred = scaler.inverse_transform(pred_norm)
+    true = scaler.inverse_transform(true_norm)
+    write_predictions_csv(csv_path, ids, names, pred, true)
+    metrics = target_metrics(true, pred, names)
+    if scaler.mode != "none":
+        metrics["normalised"] = target_metrics(true_norm, pred_norm, names)
+    return metrics
+
+
+def base_metrics(
+    cfg: RunConfig,
+    result: FitResult,
+    train_data: PreparedData,
+    test_data: PreparedData | None,
+    scaler: TargetScaler,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Everything in ``metrics.json`` except the val/test metrics themselves."""
+    parts = {"train": train_data} | ({"test": test_data} if test_data is not None else {})
+    rejected = {role: rejection_rows(d) for role, d in parts.items()}
+    return {
+        "tlsearch_version": tlsearch.__version__,
+        "data": cfg.data,
+        "test_data": cfg.test,
+        "target_names": train_data.target_names,
+        "target_normalisation": scaler.mode,
+        "scaler": scaler.to_dict(),
+        "val": None,
+        "test": None,
+        "best_epoch": result.best_epoch,
+        "best_val_mae_normalised": result.best_val_mae,
+        "epochs_run": result.epochs_run,
+        "early_stopped": result.early_stopped,
+        "diverged": result.diverged,
+        "train_seconds": result.train_seconds,
+        "train_structures_per_second": result.train_structures_per_second,
+        "batch_size": cfg.train.batch_size,
+        "device": str(device),
+        "n_test": len(test_data.store) if test_data is not None else 0,
+        "n_rejected": {role: len(rows) for role, rows in rejected.items()},
+        "rejected_reasons": {
+            role: dict(Counter(row["reason"] for row in rows)) for role, rows in rejected.items()
+        },
+        "rejected": {role: rows[:MAX_REJECTED_IN_METRICS] for role, rows in rejected.items()},
+        "graph_cache_hit": {role: bool(d.store.cache_hit) for role, d in parts.items()},
+    }
+
+
+def log_summary(metrics: dict[str, Any]) -> None:
+    """One log line per evaluated part."""
+    for part in ("val", "test"):
+        m = metrics.get(part)
+        if m:
+            logger.info(
+                "%s: R2 %s MAE %s RMSE %s (n=%d)",
+                part, _fmt(m["r2"]), _fmt(m["mae"]), _fmt(m["rmse"]), m["n"],
+            )  # fmt: skip
+
+
+def _fmt(x: float | None) -> str:
+    return "nan" if x is None or x != x else f"{x:.4g}"
+
+
+# --- data: records -> graph store -> target matrix -------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """A loaded dataset with its graphs and targets aligned to the graph store.
+
+    Attributes:
+        spec: the data spec it came from.
+        loaded: the loader's result (records and rejections).
+        store: graphs of the accepted records (``store.ids`` in input order).
+        target_names: the target columns.
+        targets: (len(store), P) float64, NaN where unknown; None when the data has none of the
+            targets (prediction only).
+    """
+
+    spec: str
+    loaded: LoadResult
+    store: GraphStore
+    target_names: list[str]
+    targets: np.ndarray | None
+
+
+def resolve_target_names(records: Sequence[StructureRecord], requested: str | None) -> list[str]:
+    """The target columns of a training set.
+
+    Without ``requested``: every target name the records carry, in first-seen order. With it:
+    ``[requested]``, or the single name the loader stored it under.
+
+    Raises:
+        ValueError: when the records carry no target, or not the requested one.
+    """
+    found: dict[str, None] = {}
+    for record in records:
+        found.update(dict.fromkeys(record.targets))
+    names = list(found)
+    if not names:
+        raise ValueError("the training data has no target values")
+    if requested is None:
+        return names
+    if requested in found:
+        return [requested]
+    if len(names) == 1:
+        return names
+    raise ValueError(f"target {requested!r} not in the data (it has {', '.join(names)})")
+
+
+def target_matrix(
+    ids: Sequence[str], records: Sequence[StructureRecord], names: Sequence[str]
+) -> np.ndarray:
+    """(len(ids), P) float64 of the records' targets in ``ids`` order, NaN where missing."""
+    by_id = {r.id: r for r in records}
+    out = np.full((len(ids), len(names)), np.nan)
+    for i, rid in enumerate(ids):
+        record = by_id.get(rid)
+        if record is None:
+            raise ValueError(f"graph store id {rid!r} matches no loaded record")
+        for j, name in enumerate(names):
+            value = record.targets.get(name)
+            if value is not None:
+                out[i, j] = value
+    return out
+
+
+def prepare_data(
+    spec: str,
+    *,
+    names: Sequence[str] | None,
+    graph_settings: GraphSettings,
+    cache_dir: Path | None,
+    target: str | None = None,
+    data_home: Path | None = None,
+    require_targets: bool = True,
+    role: str = "data",
+    progress: bool = True,
+) -> PreparedData:
+    """Load ``spec``, build (or read cached) graphs, and align the targets with the store.
+
+    Args:
+        names: target columns to read (``None``: resolve them from the records, see
+            :func:`resolve_target_names`).
+        require_targets: every name must be present in the data (else ``targets`` may be None).
+        role: "training", "test"... used in messages.
+
+    Raises:
+        ValueError / FileNotFoundError: bad spec, no usable structure, missing targets.
+    """
+    try:
+        loaded = load_data(
+            spec, target=target, data_home=data_home, require_targets=require_targets
+        )
+    except FileNotFoundError as exc:  # say which of the run's inputs it was
+        raise FileNotFoundError(f"{role} data: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{role} data: {exc}") from exc
+    if names is None:
+        names = resolve_target_names(loaded.records, target)
+    names = list(names)
+    present = {name for r in loaded.records for name in r.targets}
+    missing = [name for name in names if name not in present]
+    if missing and require_targets:
+        raise ValueError(f"{role} data {spec}: no record has target(s) {', '.join(missing)}")
+    store = build_graph_store(loaded.records, graph_settings, cache_dir, progress)
+    if len(store) == 0:
+        raise ValueError(f"{role} data {spec}: no graph could be built for any structure")
+    targets = (
+        None if len(missing) == len(names) else target_matrix(store.ids, loaded.records, names)
+    )
+    logger.info(
+        "%s data %s: %d structures with graphs, %d rejected (graph cache %s)",
+        role, spec, len(store), len(loaded.rejected) + len(store.rejected),
+        "hit" if store.cache_hit else "miss",
+    )  # fmt: skip
+    return PreparedData(spec, loaded, store, names, targets)
+
+
+def prepare_run_data(
+    cfg: RunConfig, spec: str, names: Sequence[str] | None, role: str, progress: bool
+) -> PreparedData:
+    """:func:`prepare_data` with the run's target, data home, graph settings and cache."""
+    return prepare_data(
+        spec,
+        names=names,
+        graph_settings=cfg.graphs,
+        cache_dir=cfg.cache_dir,
+        target=cfg.target,
+        data_home=cfg.data_home,
+        role=role,
+        progress=progress,
+    )
+
+
+def rejection_rows(data: PreparedData) -> list[dict[str, str]]:
+    """Every rejected structure of ``data``: id, stage (load or graph) and reason."""
+    rows = [{"id": r.id, "stage": "load", "reason": r.reason} for r in data.loaded.rejected]
+    rows += [{"id": r.id, "stage": "graph", "reason": r.reason} for r in data.store.rejected]
+    return rows
+
+
+# --- output files ------------------------------------------------------------------------------
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write strict JSON (NaN -> null) atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """One row per epoch: epoch, train_loss, val_loss, val_mae, lr, seconds."""
+    fields = ["epoch", "train_loss", "val_loss", "val_mae", "lr", "seconds"]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({k: row.get(k) for k in fields} for row in history)
+
+
+def prediction_columns(names: Sequence[str], with_targets: bool) -> list[str]:
+    """``target,prediction`` for one property, else ``target:NAME,prediction:NAME`` per name."""
+    if len(names) == 1:
+        return ["target", "prediction"] if with_targets else ["prediction"]
+    cols: list[str] = []
+    for name in names:
+        cols += ([f"target:{name}"] if with_targets else []) + [f"prediction:{name}"]
+    return cols
+
+
+def write_predictions_csv(
+    path: Path | str,
+    ids: Sequence[str],
+    names: Sequence[str],
+    predictions: np.ndarray,
+    targets: np.ndarray | None = None,
+) -> None:
+    """``id,target,prediction`` rows (``target`` omitted when None; empty when unknown)."""
+    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", *prediction_columns(names, targets is not None)])
+        for i, rid in enumerate(ids):
+            row: list[object] = [rid]
+            for j in range(len(names)):
+                if targets is not None:
+                    row.append(_cell(targets[i, j]))
+                row.append(_cell(predictions[i, j]))
+            writer.writerow(row)
+
+
+def write_rejected_csv(path: Path, *parts: PreparedData | None) -> None:
+    """All rejected structures of the given parts: spec, id, stage, reason."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["data", "id", "stage", "reason"])
+        for part in parts:
+            if part is not None:
+                for row in rejection_rows(part):
+                    writer.writerow([part.spec, row["id"], row["stage"], row["reason"]])
+
+
+def _cell(x: float) -> str:
+    return "" if not math.isfinite(float(x)) else repr(float(x))
+
+
+__all__ = ["PreparedData", "prepare_data", "resolve_target_names", "train_run"]
