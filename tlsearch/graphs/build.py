@@ -70,7 +70,8 @@ def build_many(
         (position, r.lattice, r.frac_coords, r.species, settings)
         for position, r in enumerate(records)
     )
-    bar = tqdm(total=len(records), desc="graphs", unit="struct", disable=not progress)
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    bar = tqdm(total=len(records), desc="graphs", unit="struct", disable=None if progress else True)
     try:
         if workers == 1:
             for task in tasks:
