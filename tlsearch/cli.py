@@ -7,6 +7,7 @@ line on stderr and exit code 2; ``-v`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -207,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for tlsearch.bench")
     bench.set_defaults(bench_help=bench.format_help())
+
+    from tlsearch.transfer.cli import add_parsers as add_transfer_parsers
+
+    add_transfer_parsers(sub, _add_train_args, _add_runtime, _add_common)
     return parser
 
 
@@ -409,7 +414,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(result or 0)
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "demo": cmd_demo, "bench": cmd_bench}
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """``tlsearch pretrain``, ``finetune`` and ``mpt pretrain``: like ``train``, other hooks."""
+    from tlsearch.transfer import cli as transfer_cli
+
+    handler = {
+        "pretrain": transfer_cli.cmd_pretrain,
+        "finetune": transfer_cli.cmd_finetune,
+        "mpt": transfer_cli.cmd_mpt,
+    }[args.command]
+    overrides = train_overrides(args)
+    out = overrides.get("out_dir")
+    with log_to_file(Path(out) / "train.log") if out else contextlib.nullcontext():
+        metrics = handler(args, overrides)
+    _print_json(run_summary(metrics, Path(out or ".")))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "demo": cmd_demo,
+    "bench": cmd_bench,
+    "pretrain": cmd_transfer,
+    "finetune": cmd_transfer,
+    "mpt": cmd_transfer,
+}
+
+
+TRAINING_COMMANDS = ("train", "pretrain", "finetune", "mpt")
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -428,10 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     setup_logging(verbosity)
     try:
-        if args.command == "train" and not (args.data or args.config):
-            raise CLIError("train needs --data SPEC (or --config YAML with a data entry)")
-        if args.command == "train" and not (args.out or args.config):
-            raise CLIError("train needs --out DIR (or --config YAML with an out_dir entry)")
+        if args.command in TRAINING_COMMANDS and not (args.data or args.config):
+            raise CLIError(f"{args.command} needs --data SPEC (or --config YAML with data)")
+        if args.command in TRAINING_COMMANDS and not (args.out or args.config):
+            raise CLIError(f"{args.command} needs --out DIR (or --config YAML with out_dir)")
         return COMMANDS[args.command](args)
     except (ValueError, OSError) as exc:
         logger.debug("traceback", exc_info=True)

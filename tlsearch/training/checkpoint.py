@@ -4,7 +4,11 @@ The file is a plain dict (tensors, numbers, strings, lists, dicts), so it loads 
 ``torch.load(weights_only=True)``:
 
     format, format_version, tlsearch_version, state_dict, model_config, graph_settings,
-    train_config, scaler, target_names, extra
+    train_config, scaler, target_names, extra, architecture
+
+``architecture`` is None for a plain ALIGNN (whose ``state_dict`` is alignn's), else the
+``describe()`` of a transfer-learning model (new head layers, multi-property heads), which
+:func:`load_model` rebuilds through :func:`tlsearch.transfer.architectures.from_description`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class ModelBundle:
     train_config: TrainConfig | None = None
     tlsearch_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    architecture: dict[str, Any] | None = None
 
 
 def save_model(
@@ -54,7 +59,8 @@ def save_model(
 ) -> Path:
     """Write ``model.pt`` atomically (temporary file, then rename); returns the path."""
     path = Path(path)
-    if len(target_names) != model_config.output_features:
+    architecture = model.describe() if hasattr(model, "describe") else None
+    if architecture is None and len(target_names) != model_config.output_features:
         raise ValueError(
             f"{len(target_names)} target names for a model with "
             f"{model_config.output_features} outputs"
@@ -70,6 +76,7 @@ def save_model(
         "scaler": scaler.to_dict(),
         "target_names": list(target_names),
         "extra": dict(extra or {}),
+        "architecture": architecture,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -101,6 +108,7 @@ def read_bundle(path: Path | str) -> tuple[dict[str, Any], ModelBundle]:
         train_config=TrainConfig.model_validate(train_config) if train_config else None,
         tlsearch_version=str(payload.get("tlsearch_version", "")),
         extra=dict(payload.get("extra") or {}),
+        architecture=payload.get("architecture"),
     )
     return payload["state_dict"], bundle
 
@@ -110,6 +118,11 @@ def load_model(
 ) -> tuple[nn.Module, ModelBundle]:
     """Rebuild the ALIGNN model of ``model.pt`` on ``device``, in eval mode, with its bundle."""
     state_dict, bundle = read_bundle(path)
-    model = ALIGNN(bundle.model_config)
+    if bundle.architecture is None:
+        model: nn.Module = ALIGNN(bundle.model_config)
+    else:  # a transfer-learning model: the transfer layer knows how to rebuild it
+        from tlsearch.transfer.architectures import from_description
+
+        model = from_description(bundle.architecture)
     model.load_state_dict(state_dict)
     return model.to(device).eval(), bundle

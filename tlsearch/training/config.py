@@ -35,7 +35,8 @@ class TrainConfig(BaseModel):
         optimizer: only ``adamw`` (the paper's).
         scheduler: ``onecycle`` (stepped every batch) or ``none`` (constant learning rate).
         pct_start: fraction of the one-cycle schedule spent increasing the learning rate.
-        loss: ``mse`` (the paper's) or ``l1``.
+        loss: ``mse`` (the paper's), ``l1``, or ``masked_l1`` (multi-property pre-training,
+            Eq. 1: per structure the mean absolute error over its known properties).
         early_stopping_patience: stop after this many epochs without a lower validation MAE;
             ``None`` disables early stopping.
         val_fraction: share of the training data held out for validation (the paper's 90:10).
@@ -58,7 +59,7 @@ class TrainConfig(BaseModel):
     optimizer: Literal["adamw"] = "adamw"
     scheduler: Literal["onecycle", "none"] = "onecycle"
     pct_start: float = Field(0.3, gt=0, lt=1)
-    loss: Literal["mse", "l1"] = "mse"
+    loss: Literal["mse", "l1", "masked_l1"] = "mse"
     early_stopping_patience: int | None = Field(50, ge=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = Field(0, ge=0)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from tlsearch.graphs.batch import GraphBatch
 from tlsearch.training.config import TrainConfig
+from tlsearch.training.losses import masked_l1
 from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -143,17 +144,21 @@ def masked_loss(
     """Mean squared (``mse``) or absolute (``l1``) error over the known entries.
 
     ``mask`` (same shape, bool) marks known targets; ``None`` means all are known. With no known
-    entry the loss is 0 (and carries no gradient signal).
+    entry the loss is 0 (and carries no gradient signal). ``masked_l1`` is the MPT loss of the
+    paper's Eq. 1 (per structure over its known properties, then over structures): see
+    :func:`tlsearch.training.losses.masked_l1`.
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+    if kind == "masked_l1":
+        return masked_l1(pred, target, mask if mask is not None else torch.isfinite(target))
     diff = pred - target
     if kind == "mse":
         err = diff**2
     elif kind == "l1":
         err = diff.abs()
     else:
-        raise ValueError(f"unknown loss {kind!r} (use mse or l1)")
+        raise ValueError(f"unknown loss {kind!r} (use mse, l1 or masked_l1)")
     if mask is None:
         return err.mean()
     weights = mask.to(err.dtype)

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,43 @@ logger = logging.getLogger(__name__)
 MAX_REJECTED_IN_METRICS = 100
 
 
-def train_run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train, validate and (if ``cfg.test``) test one model; returns the ``metrics.json`` dict."""
+ModelFactory = Callable[[RunConfig, list[str]], torch.nn.Module]
+PoolSelector = Callable[["PreparedData"], np.ndarray]
+
+
+def train_run(
+    cfg: RunConfig,
+    *,
+    progress: bool = True,
+    model_factory: ModelFactory | None = None,
+    select_pool: PoolSelector | None = None,
+    provenance: dict[str, Any] | None = None,
+    train_records: LoadResult | None = None,
+) -> dict[str, Any]:
+    """Train, validate and (if ``cfg.test``) test one model; returns the ``metrics.json`` dict.
+
+    The same path serves scratch, pre-training, fine-tuning and multi-property pre-training:
+
+    Args:
+        cfg: the run.
+        progress: progress bars.
+        model_factory: builds the model to train from the resolved config and the target names
+            (default: a fresh ALIGNN); parameters it leaves with ``requires_grad=False`` stay
+            frozen. Models with a ``describe()`` method are saved with it, so they reload.
+        select_pool: picks the structures (indices into the training store) that form the
+            training set before its train/validation split (a PT subset, an FT sample).
+        provenance: recorded in ``model.pt`` and ``metrics.json`` (PT source, strategy...).
+        train_records: training records already in memory (``cfg.data`` then only names them).
+    """
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads is not None:
         torch.set_num_threads(cfg.train.num_threads)
     device = select_device(cfg.train.device)
 
-    train_data = prepare_run_data(cfg, cfg.data, names=None, role="training", progress=progress)
+    train_data = prepare_run_data(
+        cfg, cfg.data, names=None, role="training", progress=progress, loaded=train_records
+    )
     names = train_data.target_names
     # Load and graph the test set before training: a bad test spec fails in seconds, not hours.
     test_data = (
@@ -63,8 +91,9 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         if cfg.test
         else None
     )
-    train_idx, val_idx = train_val_split(
-        len(train_data.store), cfg.train.val_fraction, cfg.train.seed
+    pool = np.arange(len(train_data.store)) if select_pool is None else select_pool(train_data)
+    train_idx, val_idx = (
+        pool[part] for part in train_val_split(len(pool), cfg.train.val_fraction, cfg.train.seed)
     )
     scaler = TargetScaler.fit(train_data.targets[train_idx], cfg.train.target_normalisation)
     resolved = resolve_config(cfg, n_train=len(train_idx), num_targets=len(names))
@@ -74,7 +103,9 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         len(train_idx), len(val_idx), resolved.train.batch_size, device, names,
     )  # fmt: skip
 
-    model, result = train_model(resolved, train_data, scaler, train_idx, val_idx, device, progress)
+    model, result = train_model(
+        resolved, train_data, scaler, train_idx, val_idx, device, progress, model_factory
+    )
     write_history_csv(out / "history.csv", result.history)
     save_model(
         out / "model.pt",
@@ -84,9 +115,11 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         resolved.graphs,
         resolved.train,
         names,
-        extra={"data": cfg.data, "best_epoch": result.best_epoch},
+        extra={"data": cfg.data, "best_epoch": result.best_epoch, **(provenance or {})},
     )
     metrics = base_metrics(resolved, result, train_data, test_data, scaler, device)
+    if provenance:
+        metrics["provenance"] = provenance
     metrics["n_train"], metrics["n_val"] = len(train_idx), len(val_idx)
     val_loader = GraphLoader(
         train_data.store, val_idx, scaler.transform(train_data.targets), resolved.train.batch_size
@@ -140,10 +173,12 @@ def train_model(
     val_idx: np.ndarray,
     device: torch.device,
     progress: bool,
-) -> tuple[ALIGNN, FitResult]:
-    """Seed, build the ALIGNN model and fit it; the model comes back with its best weights."""
+    model_factory: ModelFactory | None = None,
+) -> tuple[torch.nn.Module, FitResult]:
+    """Seed, build the model (default: a fresh ALIGNN) and fit it; returns it with its best
+    weights."""
     seed_everything(cfg.train.seed)
-    model = ALIGNN(cfg.model)
+    model = ALIGNN(cfg.model) if model_factory is None else model_factory(cfg, data.target_names)
     targets = scaler.transform(data.targets)
     batch_size = cfg.train.resolve_batch_size(len(train_idx))
     train = GraphLoader(
@@ -313,6 +348,7 @@ def prepare_data(
     require_targets: bool = True,
     role: str = "data",
     progress: bool = True,
+    loaded: LoadResult | None = None,
 ) -> PreparedData:
     """Load ``spec``, build (or read cached) graphs, and align the targets with the store.
 
@@ -321,14 +357,17 @@ def prepare_data(
             :func:`resolve_target_names`).
         require_targets: every name must be present in the data (else ``targets`` may be None).
         role: "training", "test"... used in messages.
+        loaded: records already in memory (e.g. a multi-property corpus); ``spec`` then only
+            names them.
 
     Raises:
         ValueError / FileNotFoundError: bad spec, no usable structure, missing targets.
     """
     try:
-        loaded = load_data(
-            spec, target=target, data_home=data_home, require_targets=require_targets
-        )
+        if loaded is None:
+            loaded = load_data(
+                spec, target=target, data_home=data_home, require_targets=require_targets
+            )
     except FileNotFoundError as exc:  # say which of the run's inputs it was
         raise FileNotFoundError(f"{role} data: {exc}") from exc
     except ValueError as exc:
@@ -355,7 +394,12 @@ def prepare_data(
 
 
 def prepare_run_data(
-    cfg: RunConfig, spec: str, names: Sequence[str] | None, role: str, progress: bool
+    cfg: RunConfig,
+    spec: str,
+    names: Sequence[str] | None,
+    role: str,
+    progress: bool,
+    loaded: LoadResult | None = None,
 ) -> PreparedData:
     """:func:`prepare_data` with the run's target, data home, graph settings and cache."""
     return prepare_data(
@@ -367,6 +411,7 @@ def prepare_run_data(
         data_home=cfg.data_home,
         role=role,
         progress=progress,
+        loaded=loaded,
     )
 
 

@@ -1,0 +1,227 @@
+"""Pre-train, fine-tune (any strategy, any FT sampling), scratch and MPT: one training path.
+
+Every run here is :func:`tlsearch.training.run.train_run` with three hooks: which structures
+form the training set (a PT subset, an FT sample), which model is trained (a fresh ALIGNN, a
+pre-trained one prepared by a strategy, a multi-property model), and the provenance recorded in
+``model.pt`` and ``metrics.json``. So scratch, PT, FT and MPT share the loss, optimiser,
+schedule, early stopping and outputs, and their results compare like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.interop import infer_config, load_alignn_state_dict, read_alignn_state_dict
+from tlsearch.structures.load import load_data
+from tlsearch.structures.records import LoadResult, StructureRecord
+from tlsearch.training.checkpoint import FORMAT, load_model
+from tlsearch.training.config import RunConfig
+from tlsearch.training.run import PreparedData, train_run
+from tlsearch.transfer.mpt_corpus import MPTCorpus, build_corpus, exclude_target
+from tlsearch.transfer.mpt_model import MultiPropertyALIGNN, to_finetune
+from tlsearch.transfer.sampling import sample_indices
+from tlsearch.transfer.strategies import get_strategy, prepare_finetune
+
+logger = logging.getLogger(__name__)
+
+
+# --- pre-trained models in -------------------------------------------------------------------
+
+
+def load_pretrained(source: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The PT model of a run folder, a tlsearch ``model.pt``, or an alignn checkpoint.
+
+    alignn checkpoints are its ``{"model": state_dict}`` files (or bare state dicts); the
+    architecture (widths, depths) is read off the weights.
+
+    Returns:
+        (model in eval mode on the CPU, provenance: source path, kind and the PT run's extras)
+
+    Raises:
+        FileNotFoundError: no such file/folder. ValueError: a file that fits no known format,
+            or whose weights do not fit the architecture (the message says which keys/shapes).
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"pre-trained model {path} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        model, bundle = load_model(path)
+        info = {"pt_checkpoint": str(path), "pt_format": "tlsearch", **bundle.extra}
+        if not isinstance(model, ALIGNN | MultiPropertyALIGNN):
+            raise ValueError(
+                f"{path} holds a {type(model).__name__}; fine-tune from a pre-trained ALIGNN or "
+                "multi-property model"
+            )
+        return model, info
+    state = read_alignn_state_dict(payload)
+    model = ALIGNN(infer_config(state))
+    load_alignn_state_dict(model, state)
+    return model.eval(), {"pt_checkpoint": str(path), "pt_format": "alignn"}
+
+
+# --- pool selection --------------------------------------------------------------------------
+
+
+def random_subset(size: int | None, seed: int):
+    """A pool selector: ``size`` structures drawn uniformly at random (all when None)."""
+
+    def select(data: PreparedData) -> np.ndarray:
+        n = len(data.store)
+        if size is None or size >= n:
+            if size is not None and size > n:
+                logger.warning("asked for %d structures, the data has %d: using all", size, n)
+            return np.arange(n)
+        return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+    return select
+
+
+def ft_sample(size: int | None, method: str, seed: int):
+    """A pool selector: an FT training set of ``size`` by ``random``/``weighted``/``uniform``."""
+
+    def select(data: PreparedData) -> np.ndarray:
+        n = len(data.store)
+        if size is None or size >= n:
+            return np.arange(n)
+        if data.targets is None:
+            raise ValueError("FT sampling needs targets")
+        return sample_indices(data.targets[:, 0], size, method=method, seed=seed)
+
+    return select
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def pretrain_run(run: RunConfig, size: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Pre-train on ``run.data`` (optionally a random subset of ``size``, as "BG(50K)").
+
+    The checkpoint records its provenance: source, size, seed (plus config, scaler and graph
+    settings, as every ``model.pt``).
+    """
+    provenance = {
+        "kind": "pretrain", "pt_source": run.data, "pt_size": size, "seed": run.train.seed,
+    }  # fmt: skip
+    return train_run(
+        run, progress=progress, select_pool=random_subset(size, run.train.seed),
+        provenance=provenance,
+    )  # fmt: skip
+
+
+def finetune_run(
+    run: RunConfig,
+    pretrained: str | Path | None,
+    strategy: str = "unfreeze_all",
+    size: int | None = None,
+    sampling: str = "random",
+    freeze_batchnorm_stats: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune a PT model on ``run.data`` with ``strategy``; scratch when ``pretrained`` is None.
+
+    Args:
+        run: target data, test set, recipe (learning rate, seed...), output folder. Its model
+            widths are replaced by the PT model's.
+        pretrained: PT run folder, ``model.pt`` or alignn checkpoint; None = scratch (strategy
+            must then be ``scratch``, same data path, sampling and recipe).
+        strategy: an FT strategy name (:mod:`tlsearch.transfer.strategies`); from an MPT model
+            the paper's recipe is used whatever is given: trunk + 2 new MLP layers + a new head,
+            all trainable (Sec. 2.6), recorded as ``mpt_finetune``.
+        size: FT training set size drawn from ``run.data`` (None: all of it).
+        sampling: ``random``, ``weighted`` or ``uniform`` (:mod:`tlsearch.transfer.sampling`).
+        freeze_batchnorm_stats: keep frozen layers' BatchNorm statistics fixed.
+    """
+    get_strategy(strategy)  # unknown names fail before any work
+    provenance: dict[str, Any] = {
+        "kind": "finetune" if pretrained is not None else "scratch",
+        "strategy": strategy, "ft_size": size, "sampling": sampling, "seed": run.train.seed,
+    }  # fmt: skip
+    select = ft_sample(size, sampling, run.train.seed)
+    if pretrained is None:
+        if strategy != "scratch":
+            raise ValueError(f"strategy {strategy!r} needs a pre-trained model (or use scratch)")
+        return train_run(run, progress=progress, select_pool=select, provenance=provenance)
+    pt_model, info = load_pretrained(pretrained)
+    provenance.update({f"pt_{k}" if not k.startswith("pt_") else k: v for k, v in info.items()})
+    if isinstance(pt_model, MultiPropertyALIGNN):
+        provenance["strategy"] = "mpt_finetune"
+
+        def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
+            return to_finetune(pt_model, output_features=len(names))
+
+    else:
+
+        def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
+            return prepare_finetune(
+                pt_model, strategy, freeze_batchnorm_stats=freeze_batchnorm_stats,
+                output_features=len(names),
+            )  # fmt: skip
+
+    run = run.model_copy(update={"model": pt_model.config})
+    return train_run(
+        run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance
+    )
+
+
+def build_mpt_corpus(
+    datasets: Mapping[str, str],
+    exclude: str | None = None,
+    exclude_specs: Sequence[str] = (),
+    data_home: Path | None = None,
+) -> tuple[MPTCorpus, dict[str, Any]]:
+    """Load the named datasets, merge them by structure, and apply leakage control.
+
+    Args:
+        datasets: property name -> data spec (a file, ``matminer:CODE``...).
+        exclude: the FT target T: every value of T is masked out.
+        exclude_specs: T's FT and test sets: every structure matching one of them is removed
+            from the corpus entirely (stricter than the paper, which masks T only).
+    """
+    loaded = {name: load_data(spec, data_home=data_home).records for name, spec in datasets.items()}
+    corpus = build_corpus(loaded)
+    report: dict[str, Any] = {"corpus": corpus.report()}
+    if exclude is not None:
+        removed: list[StructureRecord] = []
+        for spec in exclude_specs:
+            removed += load_data(spec, data_home=data_home, require_targets=False).records
+        corpus, report["exclusion"] = exclude_target(corpus, exclude, removed)
+    logger.info("MPT corpus: %s", report)
+    return corpus, report
+
+
+def mpt_pretrain_run(
+    run: RunConfig,
+    datasets: Mapping[str, str],
+    exclude: str | None = None,
+    exclude_specs: Sequence[str] = (),
+    head_layers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Multi-property pre-training (Sec. 2.6): one trunk, one head per property, masked L1."""
+    corpus, report = build_mpt_corpus(datasets, exclude, exclude_specs, run.data_home)
+    records = LoadResult(corpus.records, [], source="mpt:" + "+".join(corpus.properties))
+    train = run.train.model_copy(update={"loss": "masked_l1"})
+    run = run.model_copy(update={"data": records.source, "target": None, "train": train})
+
+    def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
+        return MultiPropertyALIGNN(cfg.model, names, head_layers=head_layers)
+
+    provenance = {
+        "kind": "mpt", "mpt_datasets": dict(datasets), "mpt_excluded_target": exclude,
+        "mpt_excluded_sets": list(exclude_specs), "mpt_report": report, "seed": run.train.seed,
+    }  # fmt: skip
+    return train_run(
+        run, progress=progress, model_factory=factory, provenance=provenance,
+        train_records=records,
+    )  # fmt: skip
