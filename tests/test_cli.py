@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 
@@ -32,10 +33,18 @@ def test_help_lists_every_flag(command, expected, capsys):
         assert flag in text
 
 
+def _all_subparsers(parser, prefix=""):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _all_subparsers(sub, f"{prefix}{name} ")
+
+
 def test_every_action_has_help_text():
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    for name, sub in subparsers.items():
+    subparsers = list(_all_subparsers(build_parser()))
+    assert {"train", "predict", "pretrain", "finetune", "mpt pretrain"} <= dict(subparsers).keys()
+    for name, sub in subparsers:
         assert sub.description, name
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest}"

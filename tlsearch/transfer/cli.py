@@ -56,8 +56,15 @@ def add_parsers(sub: Any, add_train_args: Any, add_runtime: Any, add_common: Any
     add_runtime(ft)
     add_common(ft)
 
-    mpt = sub.add_parser("mpt", help="multi-property pre-training (MPT)")
-    mpt_sub = mpt.add_subparsers(dest="mpt_command", metavar="ACTION", required=True)
+    mpt = sub.add_parser(
+        "mpt",
+        help="multi-property pre-training (MPT)",
+        description="Multi-property pre-training (paper Sec. 2.6); fine-tune the result with "
+        "'tlsearch finetune --pretrained DIR'.",
+    )
+    mpt_sub = mpt.add_subparsers(
+        dest="mpt_command", metavar="ACTION", required=True, help="pretrain: build and train"
+    )
     mpre = mpt_sub.add_parser(
         "pretrain",
         conflict_handler="resolve",
