@@ -1,0 +1,217 @@
+"""Layers against direct transcriptions of their equations (float64, Python loops)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import tlsearch.model.edge_gated_kernel as kernel
+from tlsearch.model.layers import (
+    ALIGNNConv,
+    EdgeGatedGraphConv,
+    MLPLayer,
+    RBFExpansion,
+)
+from tlsearch.model.pooling import AvgPooling, average_pool
+
+# 4 atoms; the pair 0->1 twice (two periodic images), a self-loop on 2, atom 3 receives nothing.
+EDGES = [(0, 1), (0, 1), (1, 2), (2, 2), (2, 0), (3, 1), (1, 0)]
+EDGE_INDEX = torch.tensor(EDGES).T
+NUM_ATOMS = 4
+
+
+def randomize_batchnorms(module: nn.Module, seed: int = 0) -> None:
+    """Non-trivial affine parameters and running moments in every BatchNorm of ``module``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, nn.BatchNorm1d):
+                for t, (lo, hi) in zip(
+                    (bn.weight, bn.bias, bn.running_mean, bn.running_var),
+                    ((0.5, 1.5), (-0.5, 0.5), (-0.3, 0.3), (0.5, 2.0)),
+                ):
+                    t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=gen))
+
+
+def dense_edge_gated(conv: EdgeGatedGraphConv, x, y, training: bool):
+    """alignn's EdgeGatedGraphConv written out edge by edge and node by node."""
+
+    def lin(layer: nn.Linear, t):
+        return layer.weight @ t + layer.bias
+
+    def bn_silu(t, bn: nn.BatchNorm1d):
+        if training:
+            mean, var = t.mean(0), t.var(0, unbiased=False)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        z = (t - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+        return z * torch.sigmoid(z)
+
+    m = torch.stack(
+        [
+            lin(conv.src_gate, x[u]) + lin(conv.dst_gate, x[v]) + lin(conv.edge_gate, y[e])
+            for e, (u, v) in enumerate(EDGES)
+        ]
+    )
+    sigma = torch.sigmoid(m)
+    rows = []
+    for node in range(NUM_ATOMS):
+        num = torch.zeros(m.shape[1], dtype=x.dtype)
+        den = torch.zeros(m.shape[1], dtype=x.dtype)
+        for e, (u, v) in enumerate(EDGES):
+            if v == node:
+                num = num + lin(conv.dst_update, x[u]) * sigma[e]
+                den = den + sigma[e]
+        rows.append(lin(conv.src_update, x[node]) + num / (den + 1e-6))
+    x_new = bn_silu(torch.stack(rows), conv.bn_nodes)
+    y_new = bn_silu(m, conv.bn_edges)
+    return x + x_new, y + y_new, m
+
+
+def make_conv(fused: bool, dim: int = 5, seed: int = 0) -> EdgeGatedGraphConv:
+    torch.manual_seed(seed)
+    conv = EdgeGatedGraphConv(dim, dim, fused=fused).double()
+    randomize_batchnorms(conv, seed)
+    return conv
+
+
+def inputs(dim: int = 5, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(NUM_ATOMS, dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(len(EDGES), dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    return x, y
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_edge_gated_conv_matches_dense_equations(fused: bool, training: bool):
+    conv = make_conv(fused).train(training)
+    expected_conv = copy.deepcopy(conv)
+    x, y = inputs()
+    x_out, y_out = conv(EDGE_INDEX, x, y)
+    with torch.no_grad():
+        x_ref, y_ref, m = dense_edge_gated(expected_conv, x, y, training)
+    torch.testing.assert_close(x_out, x_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y_out, y_ref, rtol=1e-10, atol=1e-10)
+    if training:  # running moments: momentum 0.1 towards the batch mean / unbiased variance
+        bn, bn0 = conv.bn_edges, expected_conv.bn_edges
+        torch.testing.assert_close(bn.running_mean, 0.9 * bn0.running_mean + 0.1 * m.mean(0))
+        torch.testing.assert_close(bn.running_var, 0.9 * bn0.running_var + 0.1 * m.var(0))
+        assert int(bn.num_batches_tracked) == 1
+        assert int(conv.bn_nodes.num_batches_tracked) == 1
+    else:
+        assert int(conv.bn_edges.num_batches_tracked) == 0
+
+
+def test_node_without_incoming_edges_keeps_only_its_own_update():
+    conv = make_conv(fused=True).eval()
+    x, y = inputs()
+    x_out, _ = conv(EDGE_INDEX, x, y)
+    bn = conv.bn_nodes
+    with torch.no_grad():
+        pre = conv.src_update(x[3])  # h_3 = 0 / (0 + 1e-6) = 0
+        z = (pre - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(x_out[3], x[3] + z * torch.sigmoid(z))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_fused_kernel_gradcheck(training: bool):
+    conv = make_conv(fused=True, dim=3).train(training)
+    x, y = inputs(dim=3)
+    names = [name for name, _ in conv.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in conv.parameters())
+
+    def run(x, y, *params):
+        state = dict(zip(names, params))
+        x_out, y_out = torch.func.functional_call(conv, state, (EDGE_INDEX, x, y))
+        return x_out, y_out
+
+    assert torch.autograd.gradcheck(run, (x, y, *params))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("use_y_out", [True, False], ids=["x-and-y", "x-only"])
+def test_fused_equals_reference_with_many_chunks(monkeypatch, training: bool, use_y_out: bool):
+    """Chunks of 2 edges (7 edges: a partial last chunk); values, gradients, running stats."""
+    dim = 4
+    monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 2 * dim)
+    reference = make_conv(fused=False, dim=dim).train(training)
+    fused = copy.deepcopy(reference)
+    fused.fused = True
+    results = []
+    for conv in (reference, fused):
+        x, y = inputs(dim)
+        x_out, y_out = conv(EDGE_INDEX, x, y)
+        weights = torch.linspace(-1, 1, x_out.numel(), dtype=x.dtype).reshape(x_out.shape)
+        loss = (x_out * weights).sum() + (y_out.square().sum() if use_y_out else 0)
+        loss.backward()
+        grads = [x.grad, y.grad] + [
+            torch.zeros_like(p) if p.grad is None else p.grad for p in conv.parameters()
+        ]
+        results.append([x_out, y_out, *grads, *conv.buffers()])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_conv_with_constant_edge_features():
+    """Edge features that need no gradient (e.g. frozen embeddings) take the lean path."""
+    conv = make_conv(fused=True)
+    x, y = inputs()
+    x_out, y_out = conv(EDGE_INDEX, x, y.detach())
+    (x_out.sum() + y_out.sum()).backward()
+    assert x.grad is not None and conv.edge_gate.weight.grad is not None
+
+
+def test_training_needs_two_edges():
+    conv = EdgeGatedGraphConv(3, 3)
+    with pytest.raises(ValueError, match="more than 1 edge"):
+        conv(torch.tensor([[0], [1]]), torch.randn(2, 3), torch.randn(1, 3))
+
+
+def test_alignn_conv_updates_atoms_bonds_and_angles():
+    torch.manual_seed(0)
+    layer = ALIGNNConv(6, 6)
+    lg_index = torch.tensor([[0, 1, 2, 4], [2, 3, 4, 0]])
+    x, y, z = torch.randn(NUM_ATOMS, 6), torch.randn(len(EDGES), 6), torch.randn(4, 6)
+    x2, y2, z2 = layer(EDGE_INDEX, lg_index, x, y, z)
+    assert (x2.shape, y2.shape, z2.shape) == (x.shape, y.shape, z.shape)
+    layer.eval()
+    x_ref, m = layer.node_update(EDGE_INDEX, x, y)
+    y_ref, z_ref = layer.edge_update(lg_index, m, z)
+    for got, want in zip(layer.eval()(EDGE_INDEX, lg_index, x, y, z), (x_ref, y_ref, z_ref)):
+        torch.testing.assert_close(got, want)
+
+
+def test_rbf_expansion_formula():
+    rbf = RBFExpansion(vmin=0.0, vmax=8.0, bins=80)
+    spacing = 8.0 / 79
+    torch.testing.assert_close(rbf.centers, torch.linspace(0.0, 8.0, 80))
+    assert rbf.gamma == pytest.approx(1.0 / spacing, rel=1e-6)  # alignn: 1 / lengthscale
+    d = torch.tensor([0.0, 1.234, 5.0, 7.99])
+    expected = torch.exp(-(1.0 / spacing) * (d[:, None] - rbf.centers[None, :]) ** 2)
+    torch.testing.assert_close(rbf(d), expected)
+    assert list(dict(rbf.named_buffers())) == ["centers"]
+    assert RBFExpansion(bins=10, lengthscale=0.5).gamma == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        RBFExpansion(bins=1)
+
+
+def test_mlp_layer_is_linear_batchnorm_silu():
+    layer = MLPLayer(7, 3).eval()
+    assert [type(m) for m in layer.layer] == [nn.Linear, nn.BatchNorm1d, nn.SiLU]
+    x = torch.randn(5, 7)
+    lin, bn = layer.layer[0], layer.layer[1]
+    z = (lin(x) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(layer(x), z * torch.sigmoid(z))
+
+
+def test_average_pool_is_mean_per_graph():
+    x = torch.randn(6, 3)
+    node_graph = torch.tensor([0, 0, 1, 2, 2, 2])
+    pooled = average_pool(x, node_graph, num_graphs=4)
+    expected = torch.stack([x[:2].mean(0), x[2], x[3:].mean(0), torch.zeros(3)])
+    torch.testing.assert_close(pooled, expected)
+    torch.testing.assert_close(AvgPooling()(x, node_graph, 4), expected)

@@ -1,0 +1,91 @@
+"""ALIGNN (Choudhary & DeCost, npj Comput. Mater. 2021) on :class:`GraphBatch` tensors.
+
+The paper's model (Table S1): atom/bond/angle embeddings, 4 ALIGNN layers, 4 edge-gated
+graph convolutions on the bond graph, average pooling and a linear head. Submodule names
+equal those of ``alignn.models.alignn.ALIGNN``, so ``state_dict()`` keys and shapes match a
+checkpoint trained by alignn with the same :class:`ALIGNNConfig` (see
+:mod:`tlsearch.model.interop`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.layers import ALIGNNConv, EdgeGatedGraphConv, MLPLayer, RBFExpansion
+from tlsearch.model.pooling import AvgPooling
+
+if TYPE_CHECKING:
+    from tlsearch.graphs.batch import GraphBatch
+
+#: Bond lengths are expanded on [0, 8] Angstrom, angle cosines on [-1, 1] (as alignn).
+BOND_RANGE = (0.0, 8.0)
+COSINE_RANGE = (-1.0, 1.0)
+
+
+def _rbf_embedding(vmin: float, vmax: float, bins: int, embedding: int, hidden: int) -> nn.Module:
+    """RBF expansion followed by two MLP layers: (M,) -> (M, hidden)."""
+    return nn.Sequential(
+        RBFExpansion(vmin=vmin, vmax=vmax, bins=bins),
+        MLPLayer(bins, embedding),
+        MLPLayer(embedding, hidden),
+    )
+
+
+class ALIGNN(nn.Module):
+    """Atomistic line graph neural network.
+
+    Data flow (N atoms, E bonds, T bond pairs, B graphs, H = hidden_features)::
+
+        x (N, 92) -atom_embedding-> (N, H)       y = |r| (E,) -edge_embedding-> (E, H)
+        z = cos (T,) -angle_embedding-> (T, H)
+        alignn_layers: (x, y, z) -> (x, y, z)    gcn_layers: (x, y) -> (x, y)
+        readout: mean of x per graph -> h (B, H)   fc: h -> (B, output_features)
+
+    :meth:`embed` returns ``h``; :meth:`forward` is ``head(embed(batch))`` and
+    :meth:`head` is just ``fc``, so a subclass (e.g. a transfer-learning model that inserts
+    an MLP before ``fc``) only overrides :meth:`head`.
+    """
+
+    def __init__(self, config: ALIGNNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config if config is not None else ALIGNNConfig()
+        hidden = config.hidden_features
+        self.atom_embedding = MLPLayer(config.atom_input_features, hidden)
+        self.edge_embedding = _rbf_embedding(
+            *BOND_RANGE, config.edge_input_features, config.embedding_features, hidden
+        )
+        self.angle_embedding = _rbf_embedding(
+            *COSINE_RANGE, config.triplet_input_features, config.embedding_features, hidden
+        )
+        self.alignn_layers = nn.ModuleList(
+            ALIGNNConv(hidden, hidden) for _ in range(config.alignn_layers)
+        )
+        self.gcn_layers = nn.ModuleList(
+            EdgeGatedGraphConv(hidden, hidden) for _ in range(config.gcn_layers)
+        )
+        self.readout = AvgPooling()
+        self.fc = nn.Linear(hidden, config.output_features)
+
+    def embed(self, batch: GraphBatch) -> Tensor:
+        """Pooled graph features (B, hidden_features): everything before the head."""
+        x = self.atom_embedding(batch.atom_features)
+        y = self.edge_embedding(torch.linalg.vector_norm(batch.edge_vectors, dim=1))
+        if len(self.alignn_layers) > 0:
+            z = self.angle_embedding(batch.angle_cosines)
+            for layer in self.alignn_layers:
+                x, y, z = layer(batch.edge_index, batch.lg_index, x, y, z)
+        for layer in self.gcn_layers:
+            x, y = layer(batch.edge_index, x, y)
+        return self.readout(x, batch.node_graph, batch.num_graphs)
+
+    def head(self, h: Tensor) -> Tensor:
+        """Map pooled features (B, hidden_features) to predictions (B, output_features)."""
+        return self.fc(h)
+
+    def forward(self, batch: GraphBatch) -> Tensor:
+        """Predictions (B, output_features); unlike alignn, never squeezed."""
+        return self.head(self.embed(batch))
