@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -212,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     from tlsearch.transfer.cli import add_parsers as add_transfer_parsers
 
     add_transfer_parsers(sub, _add_train_args, _add_runtime, _add_common)
+
+    from tlsearch.search.cli import add_runs_parser, add_search_parser
+
+    add_search_parser(sub)
+    add_runs_parser(sub)
     return parser
 
 
@@ -439,6 +445,8 @@ COMMANDS = {
     "pretrain": cmd_transfer,
     "finetune": cmd_transfer,
     "mpt": cmd_transfer,
+    "search": lambda args: args.handler(args),
+    "runs": lambda args: args.handler(args),
 }
 
 
@@ -450,6 +458,9 @@ TRAINING_COMMANDS = ("train", "pretrain", "finetune", "mpt")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tlsearch`` console script; returns the exit code."""
+    # OpenMP threads that spin at barriers stall badly when cores are shared (measured: a
+    # layer 3x slower); passive waiting must be chosen before torch starts its thread pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":

@@ -168,7 +168,9 @@ def finetune_run(
                 output_features=len(names),
             )  # fmt: skip
 
-    run = run.model_copy(update={"model": pt_model.config})
+    # the PT widths; the output count is the FT target's (resolved by train_run)
+    widths = pt_model.config.model_dump(exclude={"output_features"})
+    run = run.model_copy(update={"model": type(pt_model.config)(**widths)})
     return train_run(
         run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance
     )

@@ -1,0 +1,195 @@
+"""Slow reliability tests (``pytest -m slow tests/search``): the driver killed mid-search and
+resumed, a worker node removed mid-search, and the quickstart across a 2-node Ray cluster.
+
+"Nothing lost": planned == completed + failed + diverged, no duplicate run_id, and no seed-run
+recorded before an interruption is trained again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.search.conftest import FAKE_JOB, REPO, executions
+from tlsearch.results.store import RunStore
+from tlsearch.search.driver import run_search
+from tlsearch.search.spec import SearchSpec, load_spec
+
+pytestmark = pytest.mark.slow
+
+LRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3]
+
+
+def slow_fake_spec(tmp_path: Path, sleep: float = 1.5, **over) -> dict:
+    """6 configurations x 2 seeds of a fake job taking ``sleep`` seconds per seed-run."""
+    spec = {
+        "name": "slow",
+        "storage": str(tmp_path / "store"),
+        "vars": {"log": str(tmp_path / "log")},
+        "datasets": {"A": f"fake://ok?log={{log}}&sleep={sleep}"},
+        "targets": ["A"],
+        "scratch": True,
+        "lr": LRS,
+        "seeds": [0, 1],
+        "max_failures": 3,
+        "testing": {"job_fn": FAKE_JOB},
+    }
+    spec.update(over)
+    return spec
+
+
+def _no_ray_here() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _cli(spec_path: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlsearch.search.cli", "search", str(spec_path), "--no-plot",
+         "-q", *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for_rows(store: RunStore, n: int, proc: subprocess.Popen, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"driver ended early:\n{proc.stdout.read()[-3000:]}")
+        ids = {r["run_id"] for r in store.rows()}
+        if len(ids) >= n:
+            return ids
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} rows after {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_driver_killed_then_resumed_loses_and_repeats_nothing(tmp_path, sig):
+    _no_ray_here()
+    data = slow_fake_spec(tmp_path)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    store = RunStore.for_search(data["storage"], data["name"])
+
+    proc = _cli(spec_path)
+    try:
+        _wait_for_rows(store, 3, proc)
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        else:
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    recorded_before = {r["run_id"]: r["config_json"] for r in store.rows()}
+    assert 3 <= len(recorded_before) < 12, "the search was not interrupted mid-way"
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, out[-3000:]
+
+    resumed = _cli(spec_path, "--resume")
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    assert "planned 12, completed 12, failed 0, diverged 0, remaining 0" in out
+
+    rows = store.rows()
+    assert len(rows) == 12 and len({r["run_id"] for r in rows}) == 12
+    counts = Counter(executions(tmp_path))
+    # every seed-run recorded before the interruption ran exactly once
+    checked = 0
+    for line, n in counts.items():
+        lr, seed = _lr_seed(line)
+        if any(_matches(cfg, lr, seed) for cfg in recorded_before.values()):
+            assert n == 1, line
+            checked += 1
+    assert checked == len(recorded_before)
+
+
+def _lr_seed(line: str) -> tuple[float, int]:
+    import json
+
+    kind, name, seed, strategy, lr, size, pretrained = json.loads(line)
+    return lr, seed
+
+
+def _matches(config_json: str | None, lr: float, seed: int) -> bool:
+    import json
+
+    job = json.loads(config_json or "{}")
+    return job.get("seed") == seed and job.get("train", {}).get("learning_rate") == lr
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A head (driver only, no CPU) and two 1-CPU worker nodes on loopback."""
+    from ray.cluster_utils import Cluster
+
+    _no_ray_here()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    import ray
+
+    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_worker_node_removed_mid_search(tmp_path, two_node_cluster):
+    cluster, workers = two_node_cluster
+    spec = SearchSpec.model_validate(slow_fake_spec(tmp_path, sleep=2.0))
+    store = RunStore.for_search(spec.storage, spec.name)
+    removed = threading.Event()
+
+    def remove_a_node_mid_search():
+        while len(store.rows()) < 2:
+            time.sleep(0.2)
+        cluster.remove_node(workers[0])  # its running trial dies with it; the other node goes on
+        removed.set()
+
+    thread = threading.Thread(target=remove_a_node_mid_search, daemon=True)
+    thread.start()
+    status = run_search(spec, verbose=0)
+    assert removed.is_set()
+    assert (status.planned, status.completed, status.failed, status.diverged) == (12, 12, 0, 0)
+    assert status.duplicates == 0 and status.remaining == 0
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(f"{spec.storage}/{spec.name}/tune/main").trials
+    assert sum(t.num_failures for t in trials) >= 1  # a trial died with the node, was retried
+
+
+def test_quickstart_on_a_two_node_cluster(tmp_path, two_node_cluster):
+    spec = load_spec(
+        REPO / "search_spaces" / "quickstart.yaml",
+        {
+            "storage": str(tmp_path / "results"),
+            "datasets": {
+                "source": {"data": "generated:120:11"},
+                "target": {"data": "generated:60:12", "test": "generated:20:13"},
+            },
+            "pt_sizes": [100],
+            "ft_sizes": [20, 40],
+            "train": {"epochs": 2, "batch_size": 16, "early_stopping_patience": None},
+            "pretrain": {"train": {"epochs": 2}},
+        },  # fmt: skip
+    )
+    status = run_search(spec, verbose=0)
+    assert (status.planned, status.completed, status.failed) == (12, 12, 0)
+    nodes = {r["node"] for r in RunStore.for_search(spec.storage, spec.name).rows()}
+    assert len(nodes) == 2, nodes  # trials ran on both worker nodes

@@ -1,0 +1,161 @@
+"""``tlsearch search`` and ``tlsearch runs``: parser builders and handlers.
+
+``tlsearch/cli.py`` wires them in with :func:`add_search_parser` / :func:`add_runs_parser` and
+dispatches to :data:`COMMANDS` (each parser also sets ``handler``). ``python -m
+tlsearch.search.cli`` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("tlsearch.search.cli")
+
+EXIT_INTERRUPTED = 130
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v", "--verbose", dest="verbose_sub", action="count", default=0, help="more log output"
+    )
+    p.add_argument(
+        "-q", "--quiet", dest="quiet_sub", action="count", default=0, help="warnings only"
+    )
+
+
+def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``search SPEC.yaml [--address A] [--storage URI] [--resume] [--smoke]``."""
+    p = subparsers.add_parser(
+        "search",
+        help="run a transfer-learning search (search_spaces/*.yaml) on Ray",
+        description="Compile SPEC.yaml into Tune experiments and run them: PT jobs first "
+        "(each once, cached under <storage>/pretrained), then every configuration with all its "
+        "seeds. Each seed-run writes one Parquet row under <storage>/<name>/runs/. Without "
+        "--address a local Ray is started (its dashboard URL is logged). Stopped searches "
+        "continue with --resume; recorded seed-runs are never run again.",
+    )
+    p.add_argument("spec", type=Path, metavar="SPEC.yaml", help="search spec (search_spaces/)")
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster to join: 'auto' (this node's cluster) or ray://host:10001; "
+        "default: start a local Ray",
+    )
+    p.add_argument(
+        "--storage",
+        metavar="URI",
+        help="override the spec's storage: a folder (NFS on clusters), s3://... or gs://...",
+    )
+    p.add_argument("--name", help="override the spec's search name")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted search (Tuner.restore; errored trials rerun)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny version (1 seed, 2 epochs, tiny model, first values of each axis) "
+        "named <name>-smoke",
+    )
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="override max_concurrent")
+    p.add_argument(
+        "--no-plot",
+        action="store_true",
+        help="skip <search>/test_mae.png at the end (local storage only)",
+    )
+    _add_verbosity(p)
+    p.set_defaults(handler=cmd_search)
+    return p
+
+
+def add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``runs RESULTS_DIR [--json]``."""
+    p = subparsers.add_parser(
+        "runs",
+        help="what a search ran, failed and has left",
+        description="Read <storage>/<name>/plan.json and runs/*.parquet and print planned, "
+        "completed, failed, diverged and remaining seed-runs, PT jobs, and one line per "
+        "configuration (mean test metrics over its completed seeds).",
+    )
+    p.add_argument(
+        "results_dir",
+        metavar="RESULTS_DIR",
+        help="the search folder <storage>/<name> (or its runs/ folder; URIs work)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--max-rows", type=int, default=200, metavar="N", help="table rows shown")
+    _add_verbosity(p)
+    p.set_defaults(handler=cmd_runs)
+    return p
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``tlsearch search``."""
+    from tlsearch.results.store import is_remote
+    from tlsearch.search.compile import smoke_spec
+    from tlsearch.search.driver import SearchInterruptedError, run_search
+    from tlsearch.search.spec import load_spec
+    from tlsearch.search.status import format_status
+
+    overrides = {"storage": args.storage, "name": args.name, "max_concurrent": args.max_concurrent}
+    spec = load_spec(args.spec, overrides)
+    if args.smoke:
+        spec = smoke_spec(spec)
+    try:
+        verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
+        status = run_search(
+            spec, address=args.address, resume=args.resume, verbose=min(max(verbosity + 1, 0), 2)
+        )
+    except SearchInterruptedError as exc:
+        sys.stderr.write(f"tlsearch: interrupted: {exc}\n")
+        return EXIT_INTERRUPTED
+    sys.stdout.write(format_status(status) + "\n")
+    if not args.no_plot and not is_remote(status.search_dir) and status.completed:
+        from tlsearch.search.quickplot import plot_test_mae
+
+        sys.stdout.write(f"plot: {plot_test_mae(status.search_dir)}\n")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``tlsearch runs``."""
+    from tlsearch.search.status import format_status, search_status
+
+    status = search_status(args.results_dir)
+    if args.json:
+        sys.stdout.write(json.dumps(status.as_dict(), indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(format_status(status, args.max_rows) + "\n")
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "runs": cmd_runs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m tlsearch.search.cli search|runs ...``)."""
+    from tlsearch.logutil import setup_logging
+
+    parser = argparse.ArgumentParser(prog="tlsearch")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_search_parser(sub)
+    add_runs_parser(sub)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose_sub - args.quiet_sub)
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as exc:
+        logger.debug("traceback", exc_info=True)
+        sys.stderr.write(f"tlsearch: error: {' '.join(str(exc).split())}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

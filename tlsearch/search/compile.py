@@ -1,0 +1,250 @@
+"""Compile a :class:`SearchSpec` into Tune experiments, configurations and jobs (no Ray here).
+
+Vocabulary:
+
+- a *configuration* (:class:`Point`): one FT target, FT size, PT source and size, strategy,
+  sampling method and learning rate; it is one Tune trial, which runs all the spec's seeds;
+- a *seed-run*: one configuration with one seed; one Parquet row;
+- a *PT job*: a pre-training run shared by every configuration that needs it (content-addressed,
+  see :mod:`tlsearch.search.pretrain_cache`).
+
+Tune's ``OptunaSearch`` rejects ``grid_search``, so with ``algorithm: optuna`` the axes not in
+``search.optuna_axes`` form a grid of *cells*, and each cell is its own Tune experiment with its
+own Optuna study and ``num_samples`` budget. With ``algorithm: grid`` one experiment holds every
+configuration. Scratch baselines of an Optuna search run as one extra grid experiment.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlsearch.search.jobs import JobConfig
+from tlsearch.search.points import (
+    SCRATCH,
+    Point,
+    lr_values,
+    pretrain_job,
+    pt_sizes_for,
+    sources_for,
+    stable_hash,
+)
+from tlsearch.search.spec import LogUniform, SearchSpec
+
+MAIN_EXPERIMENT = "main"
+PRETRAIN_EXPERIMENT = "pretrain"
+BASELINE_EXPERIMENT = "baselines"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An Optuna categorical axis."""
+
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class LogRange:
+    """An Optuna log-uniform axis."""
+
+    low: float
+    high: float
+
+
+@dataclass
+class ExperimentPlan:
+    """One Tune experiment: a grid of points, or an Optuna space with a budget."""
+
+    name: str
+    algorithm: str  # grid or optuna
+    seeds: list[int]
+    points: list[dict[str, Any]] = field(default_factory=list)
+    space: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 1
+    label: str = ""
+
+    @property
+    def planned_trials(self) -> int:
+        return len(self.points) if self.algorithm == "grid" else self.num_samples
+
+    @property
+    def planned_seed_runs(self) -> int:
+        return self.planned_trials * len(self.seeds)
+
+
+@dataclass
+class SearchPlan:
+    """Everything a search will run."""
+
+    spec: SearchSpec
+    experiments: list[ExperimentPlan]
+    pretrain_jobs: list[JobConfig]
+
+    @property
+    def planned_seed_runs(self) -> int:
+        return sum(e.planned_seed_runs for e in self.experiments)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``plan.json`` records."""
+        return {
+            "search_name": self.spec.name,
+            "planned_seed_runs": self.planned_seed_runs,
+            "planned_pretrain_jobs": len(self.pretrain_jobs),
+            "seeds": self.spec.seeds,
+            "experiments": [
+                {
+                    "name": e.name,
+                    "algorithm": e.algorithm,
+                    "label": e.label,
+                    "planned_trials": e.planned_trials,
+                    "planned_seed_runs": e.planned_seed_runs,
+                }
+                for e in self.experiments
+            ],
+        }
+
+
+# --- axes ---------------------------------------------------------------------------------
+
+
+def scratch_points(spec: SearchSpec, lrs: list[float]) -> list[Point]:
+    """Scratch baselines: every target, FT size, sampling method and learning rate."""
+    combos = itertools.product(spec.targets, spec.ft_sizes, spec.sampling, lrs)
+    return [Point(SCRATCH, t, n, s, lr) for t, n, s, lr in combos]
+
+
+def transfer_points(spec: SearchSpec) -> list[Point]:
+    """Every PT-FT configuration of a grid search."""
+    points = []
+    for target, ft_size, sampling, lr in itertools.product(
+        spec.targets, spec.ft_sizes, spec.sampling, lr_values(spec)
+    ):
+        for source in sources_for(spec, target):
+            kind = "mpt" if source.kind == "mpt" else "finetune"
+            for pt_size, strategy in itertools.product(pt_sizes_for(spec, source), spec.strategies):
+                points.append(
+                    Point(kind, target, ft_size, sampling, lr, source.name, pt_size, strategy)
+                )
+    return points
+
+
+def optuna_cells(spec: SearchSpec) -> list[ExperimentPlan]:
+    """One Optuna experiment per combination of the non-Optuna axes (a *cell*)."""
+    axes = set(spec.search.optuna_axes)
+    lr_axis = "lr" in axes or isinstance(spec.lr, LogUniform)
+    cells = []
+    for target, ft_size in itertools.product(spec.targets, spec.ft_sizes):
+        sources = sources_for(spec, target)
+        if "pt_source" in axes:
+            heads: list[dict[str, Any]] = [
+                {"pt_source": Choice(tuple(s.name for s in sources)), "pt_size": size}
+                for size in spec.pt_sizes
+            ]
+        else:
+            heads = [
+                {"pt_source": s.name, "pt_size": size}
+                for s in sources
+                for size in pt_sizes_for(spec, s)
+            ]
+        rest = itertools.product(
+            [None] if "strategy" in axes else spec.strategies,
+            [None] if "sampling" in axes else spec.sampling,
+            [None] if lr_axis else lr_values(spec),
+        )
+        for head, (strategy, sampling, lr) in itertools.product(heads, list(rest)):
+            space = {
+                "kind": "transfer",
+                "target": target,
+                "ft_size": ft_size,
+                **head,
+                "strategy": strategy if strategy else Choice(tuple(spec.strategies)),
+                "sampling": sampling if sampling else Choice(tuple(spec.sampling)),
+            }
+            if lr is not None:
+                space["lr"] = lr
+            elif isinstance(spec.lr, LogUniform):
+                space["lr"] = LogRange(*spec.lr.loguniform)
+            else:
+                space["lr"] = Choice(tuple(lr_values(spec)))
+            fixed = {k: v for k, v in space.items() if not isinstance(v, Choice | LogRange)}
+            label = ",".join(f"{k}={v}" for k, v in fixed.items() if k != "kind")
+            cells.append(
+                ExperimentPlan(
+                    "optuna-" + stable_hash(fixed)[:10],
+                    "optuna",
+                    spec.seeds,
+                    space=space,
+                    num_samples=spec.search.num_samples,
+                    label=label,
+                )
+            )
+    return cells
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+def compile_spec(spec: SearchSpec, base_dir: str = ".") -> SearchPlan:
+    """All experiments and PT jobs of ``spec`` (paths resolved against ``base_dir``)."""
+    experiments: list[ExperimentPlan] = []
+    if spec.search.algorithm == "grid":
+        points = scratch_points(spec, lr_values(spec)) if spec.scratch else []
+        points += transfer_points(spec)
+        experiments.append(
+            ExperimentPlan(
+                MAIN_EXPERIMENT, "grid", spec.seeds, points=[p.as_config() for p in points]
+            )
+        )
+    else:
+        if spec.scratch:
+            lrs = lr_values(spec) or [1e-3]
+            baseline = [p.as_config() for p in scratch_points(spec, lrs)]
+            experiments.append(
+                ExperimentPlan(BASELINE_EXPERIMENT, "grid", spec.seeds, points=baseline)
+            )
+        if spec.pt_sources:
+            experiments += optuna_cells(spec)
+    return SearchPlan(spec, experiments, planned_pretrain_jobs(spec, base_dir))
+
+
+def planned_pretrain_jobs(spec: SearchSpec, base_dir: str) -> list[JobConfig]:
+    """Every distinct PT job any configuration may need (each Optuna choice included)."""
+    from tlsearch.search.pretrain_cache import pretrain_key
+
+    jobs: dict[str, JobConfig] = {}
+    seeds = spec.seeds if spec.pretrain.seed_mode == "per_seed" else [spec.pretrain.seed]
+    for target in spec.targets:
+        for source in sources_for(spec, target):
+            for pt_size, seed in itertools.product(pt_sizes_for(spec, source), seeds):
+                point = Point("finetune", target, None, "random", 1e-3, source.name, pt_size)
+                job = pretrain_job(spec, point, seed, base_dir)
+                if job is not None:
+                    jobs.setdefault(pretrain_key(job), job)
+    return list(jobs.values())
+
+
+def smoke_spec(spec: SearchSpec) -> SearchSpec:
+    """A tiny version of ``spec`` for a quick end-to-end check, named ``<name>-smoke``.
+
+    The first target, up to two of its PT sources, the first value of every other axis, one
+    seed, 2 epochs and a 1+1-layer, 16-wide model.
+    """
+    data = spec.model_dump()
+    first = {k: data[k][:1] for k in ("ft_sizes", "pt_sizes", "strategies", "sampling", "seeds")}
+    target = spec.targets[0]
+    sources = {s.name for s in sources_for(spec, target)[:2]}
+    data.update(first, name=f"{spec.name}-smoke", targets=[target])
+    data["pt_sources"] = [s for s in data["pt_sources"] if s["name"] in sources]
+    if spec.pairs != "all":
+        data["pairs"] = [[s, t] for s, t in spec.pairs if s in sources and t == target]
+    if not data["pt_sources"]:
+        data["scratch"] = True
+    if isinstance(spec.lr, list):
+        data["lr"] = spec.lr[:1]
+    data["train"] = {**spec.train, "epochs": 2, "early_stopping_patience": None}
+    data["pretrain"]["train"] = {**spec.pretrain.train, "epochs": 2}
+    tiny = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 16}
+    data["model"] = {**spec.model, **tiny}
+    data["search"]["num_samples"] = min(2, spec.search.num_samples)
+    return SearchSpec.model_validate(data)

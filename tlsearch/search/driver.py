@@ -1,0 +1,294 @@
+"""Run a search on Ray: plan -> PT phase -> configuration experiments -> status.
+
+Storage layout of a search (``<storage>/<name>/``): ``plan.json`` and ``spec.yaml`` (what is
+planned), ``runs/`` (one Parquet row per seed-run and PT job), ``tune/<experiment>/`` (Tune's
+experiment state, what ``--resume`` restores), ``work/<run_id>/`` (each run's model and
+predictions). PT models live beside the searches in ``<storage>/pretrained/`` and the graph
+cache in ``<storage>/graphs/`` (local storage) so later searches reuse both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from tlsearch.results.store import is_remote, join, resolve
+from tlsearch.search.compile import (
+    PRETRAIN_EXPERIMENT,
+    Choice,
+    ExperimentPlan,
+    LogRange,
+    SearchPlan,
+    compile_spec,
+)
+from tlsearch.search.jobs import absolute_spec
+from tlsearch.search.pretrain_cache import pretrain_key
+from tlsearch.search.spec import Resources, SearchSpec
+from tlsearch.search.status import SearchStatus, search_status
+from tlsearch.search.trainable import TrialEnv, pretrain_trial, search_trial
+
+logger = logging.getLogger(__name__)
+
+
+class SearchExistsError(ValueError):
+    """The search already has Tune state and ``resume`` was not asked for."""
+
+
+class SearchInterruptedError(RuntimeError):
+    """Tune stopped before every trial finished (SIGINT); ``--resume`` continues it."""
+
+
+def run_search(
+    spec: SearchSpec,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    job_fn: Callable[..., dict[str, Any]] | None = None,
+    base_dir: str | None = None,
+    verbose: int = 1,
+) -> SearchStatus:
+    """Run (or resume) ``spec`` on Ray and return its status.
+
+    Args:
+        spec: the search (``storage`` may be relative: resolved against ``base_dir``).
+        address: a Ray cluster (``"auto"``, ``"ray://host:10001"``...); None starts a local Ray
+            unless one is already initialised in this process.
+        resume: continue an interrupted search (``Tuner.restore``); finished seed-runs stay.
+        job_fn: replaces :func:`tlsearch.search.jobs.run_job` (tests).
+        base_dir: folder for relative paths in the spec (default: the current directory).
+        verbose: Tune's console verbosity (0-2).
+
+    Raises:
+        SearchExistsError: the search has Tune state and ``resume`` is False.
+        SearchInterruptedError: the run was stopped before finishing.
+    """
+    base = os.path.abspath(base_dir or os.getcwd())
+    spec = resolve_storage(spec, base)
+    plan = compile_spec(spec, base)
+    search_dir = join(spec.storage, spec.name)
+    connect(address)
+    _check_fresh(search_dir, plan, resume)
+    write_plan(search_dir, plan)
+    jobs = {pretrain_key(job): job for job in plan.pretrain_jobs}
+    env = TrialEnv(spec=spec, base_dir=base, job_fn=spec.testing.job_fn, pretrain_jobs=jobs)
+    logger.info(
+        "search %s: %d planned seed-runs in %d experiment(s), %d PT job(s); results in %s",
+        spec.name,
+        plan.planned_seed_runs,
+        len(plan.experiments),
+        len(jobs),
+        join(search_dir, "runs"),
+    )
+    if jobs:
+        pt_plan = ExperimentPlan(
+            PRETRAIN_EXPERIMENT, "grid", [0], points=[{"pt_key": k} for k in jobs]
+        )
+        resources = spec.pretrain.resources or spec.resources
+        run_experiment(pt_plan, pretrain_trial, env, resources, resume, job_fn, verbose)
+    for experiment in plan.experiments:
+        run_experiment(experiment, search_trial, env, spec.resources, resume, job_fn, verbose)
+    status = search_status(search_dir)
+    logger.info("search %s finished: %s", spec.name, status.counts_line())
+    return status
+
+
+def resolve_storage(spec: SearchSpec, base_dir: str) -> SearchSpec:
+    """``spec`` with its storage and graph cache as absolute paths (URIs unchanged)."""
+    update: dict[str, Any] = {}
+    if not is_remote(spec.storage):
+        update["storage"] = absolute_spec(spec.storage, base_dir)
+    if spec.graph_cache not in (None, "auto") and not is_remote(str(spec.graph_cache)):
+        update["graph_cache"] = absolute_spec(str(spec.graph_cache), base_dir)
+    return spec.model_copy(update=update)
+
+
+def connect(address: str | None) -> None:
+    """Join ``address`` or start a local Ray (unless this process already has one)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    context = ray.init(address=address)
+    url = getattr(context, "dashboard_url", None)
+    if url:
+        logger.info("Ray dashboard: http://%s", url.removeprefix("http://"))
+    logger.info("Ray resources: %s", ray.cluster_resources())
+
+
+def write_plan(search_dir: str, plan: SearchPlan) -> None:
+    """Write ``plan.json`` and ``spec.yaml`` into the search folder."""
+    fs, path = resolve(search_dir)
+    fs.create_dir(path, recursive=True)
+    files = {
+        "plan.json": json.dumps(plan.summary(), indent=2),
+        "spec.yaml": yaml.safe_dump(plan.spec.model_dump(mode="json"), sort_keys=False),
+    }
+    for name, text in files.items():
+        with fs.open_output_stream(f"{path}/{name}") as out:
+            out.write(text.encode("utf-8"))
+
+
+def experiment_path(env: TrialEnv, name: str) -> str:
+    """Where Tune keeps one experiment's state."""
+    return join(env.search_dir, "tune", name)
+
+
+def _check_fresh(search_dir: str, plan: SearchPlan, resume: bool) -> None:
+    from ray import tune
+
+    if resume:
+        return
+    names = [PRETRAIN_EXPERIMENT] + [e.name for e in plan.experiments]
+    if any(tune.Tuner.can_restore(join(search_dir, "tune", n)) for n in names):
+        raise SearchExistsError(
+            f"search {plan.spec.name!r} already ran in {search_dir}; pass --resume to continue it "
+            "(recorded seed-runs are kept) or choose another name or storage"
+        )
+
+
+def run_experiment(
+    experiment: ExperimentPlan,
+    trial_fn: Callable[..., None],
+    env: TrialEnv,
+    resources: Resources,
+    resume: bool,
+    job_fn: Callable[..., dict[str, Any]] | None,
+    verbose: int,
+) -> Any:
+    """Run (or restore and finish) one Tune experiment; returns its ``ResultGrid``."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, env=env, job_fn=job_fn),
+        {"cpu": resources.cpu, "gpu": resources.gpu},
+    )
+    path = experiment_path(env, experiment.name)
+    if resume and tune.Tuner.can_restore(path):
+        logger.info("restoring experiment %s from %s", experiment.name, path)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        check_searcher(tuner, experiment)
+    else:
+        tuner = new_tuner(experiment, trainable, env, verbose)
+    results = tuner.fit()
+    statuses = saved_trial_statuses(path)
+    unfinished = sum(s not in ("TERMINATED", "ERROR") for s in statuses)
+    missing = experiment.algorithm == "grid" and len(statuses) < experiment.planned_trials
+    if unfinished or missing:
+        raise SearchInterruptedError(
+            f"experiment {experiment.name} stopped with {unfinished} unfinished trial(s); "
+            "run again with --resume to finish it"
+        )
+    errored = statuses.count("ERROR")
+    if errored:
+        logger.warning("experiment %s: %d trial(s) errored after retries (see %s)",
+                       experiment.name, errored, path)  # fmt: skip
+    return results
+
+
+def saved_trial_statuses(path: str) -> list[str]:
+    """Trial statuses as saved in the experiment state (what ``--resume`` will see).
+
+    After a SIGINT, Tune saves the state and then stops the running trials, so the in-memory
+    ``ResultGrid`` reports them as terminated; the saved state says they were still running.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    return [str(trial.status) for trial in ExperimentAnalysis(path).trials]
+
+
+def new_tuner(experiment: ExperimentPlan, trainable: Any, env: TrialEnv, verbose: int) -> Any:
+    """A fresh ``tune.Tuner`` for ``experiment``."""
+    from ray import tune
+
+    spec = env.spec
+    is_main = experiment.name != PRETRAIN_EXPERIMENT
+    tune_config = tune.TuneConfig(
+        metric=spec.search.metric if is_main else None,
+        mode=spec.search.mode if is_main else None,
+        search_alg=optuna_searcher(spec) if experiment.algorithm == "optuna" else None,
+        scheduler=asha_scheduler(spec) if is_main and spec.search.asha else None,
+        num_samples=experiment.num_samples if experiment.algorithm == "optuna" else 1,
+        max_concurrent_trials=spec.max_concurrent,
+        trial_dirname_creator=trial_dirname,
+        reuse_actors=True,  # a trial process imports torch once, not once per configuration
+    )
+    run_config = tune.RunConfig(
+        name=experiment.name,
+        storage_path=join(env.search_dir, "tune"),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        verbose=verbose,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(experiment),
+        tune_config=tune_config,
+        run_config=run_config,
+    )
+
+
+def param_space(experiment: ExperimentPlan) -> dict[str, Any]:
+    """Tune's param space: ``{"point": grid_search(points)}``, or Optuna domains + constants."""
+    from ray import tune
+
+    if experiment.algorithm == "grid":
+        return {"point": tune.grid_search(experiment.points)}
+    space: dict[str, Any] = {}
+    for key, value in experiment.space.items():
+        if isinstance(value, Choice):
+            space[key] = tune.choice(list(value.values))
+        elif isinstance(value, LogRange):
+            space[key] = tune.loguniform(value.low, value.high)
+        else:
+            space[key] = value
+    return space
+
+
+def optuna_searcher(spec: SearchSpec) -> Any:
+    """Tune's ``OptunaSearch`` (TPE), seeded."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=spec.search.seed)
+
+
+def asha_scheduler(spec: SearchSpec) -> Any:
+    """ASHA over seeds: a configuration may stop after ``grace_period`` seeds."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    asha = spec.search.asha
+    assert asha is not None
+    return ASHAScheduler(
+        time_attr="seeds_done",
+        max_t=len(spec.seeds),
+        grace_period=min(asha.grace_period, len(spec.seeds)),
+        reduction_factor=asha.reduction_factor,
+    )
+
+
+def check_searcher(tuner: Any, experiment: ExperimentPlan) -> None:
+    """Refuse a restored Optuna experiment whose searcher is not Optuna (Ray issue #30861)."""
+    if experiment.algorithm != "optuna":
+        return
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = restored_search_alg(tuner)
+    inner = getattr(searcher, "searcher", searcher)
+    if not isinstance(inner, OptunaSearch):
+        raise RuntimeError(
+            f"experiment {experiment.name} was restored with search algorithm "
+            f"{type(inner).__name__}, not OptunaSearch (Ray issue #30861); not continuing"
+        )
+
+
+def restored_search_alg(tuner: Any) -> Any:
+    """The search algorithm a restored ``Tuner`` will use (Ray keeps it on the internal tuner)."""
+    return tuner._local_tuner._tune_config.search_alg
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names (configs hold whole dicts)."""
+    return f"trial_{trial.trial_id}"

@@ -1,0 +1,239 @@
+"""The one adapter between the search and the training code: :func:`run_job`.
+
+A :class:`JobConfig` is everything one seed-run or PT job needs. :func:`run_job` holds out the
+test set when the dataset has no explicit one (``pool.json`` and ``test.json`` in the work
+folder, fixed by the dataset's ``split_seed``) and hands the job to:
+
+- ``scratch``: :func:`tlsearch.training.run.train_run` on an FT-style sample of the pool;
+- ``pretrain`` with ``num_workers > 1``: :func:`tlsearch.search.ddp.run_ddp_pretrain` (a Ray
+  Train ``TorchTrainer``);
+- ``pretrain`` / ``finetune`` / ``mpt_pretrain``: ``tlsearch.transfer.run.pretrain_run`` /
+  ``finetune_run``, imported lazily; a clear ``NotImplementedError`` while it does not exist.
+
+Every job function returns a metrics dict like ``train_run``'s (``test``/``val`` metrics, nested
+or as ``"test.mae"`` keys, ``best_epoch``, ``epochs_run``, ``diverged``, ...). Tests pass a fake
+job function with the same signature ``(job, workdir) -> dict``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+SCHEMES = ("matminer:", "jarvis:", "generated:")
+
+
+class DataRef(BaseModel):
+    """A dataset resolved for one job (see :class:`tlsearch.search.spec.DatasetSpec`).
+
+    ``size`` structures are drawn from the training pool with ``sampling`` and the job's seed;
+    ``None`` keeps the whole pool. Without ``test``, ``test_fraction`` of ``data`` (fixed by
+    ``split_seed``) is the test set and never trained on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    data: str
+    test: str | None = None
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    target: str | None = None
+    data_home: str | None = None
+    size: int | None = None
+    sampling: str = "random"
+
+
+class JobConfig(BaseModel):
+    """One training job.
+
+    Attributes:
+        kind: ``scratch``, ``pretrain``, ``finetune`` or ``mpt_pretrain``.
+        seed: seeds the sample, the split, the weights and the batch order.
+        data: the training data (all kinds but ``mpt_pretrain``).
+        mpt_data: the datasets of an MPT job.
+        excluded_target: MPT only: the FT target whose values are masked out of the PT mix.
+        pretrained: ``finetune``: the PT checkpoint (``model.pt`` or an alignn checkpoint).
+        strategy: ``finetune``: the FT strategy.
+        train / model / graphs: ``TrainConfig`` / ``ALIGNNConfig`` / ``GraphSettings`` fields.
+        cache_dir: the shared graph cache (None: in memory).
+        num_workers, cpus_per_worker, gpus_per_worker: PT jobs: DDP workers (> 1: Ray Train).
+        label, pt_size: PT jobs: the source's name and size, for the results table.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["scratch", "pretrain", "finetune", "mpt_pretrain"]
+    seed: int = Field(ge=0)
+    data: DataRef | None = None
+    mpt_data: list[DataRef] = Field(default_factory=list)
+    excluded_target: str | None = None
+    pretrained: str | None = None
+    strategy: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    graphs: dict[str, Any] = Field(default_factory=dict)
+    cache_dir: str | None = None
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    label: str | None = None
+    pt_size: int | None = None
+
+
+def absolute_spec(text: str, base_dir: str) -> str:
+    """A data spec with a relative path made absolute (schemes and URIs unchanged)."""
+    if text.startswith(SCHEMES) or "://" in text:
+        return text
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else (Path(base_dir) / path).resolve())
+
+
+def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
+    """Run ``job`` with its outputs (``model.pt``, metrics, predictions) in ``workdir``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if job.kind == "scratch":
+        return run_scratch(job, workdir)
+    if job.kind == "pretrain" and job.num_workers > 1:
+        from tlsearch.search.ddp import run_ddp_pretrain
+
+        return run_ddp_pretrain(job, workdir)
+    return run_transfer(job, workdir)
+
+
+def run_scratch(job: JobConfig, workdir: Path) -> dict[str, Any]:
+    """Train from scratch on the job's FT-style sample with ``train_run``."""
+    from tlsearch.training.run import train_run
+
+    ref = _data(job)
+    cfg = training_run_config(job, ref, workdir)
+    return train_run(cfg, progress=False, select_pool=ft_selector(ref.size, ref.sampling, job.seed))
+
+
+def run_transfer(job: JobConfig, workdir: Path) -> dict[str, Any]:
+    """PT / FT / MPT through ``tlsearch.transfer.run`` (imported lazily)."""
+    try:
+        transfer = importlib.import_module("tlsearch.transfer.run")
+    except ModuleNotFoundError as exc:
+        raise NotImplementedError(
+            f"{job.kind} jobs need tlsearch.transfer.run (pretrain_run / finetune_run / "
+            f"mpt_pretrain_run), which is not available in this installation ({exc})"
+        ) from exc
+    if job.kind == "mpt_pretrain":
+        if not job.mpt_data:
+            raise ValueError("an MPT job needs mpt_data")
+        first = job.mpt_data[0].model_copy(update={"test": None, "target": None})
+        cfg = training_run_config(job, first, workdir, split=False)
+        specs = {ref.name: ref.data for ref in job.mpt_data}
+        return transfer.mpt_pretrain_run(cfg, specs, exclude=job.excluded_target, progress=False)
+    ref = _data(job)
+    cfg = training_run_config(job, ref, workdir)
+    if job.kind == "pretrain":
+        return transfer.pretrain_run(cfg, size=ref.size, progress=False)
+    if not job.pretrained or not job.strategy:
+        raise ValueError("a finetune job needs 'pretrained' and 'strategy'")
+    return transfer.finetune_run(
+        cfg,
+        job.pretrained,
+        strategy=job.strategy,
+        size=ref.size,
+        sampling=ref.sampling,
+        progress=False,
+    )
+
+
+def training_run_config(job: JobConfig, ref: DataRef, workdir: Path, split: bool = True) -> Any:
+    """The core's ``RunConfig`` for ``job`` on ``ref`` (test split materialised if needed)."""
+    from tlsearch.training.config import RunConfig
+
+    data, test, target = ref.data, ref.test, ref.target
+    if split and test is None:
+        data, test = split_test(ref, workdir / "data")
+        target = None
+    return RunConfig(
+        data=data,
+        test=test,
+        target=target,
+        data_home=ref.data_home,
+        out_dir=workdir,
+        cache_dir=job.cache_dir,
+        train={**job.train, "seed": job.seed},
+        model=job.model,
+        graphs=job.graphs,
+    )
+
+
+def split_test(ref: DataRef, folder: Path) -> tuple[str, str]:
+    """Hold out ``ref.test_fraction`` of ``ref.data`` (fixed by ``ref.split_seed``).
+
+    Writes ``pool.json`` (what training may draw from) and ``test.json`` (never trained on),
+    with the target named ``target``; returns their paths.
+    """
+    from tlsearch.structures.generate import write_jarvis_json
+    from tlsearch.structures.load import load_data
+    from tlsearch.training.splits import train_val_split
+
+    records = load_data(ref.data, target=ref.target, data_home=ref.data_home).records
+    records = [_canonical(r) for r in records]
+    pool_idx, test_idx = train_val_split(len(records), ref.test_fraction, ref.split_seed)
+    pool = write_jarvis_json([records[i] for i in pool_idx], folder / "pool.json")
+    test = write_jarvis_json([records[i] for i in test_idx], folder / "test.json")
+    return str(pool), str(test)
+
+
+def ft_selector(size: int | None, sampling: str, seed: int) -> Any:
+    """A ``train_run`` pool selector: ``size`` structures by ``sampling`` (all when None).
+
+    The same choice as ``tlsearch.transfer.run.ft_sample``, so a scratch baseline and a
+    fine-tuned model of one seed train on the same structures.
+    """
+    import numpy as np
+
+    from tlsearch.transfer.sampling import sample_indices
+
+    def select(data: Any) -> np.ndarray:
+        n = len(data.store)
+        if size is None or size >= n:
+            if size is not None and size > n:
+                raise ValueError(f"asked for {size} training structures, the pool has {n}")
+            return np.arange(n)
+        return sample_indices(data.targets[:, 0], size, method=sampling, seed=seed)
+
+    return select
+
+
+def _data(job: JobConfig) -> DataRef:
+    if job.data is None:
+        raise ValueError(f"a {job.kind} job needs data")
+    return job.data
+
+
+def _canonical(record: Any) -> Any:
+    """The record with its one target named ``target`` (what written files carry)."""
+    from dataclasses import replace
+
+    if list(record.targets) == ["target"]:
+        return record
+    if len(record.targets) != 1:
+        raise ValueError(
+            f"record {record.id} has targets {sorted(record.targets)}; set the dataset's "
+            "'target' to choose one"
+        )
+    return replace(record, targets={"target": next(iter(record.targets.values()))})
+
+
+def resolve_job_fn(ref: str | None) -> Any:
+    """``"module:function"`` -> the function; ``None`` -> :func:`run_job`."""
+    if not ref:
+        return run_job
+    module, _, name = ref.partition(":")
+    if not name:
+        raise ValueError(f"job_fn {ref!r} must look like 'package.module:function'")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,206 @@
+"""Content-addressed pre-trained models: each PT job runs once and serves every search.
+
+Layout: ``<storage>/pretrained/<key>/`` holding ``model.pt`` (and everything the PT run wrote),
+``job.json`` and, written last, ``_COMPLETE.json`` (the PT metrics). ``key`` hashes what decides
+the model: the source data's content (file bytes, or the spec string for ``matminer:``,
+``generated:``...), the size, the seed, the recipe and the architecture; not where or how it
+ran (workers, threads, cache folders).
+
+Concurrency: on local disk and NFS a file lock (``<key>.lock``) makes concurrent trials run a PT
+job once: the first runs it into ``_tmp-<key>-<uuid>/`` and renames it into place, the others
+wait and then reuse it. Object stores (``s3://``, ``gs://``) have no locks: the lock is then per
+node, so two nodes may both train the same model; the result is the same and the upload of
+``_COMPLETE.json`` last makes a half-uploaded model invisible. The search's PT phase runs each
+job in one trial, so this happens only when searches overlap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from tlsearch.results.store import is_remote, join, resolve
+from tlsearch.search.jobs import SCHEMES, JobConfig
+
+logger = logging.getLogger(__name__)
+
+COMPLETE = "_COMPLETE.json"
+EXECUTION_FIELDS = {
+    "cache_dir",
+    "num_workers",
+    "cpus_per_worker",
+    "gpus_per_worker",
+    "label",
+    "pt_size",
+}
+EXECUTION_TRAIN_FIELDS = {"num_threads", "device", "log_every"}
+
+JobFn = Callable[[JobConfig, Path], dict[str, Any]]
+
+
+@dataclass
+class Pretrained:
+    """A PT model ready to fine-tune from.
+
+    Attributes:
+        key: the content key.
+        checkpoint: a local path of ``model.pt`` usable in this process.
+        uri: where the model lives in storage.
+        metrics: the PT job's metrics.
+        cache_hit: whether it already existed.
+    """
+
+    key: str
+    checkpoint: str
+    uri: str
+    metrics: dict[str, Any]
+    cache_hit: bool
+
+
+def data_fingerprint(spec: str | None) -> str | None:
+    """A hash of the data behind ``spec``: file bytes, a folder's listing, or the spec itself."""
+    if spec is None or spec.startswith(SCHEMES) or "://" in spec:
+        return spec
+    path = Path(spec)
+    if path.is_file():
+        stat = path.stat()
+        return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)
+    if path.is_dir():
+        entries = sorted(
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in path.rglob("*")
+            if p.is_file()
+        )
+        return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    return spec
+
+
+@functools.lru_cache(maxsize=256)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pretrain_key(job: JobConfig) -> str:
+    """20 hex digits identifying the model ``job`` produces."""
+    content = job.model_dump(exclude=EXECUTION_FIELDS)
+    content["train"] = {k: v for k, v in job.train.items() if k not in EXECUTION_TRAIN_FIELDS}
+    for ref in [content.get("data"), *content.get("mpt_data", [])]:
+        if ref:
+            ref["data"] = data_fingerprint(ref["data"])
+            ref["test"] = data_fingerprint(ref["test"])
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def ensure_pretrained(
+    job: JobConfig, storage: str, run_fn: JobFn, local_cache: Path | None = None
+) -> Pretrained:
+    """Return the PT model of ``job``, running ``run_fn(job, folder)`` only if it is missing.
+
+    Args:
+        job: the PT job.
+        storage: the search storage root (local path or URI).
+        run_fn: the job function (writes ``model.pt`` into its folder, returns metrics).
+        local_cache: where models from object stores are downloaded (default:
+            ``~/.cache/tlsearch/pretrained``).
+    """
+    key = pretrain_key(job)
+    uri = join(storage, "pretrained", key)
+    if not is_remote(storage):
+        return _ensure_local(job, key, Path(resolve(uri)[1]), run_fn)
+    local_root = local_cache or Path.home() / ".cache" / "tlsearch" / "pretrained"
+    return _ensure_remote(job, key, uri, local_root, run_fn)
+
+
+def _ensure_local(job: JobConfig, key: str, final: Path, run_fn: JobFn) -> Pretrained:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(final.parent / f"{key}.lock"):
+        if (final / COMPLETE).is_file():
+            logger.info("pre-trained model %s found in the cache", key)
+            return Pretrained(key, str(final / "model.pt"), str(final), _read(final), True)
+        tmp = final.parent / f"_tmp-{key}-{uuid.uuid4().hex[:8]}"
+        metrics = _run_into(job, tmp, run_fn)
+        if final.exists():  # a partial folder from before an unclean stop
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    return Pretrained(key, str(final / "model.pt"), str(final), metrics, False)
+
+
+def _ensure_remote(
+    job: JobConfig, key: str, uri: str, local_root: Path, run_fn: JobFn
+) -> Pretrained:
+    fs, path = resolve(uri)
+    local = local_root / key
+    local_root.mkdir(parents=True, exist_ok=True)
+    with _locked(local_root / f"{key}.lock"):
+        if fs.get_file_info(f"{path}/{COMPLETE}").type == pafs.FileType.File:
+            if not (local / COMPLETE).is_file():
+                shutil.rmtree(local, ignore_errors=True)
+                pafs.copy_files(path, str(local), source_filesystem=fs)
+            return Pretrained(key, str(local / "model.pt"), uri, _read(local), True)
+        tmp = local_root / f"_tmp-{key}-{uuid.uuid4().hex[:8]}"
+        metrics = _run_into(job, tmp, run_fn)
+        _upload_complete_last(tmp, fs, path)
+        shutil.rmtree(local, ignore_errors=True)
+        os.replace(tmp, local)
+    return Pretrained(key, str(local / "model.pt"), uri, metrics, False)
+
+
+def _run_into(job: JobConfig, folder: Path, run_fn: JobFn) -> dict[str, Any]:
+    """Run the PT job into ``folder`` and mark it complete; remove the folder on failure."""
+    from tlsearch.training.metrics import json_safe
+
+    try:
+        folder.mkdir(parents=True)
+        metrics = json_safe(dict(run_fn(job, folder)))
+        metrics.pop("checkpoint", None)
+        (folder / "job.json").write_text(job.model_dump_json(indent=2), encoding="utf-8")
+        (folder / COMPLETE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if not (folder / "model.pt").is_file():
+        logger.warning("PT job wrote no model.pt into %s", folder)
+    return metrics
+
+
+def _upload_complete_last(folder: Path, fs: Any, path: str) -> None:
+    fs.create_dir(path, recursive=True)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    for file in sorted(files, key=lambda p: p.name == COMPLETE):
+        target = f"{path}/{file.relative_to(folder).as_posix()}"
+        fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(target) as out, file.open("rb") as src:
+            shutil.copyfileobj(src, out)
+
+
+def _read(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / COMPLETE).read_text(encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_path`` (works across processes; NFSv4 too)."""
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,201 @@
+"""The parts of a search spec: datasets, PT sources, search algorithm, resources, PT options.
+
+:class:`tlsearch.search.spec.SearchSpec` composes them. Every model rejects unknown keys with a
+message naming the key and the allowed ones.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+STRATEGIES = (
+    "unfreeze_all",
+    "new_head",
+    "last_layer",
+    "interaction_2b",
+    "interaction_3b",
+    "new_head_freeze_1",
+    "new_head_freeze_6",
+    "new_head_unfreeze_all",
+)
+Strategy = Literal[
+    "unfreeze_all",
+    "new_head",
+    "last_layer",
+    "interaction_2b",
+    "interaction_3b",
+    "new_head_freeze_1",
+    "new_head_freeze_6",
+    "new_head_unfreeze_all",
+]
+Sampling = Literal["random", "weighted", "uniform"]
+Metric = Literal["val_mae", "val_rmse", "val_r2", "test_mae", "test_rmse", "test_r2"]
+OptunaAxis = Literal["pt_source", "strategy", "sampling", "lr"]
+PAPER_CODES = ("BG", "FE", "GV", "PH", "DC", "PZ", "EBG")
+PLACEHOLDERS = ("size", "trial", "seed")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class StrictModel(BaseModel):
+    """A pydantic model whose unknown-key errors list the allowed keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in set(data) - set(cls.model_fields))
+            if unknown:
+                allowed = ", ".join(cls.model_fields)
+                raise ValueError(f"unknown key(s) {unknown}; allowed: {allowed}")
+        return data
+
+
+class DatasetSpec(StrictModel):
+    """One dataset: any data spec the core accepts, optionally with placeholders.
+
+    ``data`` and ``test`` may contain ``{size}`` (the requested size: the files already have it,
+    nothing is subsampled), ``{trial}`` (seed + 1, the paper's trial numbers), ``{seed}`` and any
+    name from the spec's ``vars``. Without ``test``, a fixed ``test_fraction`` of ``data`` (drawn
+    with ``split_seed``, the same for every run) is held out as the test set. ``normalise``
+    overrides ``train.target_normalisation`` for jobs on this dataset (e.g. ``paper`` for raw
+    matminer values next to the paper's already-normalised files). ``property`` names what the
+    target measures (default: the dataset's name): datasets of one property are never paired
+    with each other, and an MPT mix masks the FT target's property.
+    """
+
+    data: str
+    test: str | None = None
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = Field(0, ge=0)
+    target: str | None = None
+    data_home: str | None = None
+    normalise: Literal["none", "paper", "standardise"] | None = None
+    property: str | None = None
+
+
+class PretrainSource(StrictModel):
+    """A PT source: a dataset, an MPT mix of datasets, or an existing checkpoint.
+
+    Attributes:
+        name: label in results (default: the dataset name, ``MPT`` or the checkpoint's stem).
+        dataset: a key of ``datasets``.
+        mpt: datasets pre-trained on together (multi-property PT, paper Sec. 2.6).
+        exclude_target: MPT only: drop the FT target's own property from the PT mix (the paper).
+        checkpoint: an existing ``model.pt`` or alignn checkpoint (no PT job is run).
+        sizes: PT sizes of this source (default: the spec's ``pt_sizes``; datasets only).
+    """
+
+    name: str | None = None
+    dataset: str | None = None
+    mpt: list[str] | None = None
+    exclude_target: bool = True
+    checkpoint: str | None = None
+    sizes: list[PositiveInt | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PretrainSource:
+        given = [k for k in ("dataset", "mpt", "checkpoint") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a PT source needs exactly one of dataset, mpt, checkpoint; got {given or 'none'}"
+            )
+        if self.sizes is not None and self.dataset is None:
+            raise ValueError("sizes applies to dataset sources only")
+        if self.name is None:
+            if self.dataset is not None:
+                self.name = self.dataset
+            elif self.mpt is not None:
+                self.name = "MPT"
+            else:
+                self.name = Path(str(self.checkpoint)).stem
+        return self
+
+    @property
+    def kind(self) -> Literal["dataset", "mpt", "checkpoint"]:
+        if self.dataset is not None:
+            return "dataset"
+        return "mpt" if self.mpt is not None else "checkpoint"
+
+
+class LogUniform(StrictModel):
+    """A learning-rate range sampled log-uniformly (Optuna only): ``{loguniform: [1e-5, 1e-2]}``."""
+
+    loguniform: tuple[PositiveFloat, PositiveFloat]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogUniform:
+        if self.loguniform[0] >= self.loguniform[1]:
+            raise ValueError(f"loguniform needs low < high, got {list(self.loguniform)}")
+        return self
+
+
+class Asha(StrictModel):
+    """Early stopping of poor configurations after fewer seeds (time axis: seeds completed)."""
+
+    grace_period: PositiveInt = 1
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SearchAlgorithm(StrictModel):
+    """How configurations are chosen.
+
+    Attributes:
+        algorithm: ``grid`` (every combination) or ``optuna`` (TPE over ``optuna_axes``, one study
+            per combination of the other axes, ``num_samples`` configurations each).
+        metric: what the searcher sees (mean over the seeds; validation by default, so the test
+            set never steers the search). ``mode`` defaults to max for R2, min otherwise.
+    """
+
+    algorithm: Literal["grid", "optuna"] = "grid"
+    num_samples: PositiveInt = 10
+    seed: int = 0
+    metric: Metric = "val_mae"
+    mode: Literal["min", "max"] | None = None
+    optuna_axes: list[OptunaAxis] = Field(default_factory=lambda: ["strategy", "sampling", "lr"])
+    asha: Asha | None = None
+
+    @model_validator(mode="after")
+    def _mode(self) -> SearchAlgorithm:
+        if self.mode is None:
+            self.mode = "max" if self.metric.endswith("r2") else "min"
+        return self
+
+
+class Resources(StrictModel):
+    """Ray resources of one trial (``gpu`` may be a fraction such as 0.25)."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class PretrainSpec(StrictModel):
+    """How PT jobs run.
+
+    Attributes:
+        seed_mode: ``shared``: one PT model (seed ``seed``) serves every FT seed; ``per_seed``:
+            FT seed k uses a PT model trained with seed k.
+        train: training-recipe overrides for PT jobs (on top of the spec's ``train``).
+        num_workers: more than 1 runs PT as a Ray Train ``TorchTrainer`` (DDP) from its trial.
+        cpus_per_worker / gpus_per_worker: resources of each DDP worker.
+        resources: resources of a PT trial (default: the spec's ``resources``).
+    """
+
+    seed_mode: Literal["shared", "per_seed"] = "shared"
+    seed: int = Field(0, ge=0)
+    train: dict[str, Any] = Field(default_factory=dict)
+    num_workers: PositiveInt = 1
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    resources: Resources | None = None
+
+
+class TestingHooks(StrictModel):
+    """For tests only: ``job_fn: "module:function"`` replaces the real job function."""
+
+    job_fn: str | None = None

@@ -1,0 +1,222 @@
+"""The Tune trial functions: a configuration's seeds (:func:`search_trial`), a PT job
+(:func:`pretrain_trial`).
+
+A trial runs every seed of its configuration in turn. A seed-run whose row already exists is
+skipped (its metric is read back), so a retried, resumed or re-run trial never trains a finished
+seed again. Deterministic failures (:data:`~tlsearch.search.rows.DETERMINISTIC_ERRORS`) become
+``failed`` rows and the trial goes on; any other exception propagates and Tune retries the trial
+(``FailureConfig(max_failures)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
+from tlsearch.search.jobs import JobConfig, absolute_spec, resolve_job_fn
+from tlsearch.search.points import Point, build_job, config_hash, pretrain_job, run_id_for
+from tlsearch.search.pretrain_cache import Pretrained, ensure_pretrained, pretrain_key
+from tlsearch.search.rows import (
+    DETERMINISTIC_ERRORS,
+    PretrainUnavailableError,
+    base_row,
+    error_text,
+    finish,
+    outcome_columns,
+    trial_report,
+)
+from tlsearch.search.spec import SearchSpec
+
+logger = logging.getLogger(__name__)
+
+JobFn = Callable[[JobConfig, Path], dict[str, Any]]
+
+
+class TrialEnv(BaseModel):
+    """What every trial of a search shares (handed over with ``tune.with_parameters``).
+
+    Attributes:
+        spec: the resolved spec (absolute storage path).
+        base_dir: the folder relative data paths are resolved against.
+        job_fn: ``"module:function"`` replacing :func:`tlsearch.search.jobs.run_job` (tests).
+        pretrain_jobs: the search's PT jobs by key (the PT phase's grid).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: SearchSpec
+    base_dir: str
+    job_fn: str | None = None
+    pretrain_jobs: dict[str, JobConfig] = Field(default_factory=dict)
+
+    @property
+    def search_dir(self) -> str:
+        return join(self.spec.storage, self.spec.name)
+
+    def store(self) -> RunStore:
+        return RunStore.for_search(self.spec.storage, self.spec.name)
+
+    def workdir(self, run_id: str) -> Path:
+        """An empty local folder for a run's files (in storage when storage is local)."""
+        if is_remote(self.spec.storage):
+            folder = Path(tempfile.gettempdir()) / "tlsearch-work" / self.spec.name / run_id
+        else:
+            folder = Path(resolve(join(self.search_dir, "work", run_id))[1])
+        shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted attempt
+        folder.mkdir(parents=True)
+        return folder
+
+    def publish(self, workdir: Path, run_id: str) -> str:
+        """Copy a run's folder to storage (object stores); returns its checkpoint URI."""
+        uri = join(self.search_dir, "work", run_id)
+        if is_remote(self.spec.storage):
+            upload_dir(workdir, uri)
+        return join(uri, "model.pt")
+
+
+def _node() -> str:
+    """``hostname/<Ray node id prefix>`` of the process running the trial."""
+    import socket
+
+    import ray
+
+    try:
+        return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    except Exception:  # not inside Ray
+        return socket.gethostname()
+
+
+def _trial_id() -> str | None:
+    from ray import tune
+
+    try:
+        return tune.get_context().get_trial_id()
+    except Exception:  # outside a Tune session (direct calls in tests)
+        return None
+
+
+def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = None) -> None:
+    """Tune trial: run every seed of one configuration, reporting the running mean metric."""
+    from ray import tune
+
+    fn = job_fn or resolve_job_fn(env.job_fn)
+    point = Point.from_config(config.get("point", config), env.spec)
+    trial_id = _trial_id()
+    search = env.spec.search
+    rows: list[dict[str, Any]] = []
+    for seed in env.spec.seeds:
+        rows.append(run_seed(env, point, seed, fn, trial_id))
+        tune.report(trial_report(rows, search.metric, str(search.mode)))
+
+
+def pretrain_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = None) -> None:
+    """Tune trial of the PT phase: make sure one PT job's model exists and is recorded."""
+    from ray import tune
+
+    fn = job_fn or resolve_job_fn(env.job_fn)
+    row, _ = ensure_pt_row(env, env.pretrain_jobs[config["point"]["pt_key"]], fn, _trial_id())
+    tune.report({"pt_ok": int(row["status"] == "ok"), "pt_run_id": row["run_id"]})
+
+
+def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: str | None) -> dict:
+    """One seed-run: its existing row, or run it and write its row."""
+    spec = env.spec
+    run_id = run_id_for(spec, point, seed)
+    store = env.store()
+    existing = store.read_row(run_id)
+    if existing is not None:
+        logger.info("seed-run %s already recorded (%s): skipped", run_id, existing["status"])
+        return existing
+    row = base_row(
+        run_id,
+        spec.name,
+        trial_id,
+        config_hash=config_hash(spec, point),
+        seed=seed,
+        kind=point.kind,
+        pt_source=point.pt_source,
+        pt_size=point.pt_size,
+        ft_target=point.target,
+        ft_size=point.ft_size,
+        strategy=point.strategy,
+        sampling=point.sampling,
+        lr=point.lr,
+        node=_node(),
+    )
+    try:
+        pretrained = None
+        if point.uses_pretraining:
+            pretrained, row["pt_run_id"] = pretrained_checkpoint(env, point, seed, job_fn, trial_id)
+        job = build_job(spec, point, seed, env.base_dir, pretrained)
+        row["config_json"] = job.model_dump_json()
+        workdir = env.workdir(run_id)
+        row.update(outcome_columns(job_fn(job, workdir)))
+        row["checkpoint_uri"] = env.publish(workdir, run_id)
+    except DETERMINISTIC_ERRORS as exc:
+        logger.warning("seed-run %s failed (recorded, not retried): %s", run_id, error_text(exc))
+        row.update(status="failed", error=error_text(exc))
+    store.write(finish(row))
+    return row
+
+
+def pretrained_checkpoint(
+    env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: str | None
+) -> tuple[str, str | None]:
+    """The PT checkpoint a transfer seed-run starts from, and the PT row's run id.
+
+    Raises:
+        PretrainUnavailableError: the PT job failed or diverged.
+    """
+    source = env.spec.source(str(point.pt_source))
+    if source.kind == "checkpoint":
+        return absolute_spec(str(source.checkpoint), env.base_dir), None
+    job = pretrain_job(env.spec, point, seed, env.base_dir)
+    assert job is not None
+    row, pretrained = ensure_pt_row(env, job, job_fn, trial_id)
+    if pretrained is None or row["status"] != "ok":
+        raise PretrainUnavailableError(
+            f"pre-training {row['run_id']} is {row['status']}: {row.get('error') or ''}".strip()
+        )
+    return pretrained.checkpoint, row["run_id"]
+
+
+def ensure_pt_row(
+    env: TrialEnv, job: JobConfig, job_fn: JobFn, trial_id: str | None
+) -> tuple[dict[str, Any], Pretrained | None]:
+    """The search's row of a PT job, running the job (or reusing the cache) when needed."""
+    store = env.store()
+    run_id = f"pt-{pretrain_key(job)}"
+    row = store.read_row(run_id)
+    if row is not None and row["status"] != "ok":
+        return row, None
+    identity = {
+        "config_hash": run_id[3:],
+        "seed": job.seed,
+        "kind": "pretrain",
+        "pt_source": job.label,
+        "pt_size": job.pt_size,
+        "ft_target": job.excluded_target,
+        "lr": job.train.get("learning_rate"),
+        "config_json": job.model_dump_json(),
+        "node": _node(),
+    }
+    try:
+        pretrained = ensure_pretrained(job, env.spec.storage, job_fn)
+    except DETERMINISTIC_ERRORS as exc:
+        logger.warning("PT job %s failed (recorded, not retried): %s", run_id, error_text(exc))
+        row = base_row(run_id, env.spec.name, trial_id, **identity, error=error_text(exc))
+        store.write(finish(row))
+        return row, None
+    if row is None:
+        row = base_row(run_id, env.spec.name, trial_id, **identity)
+        row.update(outcome_columns(pretrained.metrics))
+        row["checkpoint_uri"] = join(pretrained.uri, "model.pt")
+        store.write(finish(row))
+    return row, pretrained
