@@ -148,3 +148,12 @@ def test_cli_transfer_commands(files, pretrained, capsys):
     assert provenance["sampling"] == "weighted" and provenance["strategy"] == "interaction_3b"
     assert main(["mpt", "pretrain", "--data", "nonsense", "--out", str(out), *common]) == 2
     assert "NAME=SPEC" in capsys.readouterr().err
+
+
+def test_finetune_from_an_mpt_model_with_several_heads(files, tiny_config):
+    run = _run(files, "mpt2", tiny_config).model_copy(update={"test": None})
+    mpt_pretrain_run(run, {"A": files["src"], "B": files["tgt"]}, progress=False)
+    _, bundle = read_bundle(files["root"] / "mpt2" / "model.pt")
+    assert bundle.architecture["properties"] == ["A", "B"]
+    ft = finetune_run(_run(files, "ft_mpt2", tiny_config), files["root"] / "mpt2", progress=False)
+    assert ft["test"]["n"] == 10
