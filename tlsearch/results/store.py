@@ -1,0 +1,184 @@
+"""Seed-run results as an append-only folder of immutable one-row Parquet files.
+
+Layout: ``<storage>/<search name>/runs/<run_id>.parquet``. ``run_id`` is deterministic (the
+run-config hash and the seed), so a retried run overwrites its own file and never adds a
+duplicate. Writes are atomic:
+
+- local disk / NFS: written to ``_tmp-<uuid>.parquet`` in the same folder, then ``os.replace``d
+  (atomic on one POSIX filesystem); a writer killed mid-way leaves only the ``_tmp-`` file;
+- object stores (``s3://``, ``gs://``): written straight to the final key (an upload becomes
+  visible only when it completes; there is no rename).
+
+``pyarrow.dataset`` skips names starting with ``_`` or ``.``, so readers never see temporary
+files. Readers pass :data:`~tlsearch.results.schema.RUN_SCHEMA`, so files written before a
+column was added read with nulls. pandas (``pd.read_parquet(folder)``) and DuckDB
+(``read_parquet('runs/*.parquet', union_by_name=true)``) read the folder as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tlsearch.results.schema import RUN_SCHEMA, conform, row_table
+
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = "_tmp-"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+
+# --- storage locations -------------------------------------------------------------------------
+
+
+def is_remote(uri: str | Path) -> bool:
+    """Whether ``uri`` names an object store or another non-local filesystem (``scheme://``)."""
+    text = str(uri)
+    return "://" in text and not text.startswith("file://")
+
+
+def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it (local paths made absolute)."""
+    text = str(uri)
+    if is_remote(text):
+        return pafs.FileSystem.from_uri(text)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
+
+
+def join(uri: str | Path, *parts: str) -> str:
+    """``uri/part/...`` for local paths and URIs alike."""
+    text = str(uri).rstrip("/")
+    return "/".join([text, *(p.strip("/") for p in parts)])
+
+
+def upload_dir(local_dir: Path, uri: str) -> None:
+    """Copy a local folder to ``uri`` (no-op when ``uri`` is that folder)."""
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem) and os.path.abspath(local_dir) == path:
+        return
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(local_dir), path, destination_filesystem=fs)
+
+
+# --- atomic Parquet writes ---------------------------------------------------------------------
+
+
+def write_table_atomic(table: pa.Table, uri: str | Path) -> str:
+    """Write ``table`` to ``uri`` so that readers see either nothing or the whole file.
+
+    Returns:
+        the final path (inside its filesystem).
+    """
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        pq.write_table(table, path, filesystem=fs)
+        return path
+    tmp = os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def read_runs(uri: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """Every row under ``uri`` (a ``runs/`` folder) with the canonical schema; empty if none."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return RUN_SCHEMA.empty_table().select(columns or RUN_SCHEMA.names)
+    dataset = ds.dataset(path, schema=RUN_SCHEMA, format="parquet", filesystem=fs)
+    return dataset.to_table(columns=columns)
+
+
+# --- the store of one search -------------------------------------------------------------------
+
+
+class RunStore:
+    """The ``runs/`` folder of one search: write, look up and read seed-run rows.
+
+    Args:
+        uri: the ``runs/`` folder (local path, ``file://``, ``s3://`` or ``gs://``).
+    """
+
+    def __init__(self, uri: str | Path) -> None:
+        self.uri = str(uri)
+        self.fs, self.path = resolve(uri)
+
+    @classmethod
+    def for_search(cls, storage: str | Path, search_name: str) -> RunStore:
+        """The store at ``<storage>/<search_name>/runs``."""
+        return cls(join(storage, search_name, "runs"))
+
+    def file_for(self, run_id: str) -> str:
+        """Path (inside the filesystem) of ``run_id``'s file."""
+        if not _RUN_ID.match(run_id):
+            raise ValueError(
+                f"run_id {run_id!r} must be letters, digits, '.', '_' or '-' and not start "
+                "with '_' or '.'"
+            )
+        return f"{self.path}/{run_id}.parquet"
+
+    def write(self, row: Mapping[str, Any]) -> str:
+        """Validate ``row`` and write it as ``<run_id>.parquet`` (replacing an earlier one)."""
+        table = row_table(row)
+        final = self.file_for(str(row["run_id"]))
+        uri = final if isinstance(self.fs, pafs.LocalFileSystem) else self._uri_of(final)
+        write_table_atomic(table, uri)
+        logger.debug("wrote result row %s", final)
+        return final
+
+    def exists(self, run_id: str) -> bool:
+        """Whether ``run_id`` has a (complete) row."""
+        return self.fs.get_file_info(self.file_for(run_id)).type == pafs.FileType.File
+
+    def read_row(self, run_id: str) -> dict[str, Any] | None:
+        """``run_id``'s row as a dict, or ``None`` when it has none."""
+        if not self.exists(run_id):
+            return None
+        table = pq.read_table(self.file_for(run_id), filesystem=self.fs)
+        rows = conform(table).to_pylist()
+        return rows[0] if rows else None
+
+    def table(self, columns: list[str] | None = None) -> pa.Table:
+        """All rows of this search."""
+        return read_runs(self._uri_of(self.path), columns)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows as dicts."""
+        return self.table().to_pylist()
+
+    def remove_stale_temp(self, older_than_s: float = 3600.0) -> int:
+        """Delete ``_tmp-`` files left by killed writers (local only); returns how many."""
+        if not isinstance(self.fs, pafs.LocalFileSystem) or not os.path.isdir(self.path):
+            return 0
+        removed = 0
+        for name in os.listdir(self.path):
+            full = os.path.join(self.path, name)
+            if name.startswith(TEMP_PREFIX) and time.time() - os.path.getmtime(full) > older_than_s:
+                os.remove(full)
+                removed += 1
+        return removed
+
+    def _uri_of(self, path: str) -> str:
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return path
+        scheme = self.uri.split("://", 1)[0]
+        return f"{scheme}://{path}"
