@@ -20,7 +20,6 @@ The line graph is not stored: see :mod:`tlsearch.graphs.linegraph`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -38,6 +37,7 @@ from tlsearch.graphs.build import build_many
 from tlsearch.graphs.features import cgcnn_table
 from tlsearch.graphs.linegraph import bond_cosines, line_graph
 from tlsearch.graphs.settings import GraphSettings
+from tlsearch.locking import file_lock
 from tlsearch.structures.records import Rejection, StructureRecord
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def build_graph_store(
     root.mkdir(parents=True, exist_ok=True)
     key = dataset_key(records, settings)
     final = root / key
-    with _locked(root / f"{key}.lock"):
+    with file_lock(root / f"{key}.lock"):
         hit = (final / "meta.json").exists()
         if hit:
             logger.info("graph cache hit: %s (%d structures)", final, len(records))
@@ -224,16 +224,6 @@ def _make_store(
         cache_hit=cache_hit,
         path=path,
     )
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_entry(

@@ -16,8 +16,6 @@ job in one trial, so this happens only when searches overlap.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -25,13 +23,14 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
+from tlsearch.locking import file_lock
 from tlsearch.results.store import is_remote, join, resolve
 from tlsearch.search.jobs import SCHEMES, JobConfig
 
@@ -131,7 +130,7 @@ def ensure_pretrained(
 
 def _ensure_local(job: JobConfig, key: str, final: Path, run_fn: JobFn) -> Pretrained:
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(final.parent / f"{key}.lock"):
+    with file_lock(final.parent / f"{key}.lock"):
         if (final / COMPLETE).is_file():
             logger.info("pre-trained model %s found in the cache", key)
             return Pretrained(key, str(final / "model.pt"), str(final), _read(final), True)
@@ -149,7 +148,7 @@ def _ensure_remote(
     fs, path = resolve(uri)
     local = local_root / key
     local_root.mkdir(parents=True, exist_ok=True)
-    with _locked(local_root / f"{key}.lock"):
+    with file_lock(local_root / f"{key}.lock"):
         if fs.get_file_info(f"{path}/{COMPLETE}").type == pafs.FileType.File:
             if not (local / COMPLETE).is_file():
                 shutil.rmtree(local, ignore_errors=True)
@@ -193,14 +192,3 @@ def _upload_complete_last(folder: Path, fs: Any, path: str) -> None:
 
 def _read(folder: Path) -> dict[str, Any]:
     return json.loads((folder / COMPLETE).read_text(encoding="utf-8"))
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``lock_path`` (works across processes; NFSv4 too)."""
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,26 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-STRATEGIES = (
-    "unfreeze_all",
-    "new_head",
-    "last_layer",
-    "interaction_2b",
-    "interaction_3b",
-    "new_head_freeze_1",
-    "new_head_freeze_6",
-    "new_head_unfreeze_all",
-)
-Strategy = Literal[
-    "unfreeze_all",
-    "new_head",
-    "last_layer",
-    "interaction_2b",
-    "interaction_3b",
-    "new_head_freeze_1",
-    "new_head_freeze_6",
-    "new_head_unfreeze_all",
-]
+from tlsearch.transfer.strategies import STRATEGY_NAMES
+
+#: FT strategies a search can ask for (scratch baselines are planned separately).
+STRATEGIES = tuple(name for name in STRATEGY_NAMES if name != "scratch")
+Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
 Sampling = Literal["random", "weighted", "uniform"]
 Metric = Literal["val_mae", "val_rmse", "val_r2", "test_mae", "test_rmse", "test_r2"]
 OptunaAxis = Literal["pt_source", "strategy", "sampling", "lr"]
