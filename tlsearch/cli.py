@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_parser(sub)
     add_runs_parser(sub)
+
+    from tlsearch.analysis.cli import add_parsers as add_analysis_parsers
+
+    add_analysis_parsers(sub)
     return parser
 
 
@@ -417,6 +421,9 @@ COMMANDS = {
     "mpt": cmd_transfer,
     "search": lambda args: args.handler(args),
     "runs": lambda args: args.handler(args),
+    "analyze": lambda args: args.handler(args),
+    "best-pair": lambda args: args.handler(args),
+    "compare-paper": lambda args: args.handler(args),
 }
 
 

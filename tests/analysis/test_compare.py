@@ -1,0 +1,58 @@
+"""compare-paper: ours joined with an anchors CSV on a synthetic result set."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.analysis.synthetic import write_results
+from tlsearch.analysis.compare import compare, comparison_table, load_anchors
+from tlsearch.analysis.frame import load_runs
+
+
+def _anchors(path):
+    rows = []
+    for trial in range(1, 6):
+        rows += [
+            ("pairwise_pt941", "BG", 941.0, "DC", 800.0, "unfreeze_all", trial, 0.70, 0.0189),
+            ("scratch", None, None, "DC", 800.0, "scratch", trial, 0.653, 0.0217),
+            ("mpt", "MPT", None, "DC", 800.0, "unfreeze_all_new_head", trial, 0.665, 0.0176),
+        ]
+    rows.append(("ft_strategy", "BG", 941.0, "DC", 800.0, "ALL-UF", None, 0.69, 0.019))
+    rows.append(("ft_strategy", "BG", 941.0, "DC", 800.0, "LAST-LAY", None, 0.5, 0.03))
+    frame = pd.DataFrame(
+        rows,
+        columns=["experiment", "pt", "pt_size", "ft", "ft_size", "strategy", "trial", "r2", "mae"],
+    )
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_compare_joins_on_pair_sizes_and_strategy(tmp_path):
+    write_results(tmp_path / "res")
+    anchors = load_anchors(_anchors(tmp_path / "a.csv"))
+    matched, unmatched = compare(load_runs(tmp_path / "res"), anchors)
+    key = matched.set_index(["experiment", "pt", "strategy"])
+    bg = key.loc[("pairwise_pt941", "BG", "unfreeze_all")]
+    assert bg["ours_mae"] == pytest.approx(0.022) and bg["paper_mae"] == pytest.approx(0.0189)
+    assert bg["diff_mae"] == pytest.approx(0.022 - 0.0189)
+    assert bg["paper_n"] == 5 and bg["ours_n"] == 5
+    assert ("ft_strategy", "BG", "unfreeze_all") in key.index  # ALL-UF = strategy 1
+    assert ("ft_strategy", "BG", "last_layer") in key.index  # LAST-LAY
+    scratch = key.loc[("scratch", "", "scratch")]
+    assert scratch["paper_mae"] == pytest.approx(0.0217) and not scratch["overlap_mae"]
+    assert key.loc[("mpt", "MPT", "new_head_unfreeze_all")]["ours_r2"] == pytest.approx(0.73)
+    # ours without a paper counterpart are listed, not dropped
+    assert {"FE"} <= set(unmatched["pt"]) and len(matched) + len(unmatched) >= 13
+    table = comparison_table(matched)
+    assert list(table.columns[:4]) == ["experiment", "PT", "FT", "strategy"]
+    row = table[table["experiment"] == "pairwise_pt941"].iloc[0]
+    assert row["PT"] == "BG(941)" and row["FT"] == "DC800" and row["n ours/paper"] == "5/5"
+
+
+def test_bad_anchor_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        load_anchors(tmp_path / "nope.csv")
+    (tmp_path / "bad.csv").write_text("experiment,pt\nx,y\n")
+    with pytest.raises(ValueError, match="missing column"):
+        load_anchors(tmp_path / "bad.csv")

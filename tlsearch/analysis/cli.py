@@ -1,0 +1,223 @@
+"""``tlsearch analyze``, ``tlsearch best-pair`` and ``tlsearch compare-paper``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RESULTS_HELP = (
+    "a search folder <storage>/<name> or a storage root holding several (local, s3://, gs://)"
+)
+
+
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v", "--verbose", dest="verbose_sub", action="count", default=0, help="more log output"
+    )
+    p.add_argument(
+        "-q", "--quiet", dest="quiet_sub", action="count", default=0, help="warnings only"
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the three analysis subcommands on the main parser's subparsers."""
+    p = sub.add_parser(
+        "analyze",
+        help="the paper's figures and tables from a search's Parquet results",
+        description="Read every seed-run under RESULTS and write into --out: summary.csv (one "
+        "line per configuration: mean and 95%% t-interval over seeds of test/val R2, MAE, RMSE, "
+        "with ok/failed/diverged counts), figures/*.png|svg (triangle heatmaps as Fig. 4 and "
+        "6a/b, percentage change vs scratch as Fig. 5, MPT vs pair-wise vs scratch as Fig. 6c), "
+        "tables/*.csv|md (incl. Table 1 for out-of-distribution targets) and report.md / "
+        "report.html linking them with the search spec and software versions. Only the figures "
+        "the data supports are drawn.",
+    )
+    p.add_argument("results", metavar="RESULTS", help=RESULTS_HELP)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder")
+    p.add_argument("--search", metavar="NAME", help="only this search under RESULTS")
+    _verbosity(p)
+    p.set_defaults(handler=cmd_analyze)
+
+    p = sub.add_parser(
+        "best-pair",
+        help="the best PT source / strategy / sampling / lr for a target, with evidence",
+        description="Rank every transfer configuration of --target at one FT size by the mean "
+        "over seeds of --metric (a validation metric: the test set is reported, never used to "
+        "choose), compare each with its scratch baseline (percentage change, paired t-test over "
+        "seeds, negative-transfer flag), and export the winner's fine-tuned checkpoints (one per "
+        "seed) as an ensemble for 'tlsearch predict --model DIR'. With --search SPEC the search "
+        "is run (or resumed) first, plus what the ranking still lacks: missing seeds of the "
+        "leading configurations and missing scratch baselines.",
+    )
+    p.add_argument("--target", required=True, metavar="NAME", help="FT target (dataset name)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", metavar="RESULTS", help=RESULTS_HELP)
+    source.add_argument(
+        "--search",
+        type=Path,
+        metavar="SPEC.yaml",
+        help="run this search (and fill-ins) first, then answer",
+    )
+    p.add_argument("--storage", metavar="URI", help="with --search: override its storage")
+    p.add_argument("--address", metavar="ADDR", help="with --search: Ray cluster to join")
+    p.add_argument(
+        "--ft-size",
+        default="auto",
+        metavar="N|all|auto",
+        help="FT size to compare at (default: the largest with results)",
+    )
+    p.add_argument(
+        "--metric",
+        default="val_mae",
+        metavar="M",
+        help="selection metric, val_mae (default), val_rmse or val_r2",
+    )
+    p.add_argument("--top", type=int, default=10, metavar="K", help="configurations shown (10)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where ranking, justification and checkpoints go (default: ./best_pair/<target>)",
+    )
+    p.add_argument("--no-export", action="store_true", help="do not copy checkpoints")
+    _verbosity(p)
+    p.set_defaults(handler=cmd_best_pair)
+
+    p = sub.add_parser(
+        "compare-paper",
+        help="our results next to the paper's own numbers",
+        description="Join our configurations (mean ± 95%% t-interval over seeds) with the "
+        "paper's per-run metrics (anchors/paper_metrics.csv: experiment, pt, pt_size, ft, "
+        "ft_size, strategy, trial, r2, mae) on PT, PT size, FT, FT size and strategy, and print "
+        "ours vs theirs with both intervals, the difference and whether the intervals overlap.",
+    )
+    p.add_argument("results", metavar="RESULTS", help=RESULTS_HELP)
+    p.add_argument(
+        "--anchors",
+        type=Path,
+        metavar="CSV",
+        help="the paper's metrics (default ../shared/data/paper/anchors/paper_metrics.csv)",
+    )
+    p.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OURS=PAPER",
+        help="map one of our dataset names to the paper's code (repeatable)",
+    )
+    p.add_argument("--out", type=Path, metavar="DIR", help="also write comparison.csv/.md here")
+    _verbosity(p)
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from tlsearch.analysis.frame import load_runs
+    from tlsearch.analysis.report import analyze
+
+    results = load_runs(args.results, args.search)
+    path = analyze(results, args.out)
+    sys.stdout.write(f"report: {path}\nmarkdown: {path.with_suffix('.md')}\n")
+    return 0
+
+
+def _ft_size(text: str) -> int | None | str:
+    if text in ("auto", "all"):
+        return "auto" if text == "auto" else None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--ft-size must be an integer, 'all' or 'auto', got {text!r}") from None
+
+
+def cmd_best_pair(args: argparse.Namespace) -> int:
+    from tlsearch.analysis.best_pair import export_checkpoints, justification, rank, winner_summary
+    from tlsearch.analysis.frame import load_runs
+
+    size = _ft_size(args.ft_size)
+    if args.search is not None:
+        from tlsearch.analysis.fill import run_then_rank
+
+        results, best = run_then_rank(
+            str(args.search),
+            args.target,
+            storage=args.storage,
+            address=args.address,
+            ft_size=size,
+            select_metric=args.metric,
+        )
+    else:
+        results = load_runs(args.results)
+        best = rank(results, args.target, ft_size=size, select_metric=args.metric)
+    out = args.out or Path("best_pair") / args.target
+    out.mkdir(parents=True, exist_ok=True)
+    best.ranking.drop(columns=["run_ids"]).to_csv(out / "ranking.csv", index=False)
+    table = justification(best, args.top)
+    (out / "justification.md").write_text(table.to_markdown(index=False) + "\n")
+    summary = winner_summary(best)
+    if best.winner is not None and not args.no_export:
+        summary["ensemble"] = str(export_checkpoints(best, results, out / "model"))
+    (out / "best_pair.json").write_text(json.dumps(summary, indent=2, default=str))
+    sys.stdout.write(_answer(summary) + "\n\n" + table.to_markdown(index=False) + "\n")
+    sys.stdout.write(f"\nranking: {out / 'ranking.csv'}\n")
+    return 0
+
+
+def _answer(summary: dict[str, Any]) -> str:
+    size = summary["ft_size"] if summary["ft_size"] is not None else "all"
+    if summary["winner"] is None:
+        return (
+            f"No eligible configuration for {summary['target']} at FT size {size} "
+            "(every candidate has failed/diverged or missing seeds; see the table)."
+        )
+    win, mae = summary["winner"], summary["test_mae"]
+    gain = summary["improvement_pct"]
+    verdict = (
+        "NEGATIVE TRANSFER: worse than scratch"
+        if summary["negative_transfer"]
+        else (
+            "significantly better than scratch"
+            if summary["significant"]
+            else "not significantly different from scratch"
+        )
+    )
+    gain_text = "no scratch baseline" if gain is None else f"{gain:+.1f}% test MAE vs scratch"
+    return (
+        f"Best for {summary['target']} (FT size {size}), selected on "
+        f"{summary['selected_on']}: {win['label']}\n  test MAE {mae['mean']:.4g} "
+        f"(n={mae['n']}); {gain_text}; {verdict}"
+        + (f" (paired p={summary['p_value']:.3g})" if summary["p_value"] is not None else "")
+    )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tlsearch.analysis.compare import DEFAULT_ANCHORS, compare, comparison_table, load_anchors
+    from tlsearch.analysis.frame import load_runs
+
+    rename = {}
+    for item in args.rename:
+        ours, sep, paper = item.partition("=")
+        if not sep or not ours or not paper:
+            raise ValueError(f"--rename {item!r}: expected OURS=PAPER")
+        rename[ours] = paper
+    anchors = load_anchors(args.anchors or DEFAULT_ANCHORS)
+    matched, unmatched = compare(load_runs(args.results), anchors, rename)
+    table = comparison_table(matched)
+    text = table.to_markdown(index=False) if not table.empty else "(no configuration matched)"
+    sys.stdout.write(text + "\n")
+    if len(unmatched):
+        sys.stdout.write(
+            f"\n{len(unmatched)} of our configuration(s) have no paper counterpart"
+            " (e.g. other sizes or strategies)\n"
+        )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        matched.to_csv(args.out / "comparison.csv", index=False)
+        (args.out / "comparison.md").write_text(text + "\n")
+        unmatched.to_csv(args.out / "unmatched.csv", index=False)
+    return 0
