@@ -169,7 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train' and write a CSV id,prediction (plus target when the data has it), in physical "
         "units.",
     )
-    predict.add_argument("--model", type=Path, required=True, metavar="PATH", help="model.pt")
+    predict.add_argument(
+        "--model",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="model.pt; several, or a folder with ensemble.json (tlsearch best-pair exports "
+        "one), predict their mean and write prediction_std (the spread over the models)",
+    )
     predict.add_argument("--data", required=True, metavar="SPEC", help=DATA_SPEC_HELP)
     predict.add_argument("--out", type=Path, required=True, metavar="CSV", help="output CSV")
     predict.add_argument(
