@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_WAIT_POLICY=PASSIVE
-.venv/bin/ruff check tlsearch tests bench
+.venv/bin/ruff check tlsearch tests bench analysis
 .venv/bin/python -m pytest -q "$@"

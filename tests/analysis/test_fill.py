@@ -1,0 +1,68 @@
+"""best-pair --search: the spec runs, then exactly the missing seeds and baselines (fake jobs)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from tests.search.conftest import FAKE_JOB, executions, start_local_ray
+from tlsearch.analysis.fill import run_then_rank
+
+
+@pytest.fixture(scope="module")
+def ray_module():
+    ray = pytest.importorskip("ray")
+    start_local_ray()
+    yield ray
+    ray.shutdown()
+
+
+def _spec(tmp_path):
+    data = {
+        "name": "bp",
+        "storage": str(tmp_path / "store"),
+        "vars": {"log": str(tmp_path / "log")},
+        "datasets": {"A": "fake://ok?log={log}", "B": "fake://ok?log={log}"},
+        "targets": ["A"],
+        "pt_sources": ["B"],
+        "scratch": False,
+        "ft_sizes": [10],
+        "strategies": ["unfreeze_all", "last_layer"],
+        "seeds": [0, 1, 2],
+        "testing": {"job_fn": FAKE_JOB},
+    }
+    path = tmp_path / "bp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_best_pair_search_runs_the_spec_then_fills_what_is_missing(tmp_path, ray_module):
+    spec = _spec(tmp_path)
+    results, best = run_then_rank(str(spec), "A", base_dir=str(tmp_path), verbose=0)
+    first = executions(tmp_path)
+    # 1 PT job + 2 configurations x 3 seeds, then the missing scratch baseline (3 seeds) for
+    # the leading configurations (same sampling and lr: one baseline).
+    assert len([e for e in first if '"pretrain"' in e]) == 1
+    assert len([e for e in first if '"finetune"' in e]) == 6
+    assert len([e for e in first if '"scratch"' in e]) == 3
+    assert best.winner is not None and best.winner["n_ok"] == 3
+    assert best.winner["vs_scratch_n_pairs"] == 3
+    dirs = sorted(os.path.basename(d) for d in results.search_dirs)
+    assert dirs[0] == "bp" and dirs[1].startswith("bp-fill-")
+
+    # a seed-run of the winner goes missing: only that one runs again, with the same run id
+    win = best.winner
+    lost = sorted(win["run_ids"])[1]
+    os.remove(tmp_path / "store" / "bp" / "runs" / f"{lost}.parquet")
+    results, best = run_then_rank(str(spec), "A", base_dir=str(tmp_path), verbose=0)
+    again = executions(tmp_path)[len(first) :]
+    assert len(again) == 1 and '"finetune"' in again[0]
+    assert lost in set(results.runs["run_id"])
+    assert best.winner["n_ok"] == 3 and best.winner["config"] == win["config"]
+
+
+def test_unknown_target_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not a target"):
+        run_then_rank(str(_spec(tmp_path)), "Z", base_dir=str(tmp_path))
