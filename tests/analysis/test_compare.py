@@ -56,3 +56,40 @@ def test_bad_anchor_files_are_named(tmp_path):
     (tmp_path / "bad.csv").write_text("experiment,pt\nx,y\n")
     with pytest.raises(ValueError, match="missing column"):
         load_anchors(tmp_path / "bad.csv")
+
+
+@pytest.mark.realdata
+def test_the_papers_own_anchors_reduce_to_its_quoted_numbers(paper_data):
+    """The data README quotes scratch DC800 R2 0.653 / MAE 0.022 and BG-DC800 0.697 / 0.019."""
+    from tlsearch.analysis.compare import paper_summary
+
+    summary = paper_summary(load_anchors(paper_data / "anchors" / "paper_metrics.csv"))
+
+    def one(experiment, pt, strategy):
+        rows = summary[
+            (summary["experiment"] == experiment)
+            & (summary["pt"] == pt)
+            & (summary["ft"] == "DC")
+            & (summary["ft_size"] == 800)
+            & (summary["strategy"] == strategy)
+        ]
+        assert len(rows) == 1
+        return rows.iloc[0]
+
+    scratch = one("scratch", "", "scratch")
+    assert scratch["paper_n"] == 5
+    assert scratch["paper_r2"] == pytest.approx(0.653, abs=5e-4)
+    assert scratch["paper_mae"] == pytest.approx(0.0217, abs=5e-5)
+    pair = one("pairwise_pt941", "BG", "unfreeze_all")
+    assert pair["paper_r2"] == pytest.approx(0.697, abs=5e-4)
+    assert pair["paper_mae"] == pytest.approx(0.0189, abs=5e-5)
+    assert pair["paper_r2_ci"] > 0
+    # every FT strategy of the paper maps to one of ours
+    strategies = set(summary.loc[summary["experiment"] == "ft_strategy", "strategy"])
+    assert strategies == {
+        "unfreeze_all",
+        "new_head",
+        "last_layer",
+        "interaction_2b",
+        "interaction_3b",
+    }

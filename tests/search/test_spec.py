@@ -29,6 +29,7 @@ EXPECTED = {
     "mpt": (350, 7),
     "ood_2d": (35, 6),
     "best_pair": (200, 6),
+    "pairwise_cpu": (18, 2),
 }
 
 
