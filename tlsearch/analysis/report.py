@@ -117,6 +117,48 @@ def _pct_sections(summary: pd.DataFrame, out: Path) -> list[Section]:
     return sections
 
 
+def _versus_scratch_section(summary: pd.DataFrame, out: Path) -> list[Section]:
+    """Every transfer configuration (best lr/sampling per cell) against its scratch baseline."""
+    lines = tables.with_pct_change(tables.pair_lines(summary), summary)
+    if lines.empty or lines["scratch_test_mae"].isna().all():
+        return []
+    rows = [
+        {
+            "PT": line["pt"],
+            "FT": f"{line['ft_target']}{tables.size_label(line['ft_size'])}",
+            "strategy": line["strategy"],
+            "test R2": tables.cell_text(line, "test_r2"),
+            "test MAE": tables.cell_text(line, "test_mae"),
+            "scratch test MAE": _num(line["scratch_test_mae"]),
+            "% change R2": _pct(line["pct_test_r2"]),
+            "% change MAE": _pct(line["pct_test_mae"]),
+        }
+        for _, line in lines.sort_values(["ft_target", "ft_size", "pt"]).iterrows()
+    ]
+    frame = pd.DataFrame(rows)
+    md = write_table(frame, out / "tables" / "transfer_vs_scratch")
+    caption = (
+        "Every PT-FT configuration against scratch at the same FT target and size (percentage "
+        "change as the paper's Sec. 3.2; positive = better). best-pair adds paired tests."
+    )
+    return [
+        Section(
+            "Transfer vs scratch",
+            caption,
+            [],
+            [("transfer_vs_scratch", frame, md.relative_to(out))],
+        )
+    ]
+
+
+def _num(value: object) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value):.4g}"
+
+
+def _pct(value: object) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value):+.1f}"
+
+
 def _bars_section(title: str, paths, group: pd.DataFrame, stem: str, out: Path) -> Section:
     columns = [
         "pt",
@@ -185,6 +227,7 @@ def build_sections(results: Results, out: Path) -> list[Section]:
             best,
         )
         sections += [section] if section else []
+    sections += _versus_scratch_section(summary, out)
     sections += _pct_sections(summary, out)
     mpt = tables.mpt_vs_pairwise(summary)
     if not mpt.empty:
