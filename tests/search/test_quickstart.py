@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from tests.search.conftest import REPO
+from tlsearch.cli import main as tlsearch_cli
 from tlsearch.results.schema import RUN_SCHEMA
 from tlsearch.search.cli import main as search_cli
 from tlsearch.search.driver import run_search
@@ -61,6 +62,19 @@ def test_quickstart_end_to_end(tmp_path, local_ray, capsys):
     out = capsys.readouterr().out
     assert "planned 12, completed 12, failed 0, diverged 0, remaining 0" in out
     assert "unfreeze_all" in out and "last_layer" in out
+
+    # The analysis reads these rows; best-pair exports real models that predict as an ensemble.
+    results_dir = str(tmp_path / "results" / "quickstart")
+    assert tlsearch_cli(["analyze", results_dir, "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "figures" / "heatmap_scratch.png").is_file()
+    best = tmp_path / "best"
+    args = ["best-pair", "--target", "target", "--results", results_dir, "--out", str(best)]
+    assert tlsearch_cli(args) == 0
+    assert "selected on val_mae" in capsys.readouterr().out
+    args = ["predict", "--model", str(best / "model"), "--data", "generated:6:5",
+            "--out", str(tmp_path / "p.csv"), "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert tlsearch_cli(args) == 0
+    assert '"n_models": 2' in capsys.readouterr().out
 
 
 def test_pretraining_on_two_ddp_workers(tmp_path, local_ray):
