@@ -72,7 +72,7 @@ def test_quickstart_end_to_end(tmp_path, local_ray, capsys):
     assert tlsearch_cli(args) == 0
     assert "selected on val_mae" in capsys.readouterr().out
     args = ["predict", "--model", str(best / "model"), "--data", "generated:6:5",
-            "--out", str(tmp_path / "p.csv"), "--device", "cpu", "--no-progress"]  # fmt: skip
+            "--out", str(tmp_path / "p.csv"), "--cache-dir", str(tmp_path / "c")]  # fmt: skip
     assert tlsearch_cli(args) == 0
     assert '"n_models": 2' in capsys.readouterr().out
 
