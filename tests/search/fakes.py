@@ -9,7 +9,9 @@ Behaviour comes from the dataset's data spec, ``fake://MODE?log=DIR&sleep=S``:
 - ``nan``: a diverged run (non-finite loss).
 
 Every execution appends a line to ``<log>/executions.log``, so tests can count how often each
-seed-run really ran.
+seed-run really ran. Like the real store, a job "builds" each of its datasets' graphs into
+``job.cache_dir`` the first time (a ``meta.json`` under a file lock) and reads them later; it
+reports ``graph_cache_hit`` as ``train_run`` does.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def fake_job(job, workdir):
     time.sleep(float(opts.get("sleep", 0)))
     Path(workdir).mkdir(parents=True, exist_ok=True)
     (Path(workdir) / "model.pt").write_bytes(b"fake model")
+    cache_hits = _fake_graph_cache(job, ref)
     if mode == "baddata":
         raise ValueError(f"dataset {ref.name}: structure 7 has no atoms")
     if mode == "flaky":
@@ -84,4 +87,25 @@ def fake_job(job, workdir):
         "train_seconds": 0.01,
         "train_structures_per_second": 900.0,
         "device": "cpu",
+        "graph_cache_hit": cache_hits,
     }
+
+
+def _fake_graph_cache(job, ref) -> dict[str, bool]:
+    """Hit/miss of the job's graph stores, emulated with one marker folder per data spec."""
+    if not job.cache_dir:
+        return {}
+    from tlsearch.locking import file_lock
+
+    root = Path(job.cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for role, spec in (("train", ref.data), ("test", ref.test or f"{ref.data}#test")):
+        key = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        with file_lock(root / f"{key}.lock"):
+            meta = root / key / "meta.json"
+            out[role] = meta.is_file()
+            if not out[role]:
+                meta.parent.mkdir(parents=True, exist_ok=True)
+                meta.write_text("{}")
+    return out

@@ -7,6 +7,9 @@ Sub-benchmarks (all by default):
   size) vs alignn's pure-PyTorch ``ALIGNNAtomWisePure`` at the same widths/depths on the same
   batches (line graph precomputed for both), and achieved GFLOP/s against a matmul roofline
   measured in the same run.
+- ``search [SPEC] [--storage DIR]`` (run alone, not by default): a whole search
+  (``search_spaces/quickstart.yaml`` by default) in a fresh storage folder: wall time vs training
+  time, graph-cache hits, PT jobs run vs requested (:mod:`tlsearch.bench.search`).
 
 Ratios are what to read; absolute times on shared machines are noise.
 """
@@ -32,9 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "which",
         nargs="*",
-        choices=["graphs", "train", []],
+        choices=["graphs", "train", "search", []],
         default=[],
-        help="sub-benchmarks to run (default: both)",
+        help="sub-benchmarks to run (default: graphs and train); 'search [SPEC] [--storage DIR]' "
+        "runs alone with its own options (tlsearch bench search --help)",
     )
     p.add_argument(
         "--datasets",
@@ -61,7 +65,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks, log a table and return 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "search":
+        from tlsearch.bench.search import main as search_main
+
+        return search_main(argv[1:])
     args = _parser().parse_args(argv)
+    if "search" in args.which:
+        raise SystemExit("tlsearch bench: 'search' runs alone: tlsearch bench search [SPEC]")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     which = args.which or ["graphs", "train"]
     from tlsearch.bench.data import bench_records

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: wall_seconds, graph_cache_hits/misses, pt_cache_hit
 
 KINDS = ("scratch", "pretrain", "finetune", "mpt")
 STATUSES = ("ok", "failed", "diverged")
@@ -65,6 +65,11 @@ RUN_SCHEMA = pa.schema(
         pa.field("config_json", pa.string()),
         pa.field("checkpoint_uri", pa.string()),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        # version 2: where a run's time went and what it reused (``tlsearch bench search``)
+        pa.field("wall_seconds", pa.float64()),  # the whole job in its trial, row write aside
+        pa.field("graph_cache_hits", pa.int64()),  # graph stores read from the cache
+        pa.field("graph_cache_misses", pa.int64()),  # graph stores this job built
+        pa.field("pt_cache_hit", pa.bool_()),  # PT rows: model reused, not trained here
     ],
     metadata={"tlsearch.schema_version": SCHEMA_VERSION},
 )

@@ -1,5 +1,9 @@
 """Run a search on Ray: plan -> PT phase -> configuration experiments -> status.
 
+The PT phase runs every PT job once; scratch configurations (which need no PT model) run in
+the slots the PT jobs leave free (:func:`pretrain_phase_fillers`), and the configuration
+experiments then read their rows back.
+
 Storage layout of a search (``<storage>/<name>/``): ``plan.json`` and ``spec.yaml`` (what is
 planned), ``runs/`` (one Parquet row per seed-run and PT job), ``tune/<experiment>/`` (Tune's
 experiment state, what ``--resume`` restores), ``work/<run_id>/`` (each run's model and
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,12 +32,19 @@ from tlsearch.search.compile import (
     compile_spec,
 )
 from tlsearch.search.jobs import absolute_spec
+from tlsearch.search.points import SCRATCH
 from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.status import SearchStatus, search_status
 from tlsearch.search.trainable import TrialEnv, pretrain_trial, search_trial
 
 logger = logging.getLogger(__name__)
+
+
+#: Wall-clock phases of the last :func:`run_search` in this process (``time.time()`` seconds):
+#: ``connect`` ``[start, end]`` and ``experiments`` ``[[name, start, end], ...]``; read by
+#: ``tlsearch bench search`` to split a search's wall time.
+LAST_PHASES: dict[str, Any] = {}
 
 
 class SearchExistsError(ValueError):
@@ -71,7 +83,10 @@ def run_search(
     spec = resolve_storage(spec, base)
     plan = compile_spec(spec, base)
     search_dir = join(spec.storage, spec.name)
+    LAST_PHASES.clear()
+    LAST_PHASES.update(connect=[time.time()], experiments=[])
     connect(address)
+    LAST_PHASES["connect"].append(time.time())
     _check_fresh(search_dir, plan, resume)
     write_plan(search_dir, plan)
     jobs = {pretrain_key(job): job for job in plan.pretrain_jobs}
@@ -85,9 +100,8 @@ def run_search(
         join(search_dir, "runs"),
     )
     if jobs:
-        pt_plan = ExperimentPlan(
-            PRETRAIN_EXPERIMENT, "grid", [0], points=[{"pt_key": k} for k in jobs]
-        )
+        points = [{"pt_key": k} for k in jobs] + pretrain_phase_fillers(plan)
+        pt_plan = ExperimentPlan(PRETRAIN_EXPERIMENT, "grid", [0], points=points)
         resources = spec.pretrain.resources or spec.resources
         run_experiment(pt_plan, pretrain_trial, env, resources, resume, job_fn, verbose)
     for experiment in plan.experiments:
@@ -95,6 +109,31 @@ def run_search(
     status = search_status(search_dir)
     logger.info("search %s finished: %s", spec.name, status.counts_line())
     return status
+
+
+def pretrain_phase_fillers(plan: SearchPlan) -> list[dict[str, Any]]:
+    """Scratch configurations to run in the PT phase, beside the PT jobs: ``{"scratch": point}``.
+
+    Scratch baselines need no PT model, so they fill the slots the PT jobs leave idle (a PT
+    phase of one job on 2 slots used to leave one slot idle for the whole PT run). Their rows
+    are written then; the configuration experiments find them recorded and only read them back
+    (same run ids, same metrics reported to Tune). Not done when it could change what runs or
+    how: ASHA (it may stop a configuration before its last seed), DDP PT jobs (their workers
+    need the free CPUs) or PT trials with other resources than the configurations.
+    """
+    spec = plan.spec
+    pt = spec.pretrain
+    if spec.search.asha or pt.num_workers > 1:
+        return []
+    if pt.resources is not None and pt.resources != spec.resources:
+        return []
+    return [
+        {"scratch": point}
+        for experiment in plan.experiments
+        if experiment.algorithm == "grid"
+        for point in experiment.points
+        if point.get("kind") == SCRATCH
+    ]
 
 
 def resolve_storage(spec: SearchSpec, base_dir: str) -> SearchSpec:
@@ -163,6 +202,8 @@ def run_experiment(
     """Run (or restore and finish) one Tune experiment; returns its ``ResultGrid``."""
     from ray import tune
 
+    phase = [experiment.name, time.time()]
+    LAST_PHASES.setdefault("experiments", []).append(phase)
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, env=env, job_fn=job_fn),
         {"cpu": resources.cpu, "gpu": resources.gpu},
@@ -175,6 +216,7 @@ def run_experiment(
     else:
         tuner = new_tuner(experiment, trainable, env, verbose)
     results = tuner.fit()
+    phase.append(time.time())
     statuses = saved_trial_statuses(path)
     unfinished = sum(s not in ("TERMINATED", "ERROR") for s in statuses)
     missing = experiment.algorithm == "grid" and len(statuses) < experiment.planned_trials

@@ -90,7 +90,25 @@ def outcome_columns(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "train_seconds": _finite(metrics.get("train_seconds")),
         "structures_per_second": _finite(metrics.get("train_structures_per_second")),
         "device": metrics.get("device"),
+        **graph_cache_columns(metrics),
     }
+
+
+def graph_cache_columns(metrics: Mapping[str, Any]) -> dict[str, int | None]:
+    """``graph_cache_hits`` / ``graph_cache_misses``: graph stores the job read / built.
+
+    From ``train_run``'s ``graph_cache_hit`` (``{"train": bool, "test": bool}``, or one bool),
+    or explicit ``graph_cache_hits`` / ``graph_cache_misses`` counts; None when not reported.
+    """
+    hits, misses = metrics.get("graph_cache_hits"), metrics.get("graph_cache_misses")
+    if hits is not None or misses is not None:
+        return {"graph_cache_hits": hits, "graph_cache_misses": misses}
+    flags = metrics.get("graph_cache_hit")
+    if flags is None:
+        return {"graph_cache_hits": None, "graph_cache_misses": None}
+    values = list(flags.values()) if isinstance(flags, Mapping) else [flags]
+    values = [bool(v) for v in values if v is not None]
+    return {"graph_cache_hits": sum(values), "graph_cache_misses": len(values) - sum(values)}
 
 
 def base_row(run_id: str, search_name: str, trial_id: str | None, **columns: Any) -> dict:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from tlsearch.transfer.strategies import STRATEGY_NAMES
+from tlsearch.transfer.names import STRATEGY_NAMES
 
 #: FT strategies a search can ask for (scratch baselines are planned separately).
 STRATEGIES = tuple(name for name in STRATEGY_NAMES if name != "scratch")

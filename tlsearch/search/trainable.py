@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,20 @@ def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = N
 
 
 def pretrain_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = None) -> None:
-    """Tune trial of the PT phase: make sure one PT job's model exists and is recorded."""
+    """Tune trial of the PT phase: make sure one PT job's model exists and is recorded.
+
+    A ``{"scratch": point}`` trial instead runs the seeds of a scratch configuration in a slot
+    the PT jobs leave free (see :func:`tlsearch.search.driver.pretrain_phase_fillers`).
+    """
     from ray import tune
 
     fn = job_fn or resolve_job_fn(env.job_fn)
+    if "scratch" in config["point"]:
+        point = Point.from_config(config["point"]["scratch"], env.spec)
+        trial_id = _trial_id()
+        rows = [run_seed(env, point, seed, fn, trial_id) for seed in env.spec.seeds]
+        tune.report({"scratch_seeds_done": len(rows)})
+        return
     row, _ = ensure_pt_row(env, env.pretrain_jobs[config["point"]["pt_key"]], fn, _trial_id())
     tune.report({"pt_ok": int(row["status"] == "ok"), "pt_run_id": row["run_id"]})
 
@@ -134,6 +145,7 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
     if existing is not None:
         logger.info("seed-run %s already recorded (%s): skipped", run_id, existing["status"])
         return existing
+    start = time.perf_counter()
     row = base_row(
         run_id,
         spec.name,
@@ -162,6 +174,7 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
     except DETERMINISTIC_ERRORS as exc:
         logger.warning("seed-run %s failed (recorded, not retried): %s", run_id, error_text(exc))
         row.update(status="failed", error=error_text(exc))
+    row["wall_seconds"] = time.perf_counter() - start
     store.write(finish(row))
     return row
 
@@ -207,16 +220,21 @@ def ensure_pt_row(
         "config_json": job.model_dump_json(),
         "node": _node(),
     }
+    start = time.perf_counter()
     try:
         pretrained = ensure_pretrained(job, env.spec.storage, job_fn)
     except DETERMINISTIC_ERRORS as exc:
         logger.warning("PT job %s failed (recorded, not retried): %s", run_id, error_text(exc))
         row = base_row(run_id, env.spec.name, trial_id, **identity, error=error_text(exc))
+        row.update(wall_seconds=time.perf_counter() - start, pt_cache_hit=False)
         store.write(finish(row))
         return row, None
     if row is None:
         row = base_row(run_id, env.spec.name, trial_id, **identity)
         row.update(outcome_columns(pretrained.metrics))
+        row.update(wall_seconds=time.perf_counter() - start, pt_cache_hit=pretrained.cache_hit)
+        if pretrained.cache_hit:  # metrics of the run that trained it; nothing was opened here
+            row.update(graph_cache_hits=0, graph_cache_misses=0)
         row["checkpoint_uri"] = join(pretrained.uri, "model.pt")
         store.write(finish(row))
     return row, pretrained

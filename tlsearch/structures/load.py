@@ -10,12 +10,20 @@ with several target columns, see :mod:`tlsearch.structures.id_prop`):
 - ``matminer:CODE`` (BG, FE, GV, PH, DC, PZ, EBG) or ``matminer:<dataset_name>``.
 - ``jarvis:dft_2d``: JARVIS-DFT 2D (default target ``optb88vdw_bandgap``).
 - ``generated:N[:SEED]``: the built-in prototype generator (Morse energy per atom).
+
+Files and ``generated:`` specs are memoised per process (:data:`LOAD_CACHE_MAX_RECORDS`
+records at most, least recently used dropped; files keyed by path, size and modification time;
+``TLSEARCH_LOAD_CACHE=0`` turns it off): a search's trial process runs many seed-runs on the
+same data and used to load or generate it again for every one. Callers get their own lists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
+import os
+from collections import OrderedDict
 from pathlib import Path
 
 from tlsearch.structures.records import LoadResult
@@ -32,6 +40,10 @@ ACCEPTED_FORMS = (
 )
 
 _PEEK_BYTES = 65536
+
+#: Records the per-process load cache may hold (all entries together).
+LOAD_CACHE_MAX_RECORDS = 200_000
+_LOAD_CACHE: OrderedDict[tuple, LoadResult] = OrderedDict()
 
 
 def _unknown(spec: str, why: str) -> ValueError:
@@ -131,6 +143,61 @@ def load_data(
         ValueError: unknown spec (lists the accepted forms) or no usable structure.
         FileNotFoundError: a path that does not exist.
     """
+    key = _cache_key(spec, target, data_home, require_targets)
+    cached = _LOAD_CACHE.get(key) if key is not None else None
+    if cached is not None:
+        _LOAD_CACHE.move_to_end(key)
+        logger.debug("%s: %d records from the per-process load cache", spec, len(cached.records))
+        return _copy(cached)
+    result = _load_uncached(spec, target, data_home, require_targets)
+    if key is not None and isinstance(result, LoadResult):
+        _remember(key, result)
+        return _copy(result)
+    return result
+
+
+def clear_load_cache() -> None:
+    """Forget every memoised load (tests; freeing memory)."""
+    _LOAD_CACHE.clear()
+
+
+def _cache_key(
+    spec: str | Path, target: str | None, data_home: str | Path | None, require_targets: bool
+) -> tuple | None:
+    """The memo key of a load, or None when it is not memoised (folders, downloads, off)."""
+    if os.environ.get("TLSEARCH_LOAD_CACHE", "1") == "0":
+        return None
+    options = (target, require_targets)
+    if isinstance(spec, str) and spec.startswith("generated:"):
+        return ("generated", spec, *options)
+    if isinstance(spec, str) and spec.partition(":")[0] in ("matminer", "jarvis"):
+        return None
+    try:
+        path = Path(spec).resolve()
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    if not path.is_file():
+        return None
+    return ("file", str(path), stat.st_size, stat.st_mtime_ns, *options)
+
+
+def _remember(key: tuple, result: LoadResult) -> None:
+    if len(result.records) > LOAD_CACHE_MAX_RECORDS:
+        return
+    _LOAD_CACHE[key] = result
+    while sum(len(r.records) for r in _LOAD_CACHE.values()) > LOAD_CACHE_MAX_RECORDS:
+        _LOAD_CACHE.popitem(last=False)
+
+
+def _copy(result: LoadResult) -> LoadResult:
+    """The result with its own lists (records are frozen and shared)."""
+    return dataclasses.replace(result, records=list(result.records), rejected=list(result.rejected))
+
+
+def _load_uncached(
+    spec: str | Path, target: str | None, data_home: str | Path | None, require_targets: bool
+) -> LoadResult:
     if isinstance(spec, Path):
         return _load_path(spec, target, require_targets)
     scheme = spec.partition(":")[0]

@@ -1,47 +1,42 @@
 """Transfer learning: FT strategies, new heads, FT sampling, the MPT corpus, model and loss.
 
-Nothing here imports pymatgen at import time (only :mod:`tlsearch.transfer.mpt_corpus` uses it,
-inside its functions).
+Importing the package is cheap (no torch, no pymatgen): the names below load their module on
+first use, so the search driver can validate strategy names (:mod:`.names`) without torch.
 """
 
-from tlsearch.transfer.heads import HeadedALIGNN
-from tlsearch.transfer.losses import masked_l1
-from tlsearch.transfer.mpt_corpus import MaterialIndex, MPTCorpus, build_corpus, exclude_target
-from tlsearch.transfer.mpt_model import MultiPropertyALIGNN, to_finetune
-from tlsearch.transfer.sampling import SAMPLING_METHODS, SamplingMethod, sample_indices
-from tlsearch.transfer.strategies import (
-    PAPER_LAYERS,
-    STRATEGIES,
-    STRATEGY_NAMES,
-    StrategyName,
-    apply_frozen_eval,
-    get_strategy,
-    install_frozen_eval,
-    paper_layer,
-    prepare_finetune,
-    trainable_named_parameters,
-)
+from __future__ import annotations
 
-__all__ = [
-    "PAPER_LAYERS",
-    "SAMPLING_METHODS",
-    "STRATEGIES",
-    "STRATEGY_NAMES",
-    "HeadedALIGNN",
-    "MPTCorpus",
-    "MaterialIndex",
-    "MultiPropertyALIGNN",
-    "SamplingMethod",
-    "StrategyName",
-    "apply_frozen_eval",
-    "build_corpus",
-    "exclude_target",
-    "get_strategy",
-    "install_frozen_eval",
-    "masked_l1",
-    "paper_layer",
-    "prepare_finetune",
-    "sample_indices",
-    "to_finetune",
-    "trainable_named_parameters",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "HeadedALIGNN": "heads",
+    "masked_l1": "losses",
+    "MaterialIndex": "mpt_corpus",
+    "MPTCorpus": "mpt_corpus",
+    "build_corpus": "mpt_corpus",
+    "exclude_target": "mpt_corpus",
+    "MultiPropertyALIGNN": "mpt_model",
+    "to_finetune": "mpt_model",
+    "SAMPLING_METHODS": "sampling",
+    "SamplingMethod": "sampling",
+    "sample_indices": "sampling",
+    "STRATEGY_NAMES": "names",
+    "StrategyName": "names",
+    "PAPER_LAYERS": "strategies",
+    "STRATEGIES": "strategies",
+    "apply_frozen_eval": "strategies",
+    "get_strategy": "strategies",
+    "install_frozen_eval": "strategies",
+    "paper_layer": "strategies",
+    "prepare_finetune": "strategies",
+    "trainable_named_parameters": "strategies",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tlsearch.transfer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tlsearch.transfer.{_EXPORTS[name]}"), name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tlsearch.transfer.names import STRATEGY_NAMES
 from tlsearch.transfer.sampling import SAMPLING_METHODS
-from tlsearch.transfer.strategies import STRATEGY_NAMES
 
 
 def add_parsers(sub: Any, add_train_args: Any, add_runtime: Any, add_common: Any) -> None:

@@ -29,28 +29,16 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.transfer.heads import HeadedALIGNN
+from tlsearch.transfer.names import STRATEGY_NAMES
 
 logger = logging.getLogger(__name__)
 
-StrategyName = Literal[
-    "unfreeze_all",
-    "new_head",
-    "last_layer",
-    "interaction_2b",
-    "interaction_3b",
-    "new_head_freeze_1",
-    "new_head_freeze_6",
-    "new_head_unfreeze_all",
-    "scratch",
-]
-STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
 #: The paper's layer number (Fig. 1a) -> ALIGNN submodule name.
 PAPER_LAYERS: dict[int, str] = {

@@ -1,0 +1,135 @@
+"""``tlsearch bench search``'s counters, on a fake-job search: graph-cache hits and builds, PT
+jobs trained vs reused vs requested, and a slot-second breakdown that adds up."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from tests.search.conftest import fake_spec
+from tlsearch.bench.search import (
+    graph_cache_stats,
+    measure_search,
+    pt_job_stats,
+    trial_slots,
+    tune_trial_times,
+)
+from tlsearch.results.store import RunStore
+from tlsearch.search import driver
+from tlsearch.search.rows import graph_cache_columns
+from tlsearch.search.spec import SearchSpec
+
+
+def _spec(tmp_path, name: str) -> SearchSpec:
+    """Target A (scratch + FT from B), 2 seeds: 4 seed-runs and 1 PT job; A and B differ."""
+    data = fake_spec(tmp_path, name=name).model_dump()
+    data["datasets"]["B"]["data"] += "&source=B"
+    return SearchSpec.model_validate(data)
+
+
+def _flatten(breakdown: dict) -> float:
+    return sum(_flatten(v) if isinstance(v, dict) else v for v in breakdown.values())
+
+
+def test_counters_and_breakdown_of_a_fake_search(tmp_path, local_ray):
+    spec = _spec(tmp_path, "first")
+    start = time.time()
+    status = driver.run_search(spec, verbose=0)
+    end = time.time()
+    assert status.completed == 4
+    rows = RunStore.for_search(spec.storage, spec.name).rows()
+    assert all(r["wall_seconds"] is not None and r["wall_seconds"] >= 0 for r in rows)
+
+    report = measure_search(
+        tmp_path / "store" / "first",
+        start=start,
+        end=end,
+        slots=2,
+        phases=driver.LAST_PHASES,
+        cache_dir=tmp_path / "store" / "graphs",
+    )
+    # PT job: B and B's test built; the first seed-run builds A and A's test; 3 seed-runs hit
+    assert report["graph_cache"] == {
+        "jobs_reporting": 5,
+        "jobs_that_built": 2,
+        "hits": 6,
+        "misses": 4,
+        "hit_rate": 0.6,
+        "entries": 4,
+        "redundant_builds": 0,
+        "goal_met": True,
+    }
+    assert report["pt_jobs"] == {
+        "requested": 1, "trained": 1, "reused": 0, "failed": 0, "goal_met": True,
+    }  # fmt: skip
+    assert report["train_seconds_sum"] == pytest.approx(5 * 0.01)
+    assert report["overhead"] == pytest.approx(1 - 0.05 / (2 * (end - start)))
+    # trials: the PT job and the scratch configuration (filling the free slot) in the PT phase,
+    # then both configurations in the main experiment (the scratch one reads its rows back)
+    assert (report["rows"], report["seed_runs"], report["trials"]) == (5, 4, 4)
+    trials = tune_trial_times(tmp_path / "store" / "first" / "tune")
+    assert {trials[r["trial_id"]]["experiment"] for r in rows if r["kind"] == "scratch"} == {
+        "pretrain"
+    }
+    breakdown = report["breakdown_slot_seconds"]
+    assert set(breakdown["outside_trials"]) == {"pretrain", "main"}
+    parts = _flatten(breakdown) - breakdown["ray_start"]  # ray_start is part of before_search
+    assert parts == pytest.approx(report["slot_seconds"], rel=1e-9)
+
+
+def test_a_reused_pt_model_is_counted_as_reused(tmp_path):
+    """Two searches sharing a storage: the second finds the PT model (no Ray needed)."""
+    from tests.search.fakes import fake_job
+    from tlsearch.search.compile import compile_spec
+    from tlsearch.search.driver import resolve_storage
+    from tlsearch.search.pretrain_cache import pretrain_key
+    from tlsearch.search.trainable import TrialEnv, ensure_pt_row
+
+    rows = []
+    for name in ("first", "second"):
+        spec = resolve_storage(_spec(tmp_path, name), str(tmp_path))
+        (job,) = compile_spec(spec, str(tmp_path)).pretrain_jobs
+        env = TrialEnv(spec=spec, base_dir=str(tmp_path), pretrain_jobs={pretrain_key(job): job})
+        row, _ = ensure_pt_row(env, job, fake_job, None)
+        rows.append(RunStore.for_search(spec.storage, name).read_row(row["run_id"]))
+    first, second = rows
+    assert first["pt_cache_hit"] is False and second["pt_cache_hit"] is True
+    assert (first["graph_cache_hits"], first["graph_cache_misses"]) == (0, 2)
+    assert (second["graph_cache_hits"], second["graph_cache_misses"]) == (0, 0)
+    assert first["wall_seconds"] >= 0 and second["wall_seconds"] >= 0
+    assert pt_job_stats([second], {"planned_pretrain_jobs": 1})["reused"] == 1
+
+
+def test_counters_from_rows():
+    assert graph_cache_columns({"graph_cache_hit": {"train": True, "test": False}}) == {
+        "graph_cache_hits": 1,
+        "graph_cache_misses": 1,
+    }
+    assert graph_cache_columns({"graph_cache_hit": True})["graph_cache_hits"] == 1
+    assert graph_cache_columns({})["graph_cache_hits"] is None
+    rows = [
+        {"kind": "pretrain", "status": "ok", "pt_cache_hit": False,
+         "graph_cache_hits": 0, "graph_cache_misses": 2},
+        {"kind": "pretrain", "status": "ok", "pt_cache_hit": True,
+         "graph_cache_hits": 0, "graph_cache_misses": 0},
+        {"kind": "pretrain", "status": "failed", "pt_cache_hit": False,
+         "graph_cache_hits": None, "graph_cache_misses": None},
+        {"kind": "scratch", "status": "ok", "graph_cache_hits": 1, "graph_cache_misses": 1},
+        {"kind": "scratch", "status": "ok", "graph_cache_hits": 2, "graph_cache_misses": 0},
+    ]  # fmt: skip
+    assert pt_job_stats(rows, {"planned_pretrain_jobs": 3}) == {
+        "requested": 3, "trained": 1, "reused": 1, "failed": 1, "goal_met": False,
+    }  # fmt: skip
+    stats = graph_cache_stats(rows, None)
+    assert (stats["hits"], stats["misses"], stats["jobs_that_built"]) == (3, 3, 2)
+    assert stats["hit_rate"] == 0.5 and stats["redundant_builds"] is None
+
+
+def test_trial_slots():
+    assert trial_slots({"CPU": 2.0}, 1, 0, None) == 2
+    assert trial_slots({"CPU": 16.0, "GPU": 2.0}, 4, 1, None) == 2
+    assert trial_slots({"CPU": 16.0}, 1, 0, 3) == 3
+    assert trial_slots({"CPU": 1.0}, 2, 0, None) == 1
+    assert not math.isnan(trial_slots({}, 1, 0, None))
