@@ -42,12 +42,46 @@ def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
         ),
         run_config=RunConfig(name=f"ddp-{workdir.name}", storage_path=str(workdir / "ray_train")),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        cause = deterministic_cause(exc)
+        if cause is None:
+            raise
+        raise cause from exc
     if result.error is not None:
-        raise result.error
+        raise deterministic_cause(result.error) or result.error
     output = result.return_value
     (workdir / "model.pt").write_bytes(output["model"])
     return output["metrics"]
+
+
+def deterministic_cause(exc: BaseException) -> ValueError | None:
+    """A ``ValueError`` naming the first worker's deterministic failure (bad data, bad config).
+
+    Ray Train wraps worker exceptions (``WorkerGroupError.worker_failures``, ``RayTaskError``
+    causes); without unwrapping, a bad-data PT job on DDP workers would look transient and be
+    retried by Tune instead of being recorded as ``failed``. None when no worker failed
+    deterministically (the error is then re-raised as it is, and retried).
+    """
+    from tlsearch.search.rows import DETERMINISTIC_ERRORS
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        err = todo.pop(0)
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, DETERMINISTIC_ERRORS) and err is not exc:
+            return ValueError(f"DDP worker failed: {type(err).__name__}: {err}")
+        failures = getattr(err, "worker_failures", None) or {}
+        todo += [failures[rank] for rank in sorted(failures)]
+        for attr in ("cause", "controller_failure", "__cause__"):
+            inner = getattr(err, attr, None)
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    return None
 
 
 def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
