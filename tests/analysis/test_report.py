@@ -26,8 +26,8 @@ def test_analyze_writes_the_papers_figures_and_tables(tmp_path):
         "mpt_vs_pairwise",
     ):
         assert {f"{stem}.png", f"{stem}.svg"} <= figures, stem
-    assert (out / "tables" / "ood_D2.md").is_file()
-    ood = pd.read_csv(out / "tables" / "ood_D2.csv", index_col=0)
+    assert (out / "tables" / "table1_D2.md").is_file()
+    ood = pd.read_csv(out / "tables" / "table1_D2.csv", index_col=0)
     assert list(ood["model"]) == ["scratch", "MPT", "FE(941)"]
     assert ood.iloc[1]["test MAE"].startswith("0.127 ± ")
     summary = pd.read_csv(out / "summary.csv")
