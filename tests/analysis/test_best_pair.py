@@ -36,6 +36,10 @@ def test_winner_is_chosen_on_validation_never_on_test(results):
     assert not partial["eligible"] and partial["why_not"] == "3 of 5 seeds"
     with pytest.raises(ValueError, match="must not use the test set"):
         rank(results, "DC", select_metric="test_mae")
+    with pytest.raises(ValueError, match="use one of val_mae, val_rmse, val_r2"):
+        rank(results, "DC", select_metric="val_mape")
+    by_r2 = rank(results, "DC", select_metric="val_r2")  # higher is better
+    assert by_r2.ranking.iloc[0]["select_mean"] >= by_r2.ranking.iloc[1]["select_mean"]
 
 
 def test_negative_transfer_and_failures_are_flagged(results):

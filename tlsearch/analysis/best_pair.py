@@ -124,6 +124,11 @@ def rank(
             f"select_metric {select_metric!r}: selection must not use the test set; "
             "use a val_* metric (test metrics are reported, never selected on)"
         )
+    allowed = ("val_mae", "val_rmse", "val_r2")
+    if select_metric not in allowed:
+        raise ValueError(f"select_metric {select_metric!r}: use one of {', '.join(allowed)}")
+    if report_metric not in ("test_mae", "test_rmse", "test_r2"):
+        raise ValueError(f"report_metric {report_metric!r}: use test_mae, test_rmse or test_r2")
     planned = results.planned_seeds()
     runs = results.seed_runs
     summary = summarize(runs, planned)
