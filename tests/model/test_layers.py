@@ -156,6 +156,28 @@ def test_fused_equals_reference_with_many_chunks(monkeypatch, training: bool, us
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+def test_edges_out_false_gives_none_and_the_same_nodes(monkeypatch, fused: bool):
+    """Skipping y' changes nothing else: node output, gradients and running moments."""
+    monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 2 * 5)  # several chunks
+    full = make_conv(fused=fused).train()
+    lean = copy.deepcopy(full)
+    results = []
+    for conv, edges_out in ((full, True), (lean, False)):
+        x, y = inputs()
+        x_out, y_out = conv(EDGE_INDEX, x, y, edges_out=edges_out)
+        assert (y_out is None) == (not edges_out)
+        (
+            x_out * torch.linspace(-1, 1, x_out.numel(), dtype=x.dtype).reshape(x_out.shape)
+        ).sum().backward()
+        grads = [x.grad, y.grad] + [
+            torch.zeros_like(p) if p.grad is None else p.grad for p in conv.parameters()
+        ]
+        results.append([x_out, *grads, *conv.buffers()])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_fused_conv_with_constant_edge_features():
     """Edge features that need no gradient (e.g. frozen embeddings) take the lean path."""
     conv = make_conv(fused=True)
@@ -183,6 +205,9 @@ def test_alignn_conv_updates_atoms_bonds_and_angles():
     y_ref, z_ref = layer.edge_update(lg_index, m, z)
     for got, want in zip(layer.eval()(EDGE_INDEX, lg_index, x, y, z), (x_ref, y_ref, z_ref)):
         torch.testing.assert_close(got, want)
+    x3, y3, z3 = layer(EDGE_INDEX, lg_index, x, y, z, angles_out=False)
+    assert z3 is None
+    torch.testing.assert_close((x3, y3), (x_ref, y_ref))
 
 
 def test_rbf_expansion_formula():

@@ -76,10 +76,13 @@ class ALIGNN(nn.Module):
         y = self.edge_embedding(torch.linalg.vector_norm(batch.edge_vectors, dim=1))
         if len(self.alignn_layers) > 0:
             z = self.angle_embedding(batch.angle_cosines)
-            for layer in self.alignn_layers:
-                x, y, z = layer(batch.edge_index, batch.lg_index, x, y, z)
-        for layer in self.gcn_layers:
-            x, y = layer(batch.edge_index, x, y)
+            last = len(self.alignn_layers) - 1
+            for k, layer in enumerate(self.alignn_layers):
+                # nothing reads the last layer's angle features: skip computing them
+                x, y, z = layer(batch.edge_index, batch.lg_index, x, y, z, angles_out=k < last)
+        last = len(self.gcn_layers) - 1
+        for k, layer in enumerate(self.gcn_layers):
+            x, y = layer(batch.edge_index, x, y, edges_out=k < last)
         return self.readout(x, batch.node_graph, batch.num_graphs)
 
     def head(self, h: Tensor) -> Tensor:

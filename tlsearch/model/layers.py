@@ -85,6 +85,10 @@ class EdgeGatedGraphConv(nn.Module):
     :mod:`tlsearch.model.edge_gated_kernel` for everything edge-sized (several times
     faster on CPU); ``fused=False`` is the direct transcription of the equations above.
     Parameters are the same either way.
+
+    ``forward(..., edges_out=False)`` returns ``None`` in place of ``y'`` and, when fused,
+    skips computing it (the batch-norm running moments are still updated): for a last layer
+    whose edge features nothing reads.
     """
 
     def __init__(
@@ -103,10 +107,13 @@ class EdgeGatedGraphConv(nn.Module):
         self.dst_update = nn.Linear(input_features, output_features)
         self.bn_nodes = nn.BatchNorm1d(output_features)
 
-    def forward(self, edge_index: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, edge_index: Tensor, x: Tensor, y: Tensor, edges_out: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
         if self.fused:
-            return self._forward_fused(edge_index, x, y)
-        return self._forward_reference(edge_index, x, y)
+            return self._forward_fused(edge_index, x, y, edges_out)
+        x_new, y_new = self._forward_reference(edge_index, x, y)
+        return x_new, y_new if edges_out else None
 
     def _forward_reference(self, edge_index: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         src, dst = edge_index[0], edge_index[1]
@@ -126,13 +133,14 @@ class EdgeGatedGraphConv(nn.Module):
             return x + x_new, y + y_new
         return x_new, y_new
 
-    def _forward_fused(self, edge_index: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        dim = self.src_gate.out_features
+    def _forward_fused(
+        self, edge_index: Tensor, x: Tensor, y: Tensor, edges_out: bool
+    ) -> tuple[Tensor, Tensor | None]:
         node_proj = F.linear(x, self._node_weight(), self._node_bias())  # [A | C | B | U x]
         bn = self.bn_edges
         batch_stats = bn.training or bn.running_mean is None
-        h, y_new, mean, var = edge_gated_edges(
-            node_proj[:, : 3 * dim],
+        x_pre, y_new, mean, var = edge_gated_edges(
+            node_proj,
             y,
             self.edge_gate.weight,
             bn.weight,
@@ -142,10 +150,11 @@ class EdgeGatedGraphConv(nn.Module):
             None if batch_stats else bn.running_var,
             bn.eps,
             self.residual,
+            edges_out,
         )
         if batch_stats:
             _update_running_stats(bn, mean, var, count=y.shape[0])
-        x_new = F.silu(self.bn_nodes(node_proj[:, 3 * dim :] + h))
+        x_new = F.silu(self.bn_nodes(x_pre))
         if self.residual:
             x_new.add_(x)  # in place is safe: SiLU's backward keeps its input, not its output
         return x_new, y_new
@@ -195,7 +204,8 @@ class ALIGNNConv(nn.Module):
         (x', m) = \mathrm{EGGC}_g(x, y), \qquad (y', z') = \mathrm{EGGC}_{lg}(m, z)
 
     Shapes: ``x`` (N, in) atoms, ``y`` (E, in) bonds, ``z`` (T, out) bond pairs;
-    ``edge_index`` (2, E) over atoms, ``lg_index`` (2, T) over bonds.
+    ``edge_index`` (2, E) over atoms, ``lg_index`` (2, T) over bonds. With
+    ``angles_out=False`` the returned ``z'`` is None (see :class:`EdgeGatedGraphConv`).
     """
 
     def __init__(self, in_features: int, out_features: int) -> None:
@@ -204,8 +214,14 @@ class ALIGNNConv(nn.Module):
         self.edge_update = EdgeGatedGraphConv(out_features, out_features)
 
     def forward(
-        self, edge_index: Tensor, lg_index: Tensor, x: Tensor, y: Tensor, z: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self,
+        edge_index: Tensor,
+        lg_index: Tensor,
+        x: Tensor,
+        y: Tensor,
+        z: Tensor,
+        angles_out: bool = True,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         x, m = self.node_update(edge_index, x, y)
-        y, z = self.edge_update(lg_index, m, z)
+        y, z = self.edge_update(lg_index, m, z, edges_out=angles_out)
         return x, y, z
