@@ -59,9 +59,17 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
 
 
 def join(uri: str | Path, *parts: str) -> str:
-    """``uri/part/...`` for local paths and URIs alike."""
-    text = str(uri).rstrip("/")
-    return "/".join([text, *(p.strip("/") for p in parts)])
+    """``uri/part/...`` for local paths and URIs alike.
+
+    A URI's query (``s3://bucket/x?endpoint_override=host:9000&scheme=http``, how pyarrow
+    reaches MinIO and other S3-compatible stores) stays at the end.
+    """
+    text, query = str(uri), ""
+    if is_remote(text) and "?" in text:
+        text, query = text.split("?", 1)
+        query = "?" + query
+    text = text.rstrip("/")
+    return "/".join([text, *(p.strip("/") for p in parts)]) + query
 
 
 def upload_dir(local_dir: Path, uri: str) -> None:
@@ -83,6 +91,11 @@ def write_table_atomic(table: pa.Table, uri: str | Path) -> str:
         the final path (inside its filesystem).
     """
     fs, path = resolve(uri)
+    return write_to(table, fs, path)
+
+
+def write_to(table: pa.Table, fs: pafs.FileSystem, path: str) -> str:
+    """:func:`write_table_atomic` on an already resolved filesystem and path."""
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     if not isinstance(fs, pafs.LocalFileSystem):
@@ -102,6 +115,11 @@ def write_table_atomic(table: pa.Table, uri: str | Path) -> str:
 def read_runs(uri: str | Path, columns: list[str] | None = None) -> pa.Table:
     """Every row under ``uri`` (a ``runs/`` folder) with the canonical schema; empty if none."""
     fs, path = resolve(uri)
+    return read_from(fs, path, columns)
+
+
+def read_from(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+    """:func:`read_runs` on an already resolved filesystem and path."""
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return RUN_SCHEMA.empty_table().select(columns or RUN_SCHEMA.names)
     dataset = ds.dataset(path, schema=RUN_SCHEMA, format="parquet", filesystem=fs)
@@ -140,8 +158,7 @@ class RunStore:
         """Validate ``row`` and write it as ``<run_id>.parquet`` (replacing an earlier one)."""
         table = row_table(row)
         final = self.file_for(str(row["run_id"]))
-        uri = final if isinstance(self.fs, pafs.LocalFileSystem) else self._uri_of(final)
-        write_table_atomic(table, uri)
+        write_to(table, self.fs, final)
         logger.debug("wrote result row %s", final)
         return final
 
@@ -159,7 +176,7 @@ class RunStore:
 
     def table(self, columns: list[str] | None = None) -> pa.Table:
         """All rows of this search."""
-        return read_runs(self._uri_of(self.path), columns)
+        return read_from(self.fs, self.path, columns)
 
     def rows(self) -> list[dict[str, Any]]:
         """All rows as dicts."""
@@ -176,9 +193,3 @@ class RunStore:
                 os.remove(full)
                 removed += 1
         return removed
-
-    def _uri_of(self, path: str) -> str:
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            return path
-        scheme = self.uri.split("://", 1)[0]
-        return f"{scheme}://{path}"
