@@ -2,7 +2,7 @@
 
 Only ``ok`` seed-runs enter the means; failed and diverged ones are counted in their own columns
 (never silently dropped), and a configuration with fewer ok seeds than planned is ``incomplete``.
-A configuration is its :data:`~tlsearch.analysis.frame.CONFIG_KEYS` *and* its ``config_hash``
+A configuration is its :data:`~tlsearch.results.schema.CONFIG_KEYS` *and* its ``config_hash``
 (which also hashes the recipe: epochs, model, data), so two searches that ran the same point
 with different recipes are never averaged together; the same point and recipe in two searches
 (e.g. a search and the runs ``best-pair --search`` added) is one configuration.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tlsearch.analysis.frame import CONFIG_KEYS
 from tlsearch.analysis.stats import Estimate, mean_ci
+from tlsearch.results.schema import CONFIG_KEYS
 
 #: Metrics summarised by default (normalised units; ``*_phys`` are added when present).
 DEFAULT_METRICS = ("test_r2", "test_mae", "test_rmse", "val_r2", "val_mae", "val_rmse")

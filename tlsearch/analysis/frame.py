@@ -21,17 +21,6 @@ from tlsearch.results.store import join, read_runs, resolve
 
 logger = logging.getLogger(__name__)
 
-#: The columns that identify a configuration (one Tune trial, all its seeds).
-CONFIG_KEYS = (
-    "kind",
-    "ft_target",
-    "ft_size",
-    "pt_source",
-    "pt_size",
-    "strategy",
-    "sampling",
-    "lr",
-)
 TRANSFER_KINDS = ("finetune", "mpt")
 
 

@@ -76,6 +76,19 @@ RUN_SCHEMA = pa.schema(
 
 COLUMNS: tuple[str, ...] = tuple(RUN_SCHEMA.names)
 
+#: The columns that identify a configuration (one Tune trial, all its seeds); with the
+#: ``config_hash`` they also pin its recipe.
+CONFIG_KEYS: tuple[str, ...] = (
+    "kind",
+    "ft_target",
+    "ft_size",
+    "pt_source",
+    "pt_size",
+    "strategy",
+    "sampling",
+    "lr",
+)
+
 
 def validate_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A complete row dict: unknown keys rejected, missing ones ``None``, NaN floats ``None``.

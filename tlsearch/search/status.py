@@ -13,17 +13,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlsearch.results.schema import CONFIG_KEYS
 from tlsearch.results.store import join, read_runs, resolve
 
 TABLE_COLUMNS = (
-    "kind",
-    "ft_target",
-    "ft_size",
-    "pt_source",
-    "pt_size",
-    "strategy",
-    "sampling",
-    "lr",
+    *CONFIG_KEYS,
     "seeds",
     "failed",
     "diverged",
