@@ -111,6 +111,14 @@ def add_parsers(sub: Any) -> None:
         metavar="OURS=PAPER",
         help="map one of our dataset names to the paper's code (repeatable)",
     )
+    p.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only these paper experiments (scratch, pairwise_pt941, pairwise_large_pt, "
+        "ft_strategy, mpt; repeatable); default: every experiment a configuration matches",
+    )
     p.add_argument("--out", type=Path, metavar="DIR", help="also write comparison.csv/.md here")
     _verbosity(p)
     p.set_defaults(handler=cmd_compare)
@@ -206,6 +214,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"--rename {item!r}: expected OURS=PAPER")
         rename[ours] = paper
     anchors = load_anchors(args.anchors or DEFAULT_ANCHORS)
+    if args.experiment:
+        known = sorted(set(anchors["experiment"].dropna()))
+        unknown = sorted(set(args.experiment) - set(known))
+        if unknown:
+            raise ValueError(f"--experiment {unknown}: the anchors have {', '.join(known)}")
+        anchors = anchors[anchors["experiment"].isin(args.experiment)]
     matched, unmatched = compare(load_runs(args.results), anchors, rename)
     table = comparison_table(matched)
     text = table.to_markdown(index=False) if not table.empty else "(no configuration matched)"
