@@ -137,7 +137,7 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
     models = {"tlsearch": _ours(device), "alignn": _peer(device)}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
     inputs = {"tlsearch": batches, "alignn": peer_inputs}
-    seconds = {k: 0.0 for k in models}
+    steps: dict[str, list[float]] = {k: [] for k in models}
     for k in range(n_batches):
         target = torch.randn(batches[k].num_graphs, device=device)
         for name, model in models.items():
@@ -146,7 +146,9 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
             _step(model, optimizers[name], inputs[name][k], target)
             _sync(device)
             if k >= args.warmup:
-                seconds[name] += time.perf_counter() - t0
+                steps[name].append(time.perf_counter() - t0)
+    seconds = {k: sum(v) for k, v in steps.items()}
+    per_step = [a / b for a, b in zip(steps["alignn"], steps["tlsearch"], strict=True)]
     timed = batches[args.warmup :]
     structures = sum(b.num_graphs for b in timed)
     flops = 3 * sum(model_flops(b.num_nodes, b.num_edges, b.num_triplets) for b in timed)
@@ -161,6 +163,9 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         "tlsearch_structures_per_s": structures / seconds["tlsearch"],
         "alignn_structures_per_s": structures / seconds["alignn"],
         "speedup": seconds["alignn"] / seconds["tlsearch"],
+        # the same batch, back to back: robust to load changing during the run
+        "speedup_median_per_step": float(np.median(per_step)),
+        "speedup_per_step_min_max": [float(min(per_step)), float(max(per_step))],
         "tlsearch_gflops": flops / seconds["tlsearch"] / 1e9,
         "alignn_gflops": flops / seconds["alignn"] / 1e9,
         "matmul_roofline_gflops": roofline,
@@ -170,14 +175,15 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
     }
     logger.info(
         "train (%s, %d threads, batch %d): tlsearch %.1f struct/s, alignn %.1f struct/s, "
-        "ratio %.2fx; %.1f GFLOP/s = %.0f%% of the %.1f GFLOP/s matmul roofline; "
-        "collate+line graph %.1f ms vs step %.1f ms",
+        "ratio %.2fx (median per step %.2fx); %.1f GFLOP/s = %.0f%% of the %.1f GFLOP/s "
+        "matmul roofline; collate+line graph %.1f ms vs step %.1f ms",
         device,
         args.threads,
         args.batch_size,
         result["tlsearch_structures_per_s"],
         result["alignn_structures_per_s"],
         result["speedup"],
+        result["speedup_median_per_step"],
         result["tlsearch_gflops"],
         100 * result["tlsearch_fraction_of_roofline"],
         roofline,
