@@ -29,6 +29,7 @@ import torch
 
 from tlsearch.graphs.batch import GraphBatch
 from tlsearch.model import ALIGNN, ALIGNNConfig, EdgeGatedGraphConv
+from tlsearch.model.peer import alignn_graphs, alignn_pure_model
 
 
 def import_alignn_pure() -> types.ModuleType | None:
@@ -152,7 +153,7 @@ def bench_model(args: argparse.Namespace) -> None:
     steps = {"tlsearch": ours_step}
     pure = import_alignn_pure()
     if pure is not None:
-        steps["alignn_pure"] = alignn_pure_step(pure, batch, config)
+        steps["alignn_pure"] = alignn_pure_step(batch, config)
     print(
         f"ALIGNN train step: B={batch.num_graphs} N={batch.num_nodes} E={batch.num_edges}"
         f" T={batch.num_triplets} hidden={args.hidden}"
@@ -160,40 +161,10 @@ def bench_model(args: argparse.Namespace) -> None:
     time_round_robin(steps, args.repeats)
 
 
-def alignn_pure_step(
-    pure: types.ModuleType, batch: GraphBatch, config: ALIGNNConfig
-) -> Callable[[], None]:
+def alignn_pure_step(batch: GraphBatch, config: ALIGNNConfig) -> Callable[[], None]:
     """A training step of alignn's ALIGNNAtomWisePure on the same graphs."""
-    from alignn.torch_graph_builder import TorchGraph
-
-    model = pure.ALIGNNAtomWisePure(
-        pure.ALIGNNAtomWisePureConfig(
-            name="alignn_atomwise_pure",
-            **config.model_dump(),
-            calculate_gradient=False,
-            energy_mult_natoms=False,
-            use_penalty=False,
-            lg_on_fly=False,
-        )
-    )
-    sizes = torch.bincount(batch.node_graph, minlength=batch.num_graphs)
-    g = TorchGraph(
-        num_nodes=batch.num_nodes,
-        src=batch.edge_index[0],
-        dst=batch.edge_index[1],
-        ndata={"atom_features": batch.atom_features},
-        edata={"r": batch.edge_vectors},
-        batch_num_nodes=sizes,
-        batch_num_edges=torch.bincount(
-            batch.node_graph[batch.edge_index[0]], minlength=batch.num_graphs
-        ),
-    )
-    lg = TorchGraph(
-        num_nodes=batch.num_edges,
-        src=batch.lg_index[0],
-        dst=batch.lg_index[1],
-        edata={"h": batch.angle_cosines},
-    )
+    model = alignn_pure_model(config)
+    g, lg = alignn_graphs(batch)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def run() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,3 +45,32 @@ def tiny_records() -> list[StructureRecord]:
         {"target": -2.0},
     )
     return [rocksalt(), simple_cubic(), perov]
+
+
+def start_local_ray(**kwargs: Any) -> None:
+    """A 2-CPU local Ray whose workers can import ``tests.search.fakes``."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray shared by every test that needs it (Ray starts slowly)."""
+    ray = pytest.importorskip("ray")
+    start_local_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(ray_session):
+    """The session's Ray, restarted when a multi-node test shut it down."""
+    start_local_ray()
+    return ray_session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,16 @@ def level_for(verbosity: int) -> int:
     if verbosity == 0:
         return logging.INFO
     return logging.DEBUG
+
+
+def add_verbosity_flags(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` on a subcommand (``verbose_sub``/``quiet_sub``, added to the global ones)."""
+    parser.add_argument(
+        "-v", "--verbose", dest="verbose_sub", action="count", default=0, help="more log output"
+    )
+    parser.add_argument(
+        "-q", "--quiet", dest="quiet_sub", action="count", default=0, help="warnings only"
+    )
 
 
 def setup_logging(verbosity: int = 0) -> None:

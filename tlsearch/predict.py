@@ -9,7 +9,6 @@ targets, a ``target`` column is written and R2/MAE/RMSE (of the mean) are return
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Sequence
@@ -21,12 +20,7 @@ import numpy as np
 from tlsearch.training.checkpoint import load_model
 from tlsearch.training.loop import GraphLoader, predict_batches, select_device
 from tlsearch.training.metrics import target_metrics
-from tlsearch.training.run import (
-    prediction_columns,
-    prepare_data,
-    rejection_rows,
-    write_predictions_csv,
-)
+from tlsearch.training.run import prepare_data, rejection_rows, write_predictions_csv
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +119,8 @@ def predict(
     predictions = stacked.mean(axis=0)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    if len(models) == 1:
-        write_predictions_csv(out_csv, ids, names, predictions, data.targets)
-    else:
-        spread = stacked.std(axis=0, ddof=1)
-        write_ensemble_csv(out_csv, ids, names, predictions, spread, data.targets)
+    spread = stacked.std(axis=0, ddof=1) if len(models) > 1 else None
+    write_predictions_csv(out_csv, ids, names, predictions, data.targets, spread)
     metrics = None
     if data.targets is not None:
         metrics = target_metrics(data.targets, predictions, names)
@@ -147,33 +138,3 @@ def predict(
         "rejected": rejected[:100],
         "metrics": metrics,
     }
-
-
-def write_ensemble_csv(
-    path: Path,
-    ids: Sequence[str],
-    names: Sequence[str],
-    mean: np.ndarray,
-    std: np.ndarray,
-    targets: np.ndarray | None,
-) -> None:
-    """Like ``write_predictions_csv`` plus ``prediction_std`` after each prediction column."""
-    columns = prediction_columns(names, targets is not None)
-    header = ["id"]
-    for column in columns:
-        spread = column.replace("prediction", "prediction_std", 1)
-        header += [column, spread] if column.startswith("prediction") else [column]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for i, rid in enumerate(ids):
-            row: list[object] = [rid]
-            for j in range(len(names)):
-                if targets is not None:
-                    row.append(_number(targets[i, j]))
-                row += [_number(mean[i, j]), _number(std[i, j])]
-            writer.writerow(row)
-
-
-def _number(value: float) -> str:
-    return f"{value:.8g}" if np.isfinite(value) else ""

@@ -7,16 +7,8 @@ import os
 import pytest
 import yaml
 
-from tests.search.conftest import FAKE_JOB, executions, start_local_ray
+from tests.search.conftest import FAKE_JOB, executions
 from tlsearch.analysis.fill import run_then_rank
-
-
-@pytest.fixture(scope="module")
-def ray_module():
-    ray = pytest.importorskip("ray")
-    start_local_ray()
-    yield ray
-    ray.shutdown()
 
 
 def _spec(tmp_path):
@@ -38,7 +30,7 @@ def _spec(tmp_path):
     return path
 
 
-def test_best_pair_search_runs_the_spec_then_fills_what_is_missing(tmp_path, ray_module):
+def test_best_pair_search_runs_the_spec_then_fills_what_is_missing(tmp_path, local_ray):
     spec = _spec(tmp_path)
     results, best = run_then_rank(str(spec), "A", base_dir=str(tmp_path), verbose=0)
     first = executions(tmp_path)

@@ -10,6 +10,7 @@ from torch import nn
 from tests.model.conftest import concat_batches, random_graph
 from tests.model.test_layers import randomize_batchnorms
 from tlsearch.model import ALIGNN, ALIGNNConfig, EdgeGatedGraphConv, load_alignn_state_dict
+from tlsearch.model.peer import alignn_graphs, alignn_pure_model
 
 SMALL = ALIGNNConfig(alignn_layers=2, gcn_layers=2, hidden_features=16, embedding_features=8)
 
@@ -185,39 +186,9 @@ def test_edge_gated_conv_matches_alignn_pure_layer(alignn_peer, training):
     torch.testing.assert_close(ours.bn_edges.running_var, theirs.bn_edges.running_var)
 
 
-def alignn_pure_model(peer, config: ALIGNNConfig) -> nn.Module:
+def alignn_pure_with_batchnorm(config: ALIGNNConfig) -> nn.Module:
     """alignn's ALIGNNAtomWisePure as a plain property model, with BatchNorm in its convs."""
-    model = peer.pure.ALIGNNAtomWisePure(
-        peer.pure.ALIGNNAtomWisePureConfig(
-            name="alignn_atomwise_pure",
-            **config.model_dump(),
-            calculate_gradient=False,
-            energy_mult_natoms=False,
-            use_penalty=False,
-            lg_on_fly=False,
-        )
-    )
-    return with_batchnorm(model)
-
-
-def torch_graphs(peer, batch):
-    sizes = torch.bincount(batch.node_graph, minlength=batch.num_graphs)
-    g = peer.graphs.TorchGraph(
-        num_nodes=batch.num_nodes,
-        src=batch.edge_index[0],
-        dst=batch.edge_index[1],
-        ndata={"atom_features": batch.atom_features},
-        edata={"r": batch.edge_vectors},
-        batch_num_nodes=sizes,
-        batch_num_edges=torch.bincount(batch.node_graph[batch.edge_index[0]], minlength=len(sizes)),
-    )
-    lg = peer.graphs.TorchGraph(
-        num_nodes=batch.num_edges,
-        src=batch.lg_index[0],
-        dst=batch.lg_index[1],
-        edata={"h": batch.angle_cosines},
-    )
-    return g, lg, None
+    return with_batchnorm(alignn_pure_model(config))
 
 
 @pytest.mark.peer
@@ -225,10 +196,10 @@ def torch_graphs(peer, batch):
 def test_whole_model_matches_alignn_pure_model_with_batchnorm(alignn_peer, three_graphs, training):
     ours = small_model(output_features=2)
     randomize_batchnorms(ours)
-    theirs = alignn_pure_model(alignn_peer, ours.config)
+    theirs = alignn_pure_with_batchnorm(ours.config)
     result = theirs.load_state_dict(ours.state_dict(), strict=False)
     assert (result.missing_keys, result.unexpected_keys) == (["_species_table"], [])
     ours.train(training), theirs.train(training)
     batch = concat_batches(three_graphs)
-    want = theirs(torch_graphs(alignn_peer, batch))["out"]
+    want = theirs((*alignn_graphs(batch), None))["out"]
     torch.testing.assert_close(ours(batch), want, rtol=1e-4, atol=1e-5)

@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 from tlsearch.analysis.aggregate import estimate, scratch_line, seed_values, summarize
 from tlsearch.analysis.frame import TRANSFER_KINDS, Results
 from tlsearch.analysis.stats import lower_is_better, paired_test, pct_change
+from tlsearch.analysis.tables import fmt_pct, pt_label, size_label
 from tlsearch.results.store import resolve
 
 logger = logging.getLogger(__name__)
@@ -51,15 +52,11 @@ class BestPair:
 
 def config_label(line: pd.Series | dict) -> str:
     """``BG(941)->DC800 unfreeze_all random lr=1e-03``; ``MPT->DC800 ...`` for MPT sources."""
-    size = "all" if pd.isna(line["ft_size"]) else int(line["ft_size"])
-    target = f"{line['ft_target']}{size}"
+    target = f"{line['ft_target']}{size_label(line['ft_size'])}"
     lr = f"lr={float(line['lr']):.0e}" if not pd.isna(line["lr"]) else ""
     if line["kind"] == "scratch":
         return f"scratch {target} {line['sampling']} {lr}".strip()
-    pt = str(line["pt_source"])
-    if not pd.isna(line["pt_size"]):
-        pt += f"({int(line['pt_size'])})"
-    return f"{pt}->{target} {line['strategy']} {line['sampling']} {lr}".strip()
+    return f"{pt_label(line)}->{target} {line['strategy']} {line['sampling']} {lr}".strip()
 
 
 def default_ft_size(summary: pd.DataFrame, target: str) -> int | None:
@@ -189,8 +186,8 @@ def justification(best: BestPair, top: int = 5) -> pd.DataFrame:
                 f"{best.select_metric} (selection)": estimate(line, best.select_metric).text(),
                 "test R2": estimate(line, "test_r2").text(),
                 "test MAE": estimate(line, "test_mae").text(),
-                "vs scratch MAE %": _fmt_pct(line["vs_scratch_pct_change"]),
-                "vs scratch R2 %": _fmt_pct(line["vs_scratch_r2_pct_change"]),
+                "vs scratch MAE %": fmt_pct(line["vs_scratch_pct_change"]),
+                "vs scratch R2 %": fmt_pct(line["vs_scratch_r2_pct_change"]),
                 "paired p": _fmt_p(line["vs_scratch_p_value"], line["vs_scratch_n_pairs"]),
                 "note": _note(line),
             }
@@ -225,10 +222,6 @@ def _note(line: pd.Series) -> str:
     if pd.isna(line["vs_scratch_scratch_mean"]):
         notes.append("no scratch baseline")
     return "; ".join(notes)
-
-
-def _fmt_pct(value: object) -> str:
-    return "–" if value is None or pd.isna(value) else f"{float(value):+.1f}"
 
 
 def _fmt_p(value: object, n: object) -> str:

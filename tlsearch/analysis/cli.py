@@ -9,20 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tlsearch.logutil import add_verbosity_flags
+
 logger = logging.getLogger(__name__)
 
 RESULTS_HELP = (
     "a search folder <storage>/<name> or a storage root holding several (local, s3://, gs://)"
 )
-
-
-def _verbosity(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-v", "--verbose", dest="verbose_sub", action="count", default=0, help="more log output"
-    )
-    p.add_argument(
-        "-q", "--quiet", dest="quiet_sub", action="count", default=0, help="warnings only"
-    )
 
 
 def add_parsers(sub: Any) -> None:
@@ -34,14 +27,14 @@ def add_parsers(sub: Any) -> None:
         "line per configuration: mean and 95%% t-interval over seeds of test/val R2, MAE, RMSE, "
         "with ok/failed/diverged counts), figures/*.png|svg (triangle heatmaps as Fig. 4 and "
         "6a/b, percentage change vs scratch as Fig. 5, MPT vs pair-wise vs scratch as Fig. 6c), "
-        "tables/*.csv|md (incl. Table 1 for out-of-distribution targets) and report.md / "
-        "report.html linking them with the search spec and software versions. Only the figures "
-        "the data supports are drawn.",
+        "tables/*.csv|md (incl. Table 1 style tables for targets that are no PT source) and "
+        "report.md / report.html linking them with the search spec and software versions. "
+        "Only the figures the data supports are drawn.",
     )
     p.add_argument("results", metavar="RESULTS", help=RESULTS_HELP)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder")
     p.add_argument("--search", metavar="NAME", help="only this search under RESULTS")
-    _verbosity(p)
+    add_verbosity_flags(p)
     p.set_defaults(handler=cmd_analyze)
 
     p = sub.add_parser(
@@ -86,7 +79,7 @@ def add_parsers(sub: Any) -> None:
         help="where ranking, justification and checkpoints go (default: ./best_pair/<target>)",
     )
     p.add_argument("--no-export", action="store_true", help="do not copy checkpoints")
-    _verbosity(p)
+    add_verbosity_flags(p)
     p.set_defaults(handler=cmd_best_pair)
 
     p = sub.add_parser(
@@ -120,7 +113,7 @@ def add_parsers(sub: Any) -> None:
         "ft_strategy, mpt; repeatable); default: every experiment a configuration matches",
     )
     p.add_argument("--out", type=Path, metavar="DIR", help="also write comparison.csv/.md here")
-    _verbosity(p)
+    add_verbosity_flags(p)
     p.set_defaults(handler=cmd_compare)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from tlsearch.analysis.best_pair import BestPair, rank
 from tlsearch.analysis.frame import Results, load_runs
+from tlsearch.analysis.stats import lower_is_better
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def fill_specs(spec: Any, best: BestPair, top: int = 3) -> list[Any]:
     from tlsearch.search.spec import SearchSpec
 
     clean = best.ranking[(best.ranking["n_failed"] == 0) & (best.ranking["n_diverged"] == 0)]
-    ascending = best.select_metric.split("_")[-1] in ("mae", "rmse")
+    ascending = lower_is_better(best.select_metric)
     candidates = clean.sort_values("select_mean", ascending=ascending, na_position="last")
     wanted: list[dict[str, Any]] = []
     for _, line in candidates.head(top).iterrows():

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs as pafs
 
-from tlsearch.results.store import join, read_runs, resolve
+from tlsearch.results.store import join, read_runs, read_text, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,6 @@ def search_dirs(path: str | Path) -> list[str]:
     return found
 
 
-def _read_text(uri: str) -> str | None:
-    fs, path = resolve(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as stream:
-        return stream.read().decode("utf-8")
-
-
 def normalise(runs: pd.DataFrame) -> pd.DataFrame:
     """Canonical values for grouping: scratch rows get strategy ``scratch``; dedup by run_id."""
     runs = runs.copy()
@@ -111,10 +103,10 @@ def load_runs(path: str | Path, search: str | None = None) -> Results:
         frame = table.to_pandas()
         frame["search_dir"] = str(directory)
         frames.append(frame)
-        plan = _read_text(join(directory, "plan.json"))
+        plan = read_text(join(directory, "plan.json"))
         if plan:
             plans[name] = json.loads(plan)
-        spec = _read_text(join(directory, "spec.yaml"))
+        spec = read_text(join(directory, "spec.yaml"))
         if spec:
             specs[name] = spec
     if not frames:

@@ -130,8 +130,8 @@ def _versus_scratch_section(summary: pd.DataFrame, out: Path) -> list[Section]:
             "test R2": tables.cell_text(line, "test_r2"),
             "test MAE": tables.cell_text(line, "test_mae"),
             "scratch test MAE": _num(line["scratch_test_mae"]),
-            "% change R2": _pct(line["pct_test_r2"]),
-            "% change MAE": _pct(line["pct_test_mae"]),
+            "% change R2": tables.fmt_pct(line["pct_test_r2"]),
+            "% change MAE": tables.fmt_pct(line["pct_test_mae"]),
         }
         for _, line in lines.sort_values(["ft_target", "ft_size", "pt"]).iterrows()
     ]
@@ -153,10 +153,6 @@ def _versus_scratch_section(summary: pd.DataFrame, out: Path) -> list[Section]:
 
 def _num(value: object) -> str:
     return "–" if value is None or pd.isna(value) else f"{float(value):.4g}"
-
-
-def _pct(value: object) -> str:
-    return "–" if value is None or pd.isna(value) else f"{float(value):+.1f}"
 
 
 def _bars_section(title: str, paths, group: pd.DataFrame, stem: str, out: Path) -> Section:

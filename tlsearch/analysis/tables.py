@@ -98,19 +98,22 @@ def pair_lines(summary: pd.DataFrame) -> pd.DataFrame:
 
 def with_pct_change(lines: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """``lines`` plus the scratch means and percentage changes of test R2 and MAE."""
-    out = lines.copy()
-    for metric in ("test_r2", "test_mae"):
-        base, change = [], []
-        for _, line in lines.iterrows():
-            scratch = scratch_line(
-                summary, line["ft_target"], line["ft_size"], line["sampling"], line["lr"]
-            )
+    metrics = ("test_r2", "test_mae")
+    columns: dict[str, list] = {f"{p}_{m}": [] for m in metrics for p in ("scratch", "pct")}
+    for _, line in lines.iterrows():
+        scratch = scratch_line(
+            summary, line["ft_target"], line["ft_size"], line["sampling"], line["lr"]
+        )
+        for metric in metrics:
             ref = None if scratch is None else estimate(scratch, metric).mean
-            base.append(ref)
-            change.append(pct_change(estimate(line, metric).mean, ref, metric))
-        out[f"scratch_{metric}"] = base
-        out[f"pct_{metric}"] = change
-    return out
+            columns[f"scratch_{metric}"].append(ref)
+            columns[f"pct_{metric}"].append(pct_change(estimate(line, metric).mean, ref, metric))
+    return lines.assign(**columns)
+
+
+def fmt_pct(value: object) -> str:
+    """A percentage change as ``+12.3``; ``–`` when unknown."""
+    return "–" if value is None or pd.isna(value) else f"{float(value):+.1f}"
 
 
 def matrix_lines(summary: pd.DataFrame, strategy: str = "unfreeze_all") -> pd.DataFrame:

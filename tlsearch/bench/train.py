@@ -17,6 +17,9 @@ import torch
 
 from tlsearch.graphs.batch import GraphBatch
 from tlsearch.graphs.store import build_graph_store
+from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.peer import alignn_graphs, alignn_pure_model
 from tlsearch.structures.records import StructureRecord
 
 logger = logging.getLogger(__name__)
@@ -57,56 +60,15 @@ def _sync(device: str) -> None:
 
 
 def _ours(device: str) -> torch.nn.Module:
-    from tlsearch.model.alignn import ALIGNN
-    from tlsearch.model.config import ALIGNNConfig
-
     return ALIGNN(ALIGNNConfig()).to(device)
 
 
 def _peer(device: str) -> torch.nn.Module:
-    from alignn.models.alignn_atomwise_pure import ALIGNNAtomWisePure, ALIGNNAtomWisePureConfig
-
-    cfg = ALIGNNAtomWisePureConfig(
-        name="alignn_atomwise_pure",
-        alignn_layers=LAYERS,
-        gcn_layers=LAYERS,
-        atom_input_features=ATOM_IN,
-        edge_input_features=EDGE_BINS,
-        triplet_input_features=ANGLE_BINS,
-        embedding_features=EMBED,
-        hidden_features=HIDDEN,
-        output_features=1,
-        calculate_gradient=False,
-        gradwise_weight=0.0,
-        use_penalty=False,
-        energy_mult_natoms=False,
-        lg_on_fly=False,
-        use_zbl=False,
-    )
-    return ALIGNNAtomWisePure(cfg).to(device)
+    return alignn_pure_model(ALIGNNConfig()).to(device)
 
 
-def _peer_input(batch: GraphBatch, counts: list[int]):
-    from alignn.torch_graph_builder import TorchGraph
-
-    node_counts = torch.tensor(counts, device=batch.edge_index.device)
-    edge_graph = batch.node_graph[batch.edge_index[0]]
-    edge_counts = torch.bincount(edge_graph, minlength=batch.num_graphs)
-    g = TorchGraph(
-        num_nodes=batch.num_nodes,
-        src=batch.edge_index[0],
-        dst=batch.edge_index[1],
-        ndata={"atom_features": batch.atom_features},
-        edata={"r": batch.edge_vectors},
-        batch_num_nodes=node_counts,
-        batch_num_edges=edge_counts,
-    )
-    lg = TorchGraph(
-        num_nodes=batch.num_edges,
-        src=batch.lg_index[0],
-        dst=batch.lg_index[1],
-        edata={"h": batch.angle_cosines},
-    )
+def _peer_input(batch: GraphBatch):
+    g, lg = alignn_graphs(batch)
     return g, lg, torch.zeros(batch.num_graphs, 3, 3, device=batch.edge_index.device)
 
 
@@ -133,7 +95,7 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         idx = order[k * args.batch_size : (k + 1) * args.batch_size]
         batch = store.collate(idx).to(device)
         batches.append(batch)
-        peer_inputs.append(_peer_input(batch, store.num_atoms()[idx].tolist()))
+        peer_inputs.append(_peer_input(batch))
     models = {"tlsearch": _ours(device), "alignn": _peer(device)}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
     inputs = {"tlsearch": batches, "alignn": peer_inputs}

@@ -81,6 +81,15 @@ def upload_dir(local_dir: Path, uri: str) -> None:
     pafs.copy_files(str(local_dir), path, destination_filesystem=fs)
 
 
+def read_text(uri: str | Path) -> str | None:
+    """A small text file's content (``plan.json``, ``spec.yaml``), or ``None`` if it is missing."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode("utf-8")
+
+
 # --- atomic Parquet writes ---------------------------------------------------------------------
 
 

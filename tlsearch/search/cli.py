@@ -15,18 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tlsearch.logutil import add_verbosity_flags, setup_logging
+
 logger = logging.getLogger("tlsearch.search.cli")
 
 EXIT_INTERRUPTED = 130
-
-
-def _add_verbosity(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-v", "--verbose", dest="verbose_sub", action="count", default=0, help="more log output"
-    )
-    p.add_argument(
-        "-q", "--quiet", dest="quiet_sub", action="count", default=0, help="warnings only"
-    )
 
 
 def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -71,7 +64,7 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="skip <search>/test_mae.png at the end (local storage only)",
     )
-    _add_verbosity(p)
+    add_verbosity_flags(p)
     p.set_defaults(handler=cmd_search)
     return p
 
@@ -92,7 +85,7 @@ def add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--max-rows", type=int, default=200, metavar="N", help="table rows shown")
-    _add_verbosity(p)
+    add_verbosity_flags(p)
     p.set_defaults(handler=cmd_runs)
     return p
 
@@ -142,8 +135,6 @@ COMMANDS = {"search": cmd_search, "runs": cmd_runs}
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point (``python -m tlsearch.search.cli search|runs ...``)."""
-    from tlsearch.logutil import setup_logging
-
     parser = argparse.ArgumentParser(prog="tlsearch")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_search_parser(sub)

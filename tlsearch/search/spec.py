@@ -13,7 +13,6 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     PositiveFloat,
@@ -37,6 +36,7 @@ from tlsearch.search.spec_parts import (
     StrictModel,
     TestingHooks,
 )
+from tlsearch.yamlfile import read_yaml_mapping
 
 __all__ = [
     "DatasetSpec",
@@ -235,14 +235,6 @@ def check_placeholders(text: str | None, where: str, variables: dict[str, str]) 
 
 def load_spec(path: Path | str, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Read and validate a spec YAML; ``overrides`` (top-level keys) win over the file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"search spec {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"search spec {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"search spec {path} must hold a mapping")
+    data = read_yaml_mapping(path, "search spec", allow_empty=False)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return SearchSpec.model_validate(data)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlsearch.results.schema import CONFIG_KEYS
-from tlsearch.results.store import join, read_runs, resolve
+from tlsearch.results.store import join, read_runs, read_text
 
 TABLE_COLUMNS = (
     *CONFIG_KEYS,
@@ -104,12 +104,8 @@ def search_status(path: str) -> SearchStatus:
 
 
 def _read_plan(search_dir: str) -> dict[str, Any]:
-    fs, path = resolve(join(search_dir, "plan.json"))
-    try:
-        with fs.open_input_stream(path) as fh:
-            return json.loads(fh.read().decode("utf-8"))
-    except FileNotFoundError:
-        return {}
+    text = read_text(join(search_dir, "plan.json"))
+    return json.loads(text) if text else {}
 
 
 def configuration_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.graphs.store import default_cache_dir
 from tlsearch.model.config import ALIGNNConfig
+from tlsearch.yamlfile import read_yaml_mapping
 
 __all__ = ["RunConfig", "TrainConfig", "default_cache_dir", "load_run_config"]
 
@@ -108,22 +109,6 @@ class RunConfig(BaseModel):
     def to_yaml(self) -> str:
         """The config as YAML (paths as strings), readable by :func:`load_run_config`."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"config file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
-    return data
 
 
 def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

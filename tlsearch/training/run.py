@@ -441,13 +441,16 @@ def write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows({k: row.get(k) for k in fields} for row in history)
 
 
-def prediction_columns(names: Sequence[str], with_targets: bool) -> list[str]:
-    """``target,prediction`` for one property, else ``target:NAME,prediction:NAME`` per name."""
-    if len(names) == 1:
-        return ["target", "prediction"] if with_targets else ["prediction"]
+def prediction_columns(
+    names: Sequence[str], with_targets: bool, with_spread: bool = False
+) -> list[str]:
+    """``target,prediction[,prediction_std]`` for one property, else ``target:NAME,
+    prediction:NAME[,prediction_std:NAME]`` per name."""
     cols: list[str] = []
     for name in names:
-        cols += ([f"target:{name}"] if with_targets else []) + [f"prediction:{name}"]
+        suffix = "" if len(names) == 1 else f":{name}"
+        cols += [f"target{suffix}"] if with_targets else []
+        cols += [f"prediction{suffix}"] + ([f"prediction_std{suffix}"] if with_spread else [])
     return cols
 
 
@@ -457,17 +460,22 @@ def write_predictions_csv(
     names: Sequence[str],
     predictions: np.ndarray,
     targets: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
 ) -> None:
-    """``id,target,prediction`` rows (``target`` omitted when None; empty when unknown)."""
+    """``id,target,prediction`` rows (``target`` omitted when None; empty when unknown), and
+    ``prediction_std`` after each prediction when an ensemble's ``spread`` is given."""
     with Path(path).open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["id", *prediction_columns(names, targets is not None)])
+        columns = prediction_columns(names, targets is not None, spread is not None)
+        writer.writerow(["id", *columns])
         for i, rid in enumerate(ids):
             row: list[object] = [rid]
             for j in range(len(names)):
                 if targets is not None:
                     row.append(_cell(targets[i, j]))
                 row.append(_cell(predictions[i, j]))
+                if spread is not None:
+                    row.append(_cell(spread[i, j]))
             writer.writerow(row)
 
 
