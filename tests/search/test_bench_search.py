@@ -66,15 +66,13 @@ def test_counters_and_breakdown_of_a_fake_search(tmp_path, local_ray):
     }  # fmt: skip
     assert report["train_seconds_sum"] == pytest.approx(5 * 0.01)
     assert report["overhead"] == pytest.approx(1 - 0.05 / (2 * (end - start)))
-    # trials: the PT job and the scratch configuration (filling the free slot) in the PT phase,
-    # then both configurations in the main experiment (the scratch one reads its rows back)
-    assert (report["rows"], report["seed_runs"], report["trials"]) == (5, 4, 4)
+    # one experiment: the PT job first, then both configurations (the FT one waits for the PT
+    # job if it starts first); no separate PT experiment, no rows read back
+    assert (report["rows"], report["seed_runs"], report["trials"]) == (5, 4, 3)
     trials = tune_trial_times(tmp_path / "store" / "first" / "tune")
-    assert {trials[r["trial_id"]]["experiment"] for r in rows if r["kind"] == "scratch"} == {
-        "pretrain"
-    }
+    assert {trials[r["trial_id"]]["experiment"] for r in rows} == {"main"}
     breakdown = report["breakdown_slot_seconds"]
-    assert set(breakdown["outside_trials"]) == {"pretrain", "main"}
+    assert set(breakdown["outside_trials"]) == {"main"}
     parts = _flatten(breakdown) - breakdown["ray_start"]  # ray_start is part of before_search
     assert parts == pytest.approx(report["slot_seconds"], rel=1e-9)
 
@@ -133,3 +131,35 @@ def test_trial_slots():
     assert trial_slots({"CPU": 16.0}, 1, 0, 3) == 3
     assert trial_slots({"CPU": 1.0}, 2, 0, None) == 1
     assert not math.isnan(trial_slots({}, 1, 0, None))
+
+
+@pytest.mark.parametrize("mode", ["ok", "baddata"])
+def test_trials_needing_a_running_pt_job_wait_for_its_row(tmp_path, mode):
+    """Three trials ask for one PT job at once (a merged experiment: FT trials may start
+    while the PT trial trains): it runs once, its row is the trainer's (not a cache hit), and
+    a failed PT job is not retried by the waiters."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.search.conftest import executions
+    from tests.search.fakes import fake_job
+    from tlsearch.search.compile import compile_spec
+    from tlsearch.search.driver import resolve_storage
+    from tlsearch.search.pretrain_cache import pretrain_key
+    from tlsearch.search.trainable import TrialEnv, ensure_pt_row
+
+    data = _spec(tmp_path, "first").model_dump()
+    data["datasets"]["B"]["data"] = f"fake://{mode}?log={{log}}&sleep=0.5&source=B"
+    spec = resolve_storage(SearchSpec.model_validate(data), str(tmp_path))
+    (job,) = compile_spec(spec, str(tmp_path)).pretrain_jobs
+    env = TrialEnv(spec=spec, base_dir=str(tmp_path), pretrain_jobs={pretrain_key(job): job})
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: ensure_pt_row(env, job, fake_job, None), range(3)))
+    assert len([line for line in executions(tmp_path) if '"pretrain"' in line]) == 1
+    assert len({row["run_id"] for row, _ in results}) == 1
+    row = RunStore.for_search(spec.storage, spec.name).read_row(results[0][0]["run_id"])
+    if mode == "ok":
+        assert row["status"] == "ok" and row["pt_cache_hit"] is False
+        assert all(pretrained is not None for _, pretrained in results)
+    else:
+        assert row["status"] == "failed"
+        assert all(pretrained is None for _, pretrained in results)

@@ -225,3 +225,19 @@ def test_kuberay_rayjob():
     assert "ray start --head" in (CLUSTER / "onprem.md").read_text().replace(".venv/bin/", "")
     readme = (CLUSTER / "README.md").read_text()
     assert "ray job submit" in readme and "s3://" in readme and "gs://" in readme
+
+
+def test_validating_and_compiling_a_spec_does_not_import_torch():
+    """The driver process never trains: validating the model/train/graph overrides and
+    compiling the plan must not pay torch's import (seconds per search)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tlsearch.search.spec import load_spec; "
+        "from tlsearch.search.compile import compile_spec; from tlsearch.search import driver; "
+        f"compile_spec(load_spec({str(REPO / 'search_spaces' / 'quickstart.yaml')!r}), '.'); "
+        "sys.exit('torch imported' if 'torch' in sys.modules else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

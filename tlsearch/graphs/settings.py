@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,3 +31,9 @@ class GraphSettings(BaseModel):
     def cache_token(self) -> str:
         """A stable string for cache keys."""
         return self.model_dump_json()
+
+
+def default_cache_dir() -> Path:
+    """``$TLSEARCH_CACHE`` or ``~/.cache/tlsearch/graphs`` (torch-free, for configs)."""
+    env = os.environ.get("TLSEARCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tlsearch" / "graphs"

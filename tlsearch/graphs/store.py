@@ -50,12 +50,6 @@ _ARRAYS = {  # name -> (dtype, columns)
 }
 
 
-def default_cache_dir() -> Path:
-    """``$TLSEARCH_CACHE`` or ``~/.cache/tlsearch/graphs``."""
-    env = os.environ.get("TLSEARCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "tlsearch" / "graphs"
-
-
 def dataset_key(records: Sequence[StructureRecord], settings: GraphSettings) -> str:
     """Cache key: graph settings + cache format + every structure's content, in order."""
     h = hashlib.blake2b(digest_size=20)

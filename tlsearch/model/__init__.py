@@ -1,29 +1,34 @@
-"""ALIGNN in plain PyTorch (no DGL), weight-compatible with the ``alignn`` package."""
+"""ALIGNN in plain PyTorch (no DGL), weight-compatible with the ``alignn`` package.
 
-from tlsearch.model.alignn import ALIGNN
-from tlsearch.model.config import ALIGNNConfig
-from tlsearch.model.interop import (
-    CheckpointMismatchError,
-    LoadResult,
-    infer_config,
-    load_alignn_state_dict,
-    read_alignn_state_dict,
-)
-from tlsearch.model.layers import ALIGNNConv, EdgeGatedGraphConv, MLPLayer, RBFExpansion
-from tlsearch.model.pooling import AvgPooling, average_pool
+Importing the package is cheap (no torch): the names below load their module on first use, so
+configs (:mod:`.config`) validate in processes that never build a model (the search driver).
+"""
 
-__all__ = [
-    "ALIGNN",
-    "ALIGNNConfig",
-    "ALIGNNConv",
-    "AvgPooling",
-    "CheckpointMismatchError",
-    "EdgeGatedGraphConv",
-    "LoadResult",
-    "MLPLayer",
-    "RBFExpansion",
-    "average_pool",
-    "infer_config",
-    "load_alignn_state_dict",
-    "read_alignn_state_dict",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ALIGNN": "alignn",
+    "ALIGNNConfig": "config",
+    "ALIGNNConv": "layers",
+    "AvgPooling": "pooling",
+    "CheckpointMismatchError": "interop",
+    "EdgeGatedGraphConv": "layers",
+    "LoadResult": "interop",
+    "MLPLayer": "layers",
+    "RBFExpansion": "layers",
+    "average_pool": "pooling",
+    "infer_config": "interop",
+    "load_alignn_state_dict": "interop",
+    "read_alignn_state_dict": "interop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tlsearch.model' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tlsearch.model.{_EXPORTS[name]}"), name)

@@ -1,8 +1,13 @@
-"""Run a search on Ray: plan -> PT phase -> configuration experiments -> status.
+"""Run a search on Ray: plan -> (PT jobs + configurations) -> status.
 
-The PT phase runs every PT job once; scratch configurations (which need no PT model) run in
-the slots the PT jobs leave free (:func:`pretrain_phase_fillers`), and the configuration
-experiments then read their rows back.
+PT jobs run once each, before the configurations that fine-tune from them. When the search has
+a grid experiment first and its PT jobs need the same resources as its configurations
+(:func:`merge_pretrain`), the PT jobs are the first trials of that experiment: one Tune
+experiment, one set of trial processes (each imports torch once), no barrier between the
+phases. A fine-tuning trial that starts while its PT job is still training waits for it (the
+PT row lock in :func:`tlsearch.search.trainable.ensure_pt_row`). Otherwise (Optuna cells, ASHA,
+multi-worker PT jobs) a separate PT experiment runs first, with the scratch configurations in the
+slots the PT jobs leave free (:func:`pretrain_phase_fillers`).
 
 Storage layout of a search (``<storage>/<name>/``): ``plan.json`` and ``spec.yaml`` (what is
 planned), ``runs/`` (one Parquet row per seed-run and PT job), ``tune/<experiment>/`` (Tune's
@@ -36,7 +41,7 @@ from tlsearch.search.points import SCRATCH
 from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.status import SearchStatus, search_status
-from tlsearch.search.trainable import TrialEnv, pretrain_trial, search_trial
+from tlsearch.search.trainable import TrialEnv, search_trial
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +104,51 @@ def run_search(
         len(jobs),
         join(search_dir, "runs"),
     )
-    if jobs:
-        points = [{"pt_key": k} for k in jobs] + pretrain_phase_fillers(plan)
-        pt_plan = ExperimentPlan(PRETRAIN_EXPERIMENT, "grid", [0], points=points)
+    experiments = list(plan.experiments)
+    pt_points = [{"pt_key": k} for k in jobs]
+    if jobs and merge_pretrain(plan, resume and _restorable(env, PRETRAIN_EXPERIMENT)):
+        first = experiments[0]
+        experiments[0] = ExperimentPlan(
+            first.name, "grid", first.seeds, points=pt_points + first.points, label=first.label
+        )
+    elif jobs:
+        pt_plan = ExperimentPlan(
+            PRETRAIN_EXPERIMENT, "grid", [0], points=pt_points + pretrain_phase_fillers(plan)
+        )
         resources = spec.pretrain.resources or spec.resources
-        run_experiment(pt_plan, pretrain_trial, env, resources, resume, job_fn, verbose)
-    for experiment in plan.experiments:
+        run_experiment(pt_plan, search_trial, env, resources, resume, job_fn, verbose)
+    for experiment in experiments:
         run_experiment(experiment, search_trial, env, spec.resources, resume, job_fn, verbose)
     status = search_status(search_dir)
     logger.info("search %s finished: %s", spec.name, status.counts_line())
     return status
+
+
+def merge_pretrain(plan: SearchPlan, split_before: bool = False) -> bool:
+    """Whether the PT jobs run as the first trials of the first (grid) experiment.
+
+    Not when that could change what runs or how: the first experiment is an Optuna cell (its
+    searcher would see the PT trials), ASHA (it stops trials by their metric), multi-worker PT
+    jobs or PT trials with other resources than the configurations (Tune reuses a trial process
+    only for equal resources), or a search resumed from a separate PT experiment
+    (``split_before``: it keeps the layout it started with).
+    """
+    spec = plan.spec
+    pt = spec.pretrain
+    return not (
+        split_before
+        or not plan.experiments
+        or plan.experiments[0].algorithm != "grid"
+        or spec.search.asha
+        or pt.num_workers > 1
+        or (pt.resources is not None and pt.resources != spec.resources)
+    )
+
+
+def _restorable(env: TrialEnv, name: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(experiment_path(env, name))
 
 
 def pretrain_phase_fillers(plan: SearchPlan) -> list[dict[str, Any]]:
@@ -249,11 +289,14 @@ def new_tuner(experiment: ExperimentPlan, trainable: Any, env: TrialEnv, verbose
 
     spec = env.spec
     is_main = experiment.name != PRETRAIN_EXPERIMENT
+    asha = is_main and spec.search.asha is not None
+    # a metric only where a searcher or scheduler reads it: PT trials report none
+    ranked = experiment.algorithm == "optuna" or asha
     tune_config = tune.TuneConfig(
-        metric=spec.search.metric if is_main else None,
-        mode=spec.search.mode if is_main else None,
+        metric=spec.search.metric if ranked else None,
+        mode=spec.search.mode if ranked else None,
         search_alg=optuna_searcher(spec) if experiment.algorithm == "optuna" else None,
-        scheduler=asha_scheduler(spec) if is_main and spec.search.asha else None,
+        scheduler=asha_scheduler(spec) if asha else None,
         num_samples=experiment.num_samples if experiment.algorithm == "optuna" else 1,
         max_concurrent_trials=spec.max_concurrent,
         trial_dirname_creator=trial_dirname,

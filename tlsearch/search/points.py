@@ -214,7 +214,7 @@ def pretrain_job(spec: SearchSpec, point: Point, seed: int, base_dir: str) -> Jo
 
 def graph_cache_dir(spec: SearchSpec) -> str | None:
     """The one graph cache every trial shares: ``<storage>/graphs`` for local storage."""
-    from tlsearch.graphs.store import default_cache_dir
+    from tlsearch.graphs.settings import default_cache_dir
     from tlsearch.results.store import is_remote, join
 
     if spec.graph_cache != "auto":

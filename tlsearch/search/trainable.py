@@ -15,11 +15,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tlsearch.locking import file_lock
 from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
 from tlsearch.search.jobs import JobConfig, absolute_spec, resolve_job_fn
 from tlsearch.search.points import Point, build_job, config_hash, pretrain_job, run_id_for
@@ -74,6 +76,17 @@ class TrialEnv(BaseModel):
         folder.mkdir(parents=True)
         return folder
 
+    def pt_lock(self, key: str) -> AbstractContextManager[None]:
+        """The lock of PT job ``key``'s row in this search: in the search folder on local
+        storage (NFS included), per node on object stores (no locks there; the model cache
+        then keeps two nodes' copies of a job identical, see :mod:`.pretrain_cache`)."""
+        if is_remote(self.spec.storage):
+            folder = Path(tempfile.gettempdir()) / "tlsearch-locks" / self.spec.name
+        else:
+            folder = Path(resolve(join(self.search_dir, "locks"))[1])
+        folder.mkdir(parents=True, exist_ok=True)
+        return file_lock(folder / f"pt-{key}.lock")
+
     def publish(self, workdir: Path, run_id: str) -> str:
         """Copy a run's folder to storage (object stores); returns its checkpoint URI."""
         uri = join(self.search_dir, "work", run_id)
@@ -104,11 +117,20 @@ def _trial_id() -> str | None:
 
 
 def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = None) -> None:
-    """Tune trial: run every seed of one configuration, reporting the running mean metric."""
+    """Tune trial: run every seed of one configuration, reporting the running mean metric.
+
+    The PT jobs' points (``{"pt_key": ...}``, ``{"scratch": ...}``) go to
+    :func:`pretrain_trial`: one trainable serves a whole experiment, so Tune reuses its trial
+    processes across PT jobs and configurations.
+    """
     from ray import tune
 
+    raw = config.get("point", config)
+    if "pt_key" in raw or "scratch" in raw:
+        pretrain_trial(config, env, job_fn)
+        return
     fn = job_fn or resolve_job_fn(env.job_fn)
-    point = Point.from_config(config.get("point", config), env.spec)
+    point = Point.from_config(raw, env.spec)
     trial_id = _trial_id()
     search = env.spec.search
     rows: list[dict[str, Any]] = []
@@ -203,7 +225,19 @@ def pretrained_checkpoint(
 def ensure_pt_row(
     env: TrialEnv, job: JobConfig, job_fn: JobFn, trial_id: str | None
 ) -> tuple[dict[str, Any], Pretrained | None]:
-    """The search's row of a PT job, running the job (or reusing the cache) when needed."""
+    """The search's row of a PT job, running the job (or reusing the cache) when needed.
+
+    Held under the PT job's row lock (:meth:`TrialEnv.pt_lock`): a fine-tuning trial that
+    needs a PT job another trial is running waits for it, then reads its row (no second
+    training, no second row, and a failed PT job is not tried again).
+    """
+    with env.pt_lock(pretrain_key(job)):
+        return _ensure_pt_row(env, job, job_fn, trial_id)
+
+
+def _ensure_pt_row(
+    env: TrialEnv, job: JobConfig, job_fn: JobFn, trial_id: str | None
+) -> tuple[dict[str, Any], Pretrained | None]:
     store = env.store()
     run_id = f"pt-{pretrain_key(job)}"
     row = store.read_row(run_id)

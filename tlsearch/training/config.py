@@ -12,8 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tlsearch.graphs.settings import GraphSettings
-from tlsearch.graphs.store import default_cache_dir
+from tlsearch.graphs.settings import GraphSettings, default_cache_dir
 from tlsearch.model.config import ALIGNNConfig
 from tlsearch.yamlfile import read_yaml_mapping
 
