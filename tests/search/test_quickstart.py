@@ -31,6 +31,7 @@ def test_quickstart_end_to_end(tmp_path, local_ray, capsys):
             "datasets": TINY_DATA,
             "pt_sizes": [100],
             "ft_sizes": [20, 40],
+            "seeds": [0, 1],
             "train": {
                 "epochs": 2,
                 "batch_size": 16,

@@ -185,6 +185,7 @@ def test_quickstart_on_a_two_node_cluster(tmp_path, two_node_cluster):
             },
             "pt_sizes": [100],
             "ft_sizes": [20, 40],
+            "seeds": [0, 1],
             "train": {"epochs": 2, "batch_size": 16, "early_stopping_patience": None},
             "pretrain": {"train": {"epochs": 2}},
         },  # fmt: skip

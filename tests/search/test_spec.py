@@ -20,7 +20,7 @@ CLUSTER = REPO / "cluster"
 
 # seed-runs and PT jobs the paper's experiments plan (also in search_spaces/README.md)
 EXPECTED = {
-    "quickstart": (12, 1),
+    "quickstart": (30, 1),
     "hparam": (960, 3),
     "ft_size": (175, 3),
     "pt_size": (335, 10),
@@ -241,3 +241,13 @@ def test_validating_and_compiling_a_spec_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_grid_trials_start_with_the_largest_ft_sizes():
+    """Longest trials first (scratch before transfer): the last trials to start are short."""
+    spec = load_spec(REPO / "search_spaces" / "quickstart.yaml", {"ft_sizes": [40, None, 80]})
+    (main,) = compile_spec(spec, str(REPO)).experiments
+    order = [(p["kind"], p["ft_size"]) for p in main.points]
+    assert order == [("scratch", None), ("scratch", 80), ("scratch", 40)] + [
+        ("finetune", size) for size in (None, None, 80, 80, 40, 40)
+    ]

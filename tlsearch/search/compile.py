@@ -17,6 +17,7 @@ configuration. Scratch baselines of an Optuna search run as one extra grid exper
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,18 @@ def transfer_points(spec: SearchSpec) -> list[Point]:
     return points
 
 
+def largest_first(points: list[Point]) -> list[Point]:
+    """``points`` with the largest FT sizes (all data first) first, otherwise in order.
+
+    Tune starts grid trials in order; a configuration's cost grows with its FT size, so the
+    long trials start first and the last ones to start are short: less time with one slot
+    busy and the others idle at the end of an experiment (longest-processing-time-first).
+    Scratch baselines stay before the transfer configurations (they need no PT model, so
+    they fill the slots the PT jobs leave free).
+    """
+    return sorted(points, key=lambda p: -(p.ft_size if p.ft_size is not None else math.inf))
+
+
 def optuna_cells(spec: SearchSpec) -> list[ExperimentPlan]:
     """One Optuna experiment per combination of the non-Optuna axes (a *cell*)."""
     axes = set(spec.search.optuna_axes)
@@ -190,7 +203,7 @@ def compile_spec(spec: SearchSpec, base_dir: str = ".") -> SearchPlan:
     experiments: list[ExperimentPlan] = []
     if spec.search.algorithm == "grid":
         points = scratch_points(spec, lr_values(spec)) if spec.scratch else []
-        points += transfer_points(spec)
+        points = largest_first(points) + largest_first(transfer_points(spec))
         experiments.append(
             ExperimentPlan(
                 MAIN_EXPERIMENT, "grid", spec.seeds, points=[p.as_config() for p in points]
@@ -199,7 +212,7 @@ def compile_spec(spec: SearchSpec, base_dir: str = ".") -> SearchPlan:
     else:
         if spec.scratch:
             lrs = lr_values(spec) or [1e-3]
-            baseline = [p.as_config() for p in scratch_points(spec, lrs)]
+            baseline = [p.as_config() for p in largest_first(scratch_points(spec, lrs))]
             experiments.append(
                 ExperimentPlan(BASELINE_EXPERIMENT, "grid", spec.seeds, points=baseline)
             )
