@@ -1,7 +1,7 @@
 """``tlsearch bench search [SPEC]``: where a whole search's wall time goes.
 
 Runs SPEC (default ``search_spaces/quickstart.yaml``) in a fresh storage folder through the
-``tlsearch search`` entry point (:func:`tlsearch.search.cli.main`: local Ray start-up, PT phase,
+``tlsearch search`` entry point (:func:`tlsearch.search.cli.main`: local Ray start-up, PT jobs,
 configuration experiments, status and plot), then reads the Parquet rows, ``plan.json`` and
 Tune's per-trial ``result.json`` files and reports, printed and as JSON:
 

@@ -10,8 +10,9 @@ Concurrency: on local disk and NFS a file lock (``<key>.lock``) makes concurrent
 job once: the first runs it into ``_tmp-<key>-<uuid>/`` and renames it into place, the others
 wait and then reuse it. Object stores (``s3://``, ``gs://``) have no locks: the lock is then per
 node, so two nodes may both train the same model; the result is the same and the upload of
-``_COMPLETE.json`` last makes a half-uploaded model invisible. The search's PT phase runs each
-job in one trial, so this happens only when searches overlap.
+``_COMPLETE.json`` last makes a half-uploaded model invisible. A search runs each PT job in
+one trial (and its other trials wait on the job's row lock), so this happens only when
+searches overlap.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class TrialEnv(BaseModel):
         spec: the resolved spec (absolute storage path).
         base_dir: the folder relative data paths are resolved against.
         job_fn: ``"module:function"`` replacing :func:`tlsearch.search.jobs.run_job` (tests).
-        pretrain_jobs: the search's PT jobs by key (the PT phase's grid).
+        pretrain_jobs: the search's PT jobs by key (one ``{"pt_key": key}`` trial each).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -140,7 +140,7 @@ def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = N
 
 
 def pretrain_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = None) -> None:
-    """Tune trial of the PT phase: make sure one PT job's model exists and is recorded.
+    """Tune trial of a PT job: make sure its model exists and is recorded.
 
     A ``{"scratch": point}`` trial instead runs the seeds of a scratch configuration in a slot
     the PT jobs leave free (see :func:`tlsearch.search.driver.pretrain_phase_fillers`).
