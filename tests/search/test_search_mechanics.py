@@ -147,3 +147,25 @@ def test_a_restore_without_optuna_is_refused():
     with pytest.raises(RuntimeError, match="not OptunaSearch.*30861"):
         check_searcher(tuner, experiment)
     check_searcher(tuner, ExperimentPlan("main", "grid", [0]))  # grids need no Optuna
+
+
+def test_asha_stops_configurations_after_fewer_seeds(tmp_path, local_ray):
+    """ASHA over seeds: the PT job runs in its own experiment before the configurations (ASHA
+    must only see configurations), at least one configuration runs every seed, some stop after
+    the grace period, and no seed-run is recorded twice."""
+    spec = fake_spec(
+        tmp_path,
+        strategies=["unfreeze_all", "last_layer", "new_head"],
+        lr=[1e-3, 1e-2],
+        seeds=[0, 1, 2, 3],
+        search={"algorithm": "grid", "asha": {"grace_period": 1, "reduction_factor": 2}},
+        max_concurrent=1,
+    )
+    status = run_search(spec, verbose=0)
+    tune_dir = tmp_path / "store" / "fake" / "tune"
+    assert sorted(p.name for p in tune_dir.iterdir()) == ["main", "pretrain"]
+    rows = RunStore.for_search(spec.storage, spec.name).rows()
+    seeds = Counter(r["config_hash"] for r in rows if r["kind"] != "pretrain")
+    assert max(seeds.values()) == 4 and min(seeds.values()) < 4
+    assert status.duplicates == 0 and status.failed == 0
+    assert status.completed == sum(seeds.values()) < status.planned

@@ -5,9 +5,8 @@ a grid experiment first and its PT jobs need the same resources as its configura
 (:func:`merge_pretrain`), the PT jobs are the first trials of that experiment: one Tune
 experiment, one set of trial processes (each imports torch once), no barrier between the
 phases. A fine-tuning trial that starts while its PT job is still training waits for it (the
-PT row lock in :func:`tlsearch.search.trainable.ensure_pt_row`). Otherwise (Optuna cells, ASHA,
-multi-worker PT jobs) a separate PT experiment runs first, with the scratch configurations in the
-slots the PT jobs leave free (:func:`pretrain_phase_fillers`).
+PT row lock in :func:`tlsearch.search.trainable.ensure_pt_row`). Otherwise (an Optuna search
+without scratch baselines, ASHA, multi-worker PT jobs) a separate PT experiment runs first.
 
 Storage layout of a search (``<storage>/<name>/``): ``plan.json`` and ``spec.yaml`` (what is
 planned), ``runs/`` (one Parquet row per seed-run and PT job), ``tune/<experiment>/`` (Tune's
@@ -37,7 +36,6 @@ from tlsearch.search.compile import (
     compile_spec,
 )
 from tlsearch.search.jobs import absolute_spec
-from tlsearch.search.points import SCRATCH
 from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.status import SearchStatus, search_status
@@ -112,9 +110,7 @@ def run_search(
             first.name, "grid", first.seeds, points=pt_points + first.points, label=first.label
         )
     elif jobs:
-        pt_plan = ExperimentPlan(
-            PRETRAIN_EXPERIMENT, "grid", [0], points=pt_points + pretrain_phase_fillers(plan)
-        )
+        pt_plan = ExperimentPlan(PRETRAIN_EXPERIMENT, "grid", [0], points=pt_points)
         resources = spec.pretrain.resources or spec.resources
         run_experiment(pt_plan, search_trial, env, resources, resume, job_fn, verbose)
     for experiment in experiments:
@@ -149,31 +145,6 @@ def _restorable(env: TrialEnv, name: str) -> bool:
     from ray import tune
 
     return tune.Tuner.can_restore(experiment_path(env, name))
-
-
-def pretrain_phase_fillers(plan: SearchPlan) -> list[dict[str, Any]]:
-    """Scratch configurations to run in the PT phase, beside the PT jobs: ``{"scratch": point}``.
-
-    Scratch baselines need no PT model, so they fill the slots the PT jobs leave idle (a PT
-    phase of one job on 2 slots used to leave one slot idle for the whole PT run). Their rows
-    are written then; the configuration experiments find them recorded and only read them back
-    (same run ids, same metrics reported to Tune). Not done when it could change what runs or
-    how: ASHA (it may stop a configuration before its last seed), DDP PT jobs (their workers
-    need the free CPUs) or PT trials with other resources than the configurations.
-    """
-    spec = plan.spec
-    pt = spec.pretrain
-    if spec.search.asha or pt.num_workers > 1:
-        return []
-    if pt.resources is not None and pt.resources != spec.resources:
-        return []
-    return [
-        {"scratch": point}
-        for experiment in plan.experiments
-        if experiment.algorithm == "grid"
-        for point in experiment.points
-        if point.get("kind") == SCRATCH
-    ]
 
 
 def resolve_storage(spec: SearchSpec, base_dir: str) -> SearchSpec:

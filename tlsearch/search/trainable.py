@@ -142,8 +142,9 @@ def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = N
 def pretrain_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = None) -> None:
     """Tune trial of a PT job: make sure its model exists and is recorded.
 
-    A ``{"scratch": point}`` trial instead runs the seeds of a scratch configuration in a slot
-    the PT jobs leave free (see :func:`tlsearch.search.driver.pretrain_phase_fillers`).
+    A ``{"scratch": point}`` trial instead runs the seeds of a scratch configuration: the PT
+    experiments of searches started before PT jobs joined the grid experiment hold such
+    trials (filling the slots the PT jobs left free), and ``--resume`` restores them.
     """
     from ray import tune
 
