@@ -163,3 +163,20 @@ def test_trials_needing_a_running_pt_job_wait_for_its_row(tmp_path, mode):
     else:
         assert row["status"] == "failed"
         assert all(pretrained is None for _, pretrained in results)
+
+
+def test_address_is_passed_to_the_search(tmp_path, monkeypatch):
+    """``--address auto`` measures a search on a running Ray (no start-up in the wall time)."""
+    from tlsearch.bench import search as bench_search
+    from tlsearch.search import cli
+
+    seen = []
+
+    def fake_search(argv):
+        seen.append(argv)
+        raise KeyboardInterrupt  # stop before measuring
+
+    monkeypatch.setattr(cli, "main", fake_search)
+    with pytest.raises(KeyboardInterrupt):
+        bench_search.main(["--storage", str(tmp_path / "s"), "--address", "auto", "--no-plot"])
+    assert seen[0][-3:] == ["--no-plot", "--address", "auto"]

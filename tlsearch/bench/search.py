@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="fresh (missing or empty) folder for the search (default: a new temporary folder)",
     )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="run on this Ray cluster (e.g. 'auto' after 'ray start --head') instead of "
+        "starting a local Ray: measures a search without Ray's start-up",
+    )
     p.add_argument("--smoke", action="store_true", help="the spec's --smoke version")
     p.add_argument("--no-plot", action="store_true", help="pass --no-plot to the search")
     p.add_argument("--json", type=Path, default=None, help=f"report file (default <storage>/"
@@ -91,7 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = _process_start()
     args = _parser().parse_args(argv)
     storage = _fresh_storage(args.storage)
-    report = run_bench(args.spec, storage, start=start, smoke=args.smoke, plot=not args.no_plot)
+    report = run_bench(
+        args.spec,
+        storage,
+        start=start,
+        smoke=args.smoke,
+        plot=not args.no_plot,
+        address=args.address,
+    )
     path = args.json or storage / REPORT_NAME
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     sys.stdout.write(format_report(report) + f"\nreport: {path}\n")
@@ -118,9 +131,16 @@ def _fresh_storage(storage: Path | None) -> Path:
 
 
 def run_bench(
-    spec_path: Path, storage: Path, *, start: float, smoke: bool = False, plot: bool = True
+    spec_path: Path,
+    storage: Path,
+    *,
+    start: float,
+    smoke: bool = False,
+    plot: bool = True,
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Run the search command on ``spec_path`` into ``storage`` and measure it."""
+    """Run the search command on ``spec_path`` into ``storage`` (on the Ray cluster at
+    ``address``, else a local Ray it starts) and measure it."""
     import ray
 
     from tlsearch.search import driver
@@ -134,6 +154,7 @@ def run_bench(
     ray_was_up = ray.is_initialized()
     argv = ["search", str(spec_path), "--storage", str(storage)]
     argv += (["--smoke"] if smoke else []) + ([] if plot else ["--no-plot"])
+    argv += ["--address", address] if address else []
     code = search_main(argv)
     cluster = ray.cluster_resources() if ray.is_initialized() else {}
     if ray.is_initialized() and not ray_was_up:
@@ -148,7 +169,13 @@ def run_bench(
         phases=dict(driver.LAST_PHASES),
         cache_dir=storage / "graphs",
     )
-    return {"spec": str(spec_path), "smoke": smoke, "search_exit_code": code, **report}
+    return {
+        "spec": str(spec_path),
+        "smoke": smoke,
+        "address": address,
+        "search_exit_code": code,
+        **report,
+    }
 
 
 def trial_slots(
