@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import tlsearch.model.bn_silu as bn_silu
 import tlsearch.model.edge_gated_kernel as kernel
 from tlsearch.model.layers import (
     ALIGNNConv,
@@ -134,10 +135,14 @@ def test_fused_kernel_gradcheck(training: bool):
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("use_y_out", [True, False], ids=["x-and-y", "x-only"])
-def test_fused_equals_reference_with_many_chunks(monkeypatch, training: bool, use_y_out: bool):
+@pytest.mark.parametrize("keep_gates", [True, False], ids=["gates-kept", "gates-recomputed"])
+def test_fused_equals_reference_with_many_chunks(
+    monkeypatch, training: bool, use_y_out: bool, keep_gates: bool
+):
     """Chunks of 2 edges (7 edges: a partial last chunk); values, gradients, running stats."""
     dim = 4
     monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 2 * dim)
+    monkeypatch.setattr(kernel, "SAVE_GATES_ELEMENTS", 1 << 20 if keep_gates else 0)
     reference = make_conv(fused=False, dim=dim).train(training)
     fused = copy.deepcopy(reference)
     fused.fused = True
@@ -176,6 +181,23 @@ def test_edges_out_false_gives_none_and_the_same_nodes(monkeypatch, fused: bool)
         results.append([x_out, *grads, *conv.buffers()])
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_edge_index_is_reused_and_gives_the_same_result(monkeypatch):
+    """An EdgeIndex (as ALIGNN passes) caches its chunk structures; results equal a tensor's."""
+    monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 3 * 5)
+    index = kernel.EdgeIndex(EDGE_INDEX)
+    outputs = []
+    for edge_index in (EDGE_INDEX, index, index):
+        conv = make_conv(fused=True).train()
+        outputs.append(conv(edge_index, *inputs()))
+    assert len(index.chunks(NUM_ATOMS, 3)) == 3  # 7 edges in chunks of 3
+    for got in outputs[1:]:
+        for a, b in zip(got, outputs[0]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    reference = make_conv(fused=False).train()
+    for a, b in zip(reference(index, *inputs()), outputs[0]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_fused_conv_with_constant_edge_features():
@@ -231,6 +253,66 @@ def test_mlp_layer_is_linear_batchnorm_silu():
     lin, bn = layer.layer[0], layer.layer[1]
     z = (lin(x) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
     torch.testing.assert_close(layer(x), z * torch.sigmoid(z))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("input_grad", [True, False], ids=["x-grad", "x-constant"])
+def test_fused_mlp_layer_equals_sequential(monkeypatch, training: bool, input_grad: bool):
+    """Values, gradients and running moments, with chunks of 3 rows (10 rows: partial last)."""
+    monkeypatch.setattr(bn_silu, "CHUNK_ELEMENTS", 3 * 4)
+    torch.manual_seed(0)
+    reference = MLPLayer(6, 4, fused=False).double()
+    randomize_batchnorms(reference)
+    reference.train(training)
+    fused = copy.deepcopy(reference)
+    fused.fused = True
+    x0 = torch.randn(10, 6, dtype=torch.float64) * 2 + 1
+    results = []
+    for layer in (reference, fused):
+        x = x0.clone().requires_grad_(input_grad)
+        out = layer(x)
+        (
+            out * torch.linspace(-1, 1, out.numel(), dtype=x.dtype).reshape(out.shape)
+        ).sum().backward()
+        grads = [p.grad for p in layer.parameters()] + ([x.grad] if input_grad else [])
+        results.append([out, *grads, *layer.buffers()])
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_mlp_layer_gradcheck():
+    torch.manual_seed(0)
+    layer = MLPLayer(3, 2).double().train()
+    names = [name for name, _ in layer.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in layer.parameters())
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+
+    def run(x, *params):
+        return torch.func.functional_call(layer, dict(zip(names, params)), (x,))
+
+    assert torch.autograd.gradcheck(run, (x, *params))
+
+
+def test_fused_mlp_layer_training_needs_two_rows():
+    with pytest.raises(ValueError, match="more than 1 value"):
+        MLPLayer(3, 2).train()(torch.randn(1, 3))
+
+
+def test_one_thread_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError), bn_silu.OneThread(active=True) as one:
+            assert torch.get_num_threads() == 1
+            with one.all_threads():
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+        with bn_silu.OneThread(active=False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_average_pool_is_mean_per_graph():

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.edge_gated_kernel import EdgeIndex
 from tlsearch.model.layers import ALIGNNConv, EdgeGatedGraphConv, MLPLayer, RBFExpansion
 from tlsearch.model.pooling import AvgPooling
 
@@ -72,6 +73,8 @@ class ALIGNN(nn.Module):
 
     def embed(self, batch: GraphBatch) -> Tensor:
         """Pooled graph features (B, hidden_features): everything before the head."""
+        # index structures shared by every convolution on the same graph, built once
+        edge_index, lg_index = EdgeIndex(batch.edge_index), EdgeIndex(batch.lg_index)
         x = self.atom_embedding(batch.atom_features)
         y = self.edge_embedding(torch.linalg.vector_norm(batch.edge_vectors, dim=1))
         if len(self.alignn_layers) > 0:
@@ -79,10 +82,10 @@ class ALIGNN(nn.Module):
             last = len(self.alignn_layers) - 1
             for k, layer in enumerate(self.alignn_layers):
                 # nothing reads the last layer's angle features: skip computing them
-                x, y, z = layer(batch.edge_index, batch.lg_index, x, y, z, angles_out=k < last)
+                x, y, z = layer(edge_index, lg_index, x, y, z, angles_out=k < last)
         last = len(self.gcn_layers) - 1
         for k, layer in enumerate(self.gcn_layers):
-            x, y = layer(batch.edge_index, x, y, edges_out=k < last)
+            x, y = layer(edge_index, x, y, edges_out=k < last)
         return self.readout(x, batch.node_graph, batch.num_graphs)
 
     def head(self, h: Tensor) -> Tensor:

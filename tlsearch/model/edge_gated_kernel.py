@@ -4,12 +4,20 @@ Why a hand-written autograd function: on a crystal line graph the convolution ru
 T ~ 10^5-10^6 edges with 256 features, so every (T, 256) float32 temporary is hundreds of MB.
 With plain autograd the layer allocates about two dozen of them per step, and on CPU the
 cost of those allocations (fresh pages from the OS) rivals the arithmetic. This kernel
-walks the edges in chunks of a few thousand rows through two or three preallocated
-chunk-sized workspaces (``out=`` everywhere, so the loops allocate nothing) and keeps only
-two edge-sized tensors alive: the gate pre-activation ``m`` (saved for backward) and the output
-``y'`` (skipped when the caller does not need it); ``sigmoid(m)`` and the batch-norm output
-are recomputed per chunk in backward. Every chunk workspace is contiguous: ``index_add_``
-from a strided source is about ten times slower on CPU.
+walks the edges in chunks of a few thousand rows (see
+:data:`~tlsearch.model.bn_silu.CHUNK_ELEMENTS`) through chunk-sized workspaces and keeps few
+edge-sized tensors alive: the gate pre-activation ``m`` (saved for backward, one part per
+chunk), the gates ``s = sigmoid(m)`` on small graphs (:data:`SAVE_GATES_ELEMENTS`; else
+recomputed in backward) and the output ``y'`` (skipped when the caller does not need it); the
+batch-norm output is recomputed per chunk in backward.
+
+Index work goes through ``embedding_bag`` (fbgemm kernels on CPU, parallel over bags), with
+per-chunk structures built once per graph (:class:`EdgeIndex`): the sums over a node's edges
+are bag sums over a sort permutation (2.7x faster than ``index_add_`` on 23k x 256 rows, 5x on
+1.7k: ``index_add_`` is effectively single-threaded on CPU), and ``A_u + B_v`` (forward) and
+``C_u - h_v`` (backward) are one two-row bag per edge from a stacked node table (one pass
+instead of two gathers and an add). Small graphs run their elementwise ops on one thread
+(:class:`~tlsearch.model.bn_silu.OneThread`).
 
 Forward, per edge ``e = (u -> v)`` and feature (all products elementwise)::
 
@@ -34,32 +42,112 @@ Backward, with ``g_y'`` and ``g_h`` (= ``g_U``) the incoming gradients of ``y'``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from tlsearch.model.bn_silu import (
+    CHUNK_ELEMENTS,
+    OneThread,
+    affine_grads,
+    batch_moments,
+    input_grad_terms,
+    is_small,
+    normalize_silu,
+    row_chunks,
+)
+
 #: Added to the gate sum in the aggregation denominator, as in alignn.
 GATE_EPS = 1e-6
-#: Elements of one (rows, features) chunk workspace on CPU: 2**22 floats = 16 MB, i.e.
-#: 16384 rows of 256 features. On 2 idle cores 4096-32768-row chunks run within ~15% of each
-#: other (best near 8192), but every op is an OpenMP region ending in a barrier, and when
-#: other processes compete for the cores each barrier waits for a descheduled thread: a
-#: (T=200k, 256) layer took 24 s with 4096-row chunks, 8 s with 16384, 4.3 s unchunked
-#: (1.7 s idle). This size keeps most of the cache benefit with few regions. On GPUs the
-#: whole edge set is one chunk.
-CHUNK_ELEMENTS = 1 << 22
-
-_silu_backward = torch.ops.aten.silu_backward.grad_input  # g * silu'(z), into grad_input
+#: The gates ``s = sigmoid(m)`` are kept from forward to backward (instead of recomputed there)
+#: when the edges have at most this many elements: one more edge-sized tensor per layer (64 MB
+#: at this bound) saves one sigmoid pass, the costliest elementwise pass of the backward.
+SAVE_GATES_ELEMENTS = 1 << 24
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # g * s * (1 - s)
 
 
-def _chunks(total: int, rows: int) -> Iterator[tuple[slice, int]]:
-    """``(rows slice, rows in it)`` covering ``range(total)``."""
-    for start in range(0, total, rows):
-        stop = min(start + rows, total)
-        yield slice(start, stop), stop - start
+@dataclass(frozen=True)
+class _Segments:
+    """Rows grouped by target node: ``perm`` (n,) sorts them by target (stably), and
+    ``offsets`` (N + 1,) bounds each node's group in that order (empty groups allowed)."""
+
+    perm: Tensor
+    offsets: Tensor
+
+    @classmethod
+    def of(cls, target: Tensor, num_nodes: int) -> _Segments:
+        counts = torch.bincount(target, minlength=num_nodes)
+        offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        return cls(torch.argsort(target, stable=True), offsets)
+
+    def sum(self, rows: Tensor) -> Tensor:
+        """(N, D) per-node sums of the contiguous (n, D) ``rows``, in row order within a node.
+
+        ``embedding_bag`` sums its bags in parallel over nodes (fbgemm kernels on CPU), several
+        times faster than ``index_add_``, which runs on one thread on CPU.
+        """
+        return F.embedding_bag(self.perm, rows, self.offsets, mode="sum", include_last_offset=True)
+
+
+@dataclass(frozen=True)
+class _ChunkIndex:
+    """Index structures of one chunk of edges (rows ``rows`` of the edge list)."""
+
+    rows: slice
+    src: Tensor
+    dst: Tensor
+    #: (2n,) ``[N + v_0, u_0, N + v_1, u_1, ...]`` and (n,) ``[0, 2, 4, ...]``: gathering the
+    #: pairs from a stacked (2N, D) table ``[X; Y]`` gives ``X_u + Y_v`` in one pass. The
+    #: destination comes first in each pair: with sorted sources (the line graph's order) the
+    #: gather is ~2x slower the other way round (measured; the sum is the same either way).
+    pairs: Tensor
+    pair_offsets: Tensor
+    by_src: _Segments
+    by_dst: _Segments
+
+    @classmethod
+    def of(cls, src: Tensor, dst: Tensor, rows: slice, num_nodes: int) -> _ChunkIndex:
+        u, v = src[rows], dst[rows]
+        pairs = torch.stack([v + num_nodes, u], 1).reshape(-1)
+        pair_offsets = torch.arange(0, pairs.numel(), 2, device=u.device)
+        return cls(
+            rows, u, v, pairs, pair_offsets, _Segments.of(u, num_nodes), _Segments.of(v, num_nodes)
+        )
+
+    def gather_sum(self, table: Tensor) -> Tensor:
+        """(n, D) ``X_u + Y_v`` from ``table = [X; Y]`` (2N, D), as one fresh tensor."""
+        return F.embedding_bag(self.pairs, table, self.pair_offsets, mode="sum")
+
+
+class EdgeIndex:
+    """An (2, E) ``edge_index`` with the kernel's per-chunk index structures, cached.
+
+    The sort permutations and segment offsets cost a few index operations over the edges; a
+    model that applies several convolutions to one graph (all ALIGNN layers share the bond graph
+    and the line graph) wraps its ``edge_index`` once so they are built once per batch.
+    """
+
+    def __init__(self, edge_index: Tensor) -> None:
+        self.edge_index = edge_index
+        self._chunks: dict[tuple[int, int], list[_ChunkIndex]] = {}
+
+    def chunks(self, num_nodes: int, rows: int) -> list[_ChunkIndex]:
+        """The structures of the chunks of ``rows`` edges, for a graph of ``num_nodes`` nodes."""
+        key = (num_nodes, rows)
+        if key not in self._chunks:
+            src, dst = self.edge_index[0], self.edge_index[1]
+            self._chunks[key] = [
+                _ChunkIndex.of(src, dst, sl, num_nodes)
+                for sl, _ in row_chunks(self.edge_index.shape[1], rows)
+            ]
+        return self._chunks[key]
+
+
+def _accumulate(total: Tensor | None, part: Tensor) -> Tensor:
+    """``part`` for the first chunk, ``total += part`` after."""
+    return part if total is None else total.add_(part)
 
 
 class EdgeGatedEdges(torch.autograd.Function):
@@ -71,7 +159,7 @@ class EdgeGatedEdges(torch.autograd.Function):
         y: (E, I) edge features.
         weight: (D, I) edge_gate weight (its bias is folded into ``A``).
         gamma, beta: (D,) affine parameters of the edge batch norm.
-        src, dst: (E,) long, edge endpoints.
+        index: the (2, E) edge endpoints as an :class:`EdgeIndex`.
         running_mean, running_var: (D,) running moments, or None to use batch moments.
         eps: batch-norm epsilon.
         residual: whether ``y'`` includes ``+ y`` (requires I == D).
@@ -92,8 +180,7 @@ class EdgeGatedEdges(torch.autograd.Function):
         weight: Tensor,
         gamma: Tensor,
         beta: Tensor,
-        src: Tensor,
-        dst: Tensor,
+        index: EdgeIndex,
         running_mean: Tensor | None,
         running_var: Tensor | None,
         eps: float,
@@ -102,143 +189,137 @@ class EdgeGatedEdges(torch.autograd.Function):
         edges_out: bool,
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         num_nodes, num_edges, dim = node_proj.shape[0], y.shape[0], weight.shape[0]
-        rows = max(1, min(chunk_rows, num_edges))
-        work = [y.new_empty(rows, dim) for _ in range(2)]
-        a_nodes, c_nodes, b_nodes = (p.contiguous() for p in node_proj[:, : 3 * dim].split(dim, 1))
-        u_nodes = node_proj[:, 3 * dim :]
-        batch_stats = running_mean is None or running_var is None
+        small = is_small(num_edges, dim, y.device) and is_small(num_nodes, dim, y.device)
+        with OneThread(small) as threads:
+            rows = max(1, min(chunk_rows, num_edges))
+            chunks = index.chunks(num_nodes, rows)
+            work = [y.new_empty(rows, dim) for _ in range(2)]
+            a_nodes, c_nodes, b_nodes = node_proj[:, : 3 * dim].split(dim, 1)
+            ab_nodes = torch.cat([a_nodes, b_nodes])  # gathered in pairs: A_u + B_v
+            c_nodes = c_nodes.contiguous()
+            u_nodes = node_proj[:, 3 * dim :]
+            batch_stats = running_mean is None or running_var is None
 
-        m = y.new_empty(num_edges, dim)
-        den, num = y.new_zeros(num_nodes, dim), y.new_zeros(num_nodes, dim)  # sum s, sum C_u s
-        m_total = y.new_zeros(dim, dtype=torch.float64)
-        for sl, n in _chunks(num_edges, rows):
-            u, v = src[sl], dst[sl]
-            m_c = torch.index_select(a_nodes, 0, u, out=m[sl]).addmm_(y[sl], weight.t())
-            m_c += torch.index_select(b_nodes, 0, v, out=work[0][:n])
-            s = torch.sigmoid(m_c, out=work[0][:n])
-            den.index_add_(0, v, s)
-            num.index_add_(0, v, torch.index_select(c_nodes, 0, u, out=work[1][:n]).mul_(s))
+            # m is kept chunk by chunk, each part the gather's own output: no edge-sized copy
+            m_parts: list[Tensor] = []
+            s_parts: list[Tensor] = []  # the gates, when kept for backward
+            keep_gates = num_edges * dim <= SAVE_GATES_ELEMENTS
+            den = num = None  # (N, D): sum s, sum C_u s
+            for ch in chunks:
+                n = ch.src.shape[0]
+                m_c = ch.gather_sum(ab_nodes)
+                with threads.all_threads():
+                    m_c.addmm_(y[ch.rows], weight.t())
+                m_parts.append(m_c)
+                if keep_gates:
+                    s = torch.sigmoid(m_c)
+                    s_parts.append(s)
+                else:
+                    s = torch.sigmoid(m_c, out=work[0][:n])
+                den = _accumulate(den, ch.by_dst.sum(s))
+                msg = torch.index_select(c_nodes, 0, ch.src, out=work[1][:n]).mul_(s)
+                num = _accumulate(num, ch.by_dst.sum(msg))
+            if den is None:  # no edges
+                den, num = y.new_zeros(num_nodes, dim), y.new_zeros(num_nodes, dim)
+            den.add_(GATE_EPS)
+            h = num.div_(den)
+            x_pre = u_nodes + h
+
             if batch_stats:
-                m_total += m_c.sum(0)
-        den.add_(GATE_EPS)
-        h = num.div_(den)
-        x_pre = u_nodes + h
+                mean, var = batch_moments(m_parts, num_edges, work[0])
+            else:
+                mean, var = running_mean, running_var
+            invstd = torch.rsqrt(var + eps)
+            scale = gamma * invstd
+            shift = beta - mean * scale
+            y_out = None
+            if edges_out:
+                y_out = normalize_silu(
+                    m_parts,
+                    [ch.rows for ch in chunks],
+                    scale,
+                    shift,
+                    y.new_empty(num_edges, dim),
+                    y if residual else None,
+                )
 
-        if batch_stats:
-            mean = (m_total / num_edges).to(y.dtype)
-            var = _centered_square_mean(m, mean, rows, work[0])
-        else:
-            mean, var = running_mean, running_var
-        invstd = torch.rsqrt(var + eps)
-        scale = gamma * invstd
-        shift = beta - mean * scale
-        y_out = _edge_output(m, y, scale, shift, residual, rows) if edges_out else None
-
-        ctx.save_for_backward(m, c_nodes, den, h, y, weight, mean, invstd, scale, shift, src, dst)
-        ctx.batch_stats, ctx.residual, ctx.rows = batch_stats, residual, rows
-        ctx.set_materialize_grads(False)
-        mean, var = mean.detach().clone(), var.detach().clone()
-        ctx.mark_non_differentiable(mean, var)
-        return x_pre, y_out, mean, var
+            ctx.save_for_backward(
+                c_nodes, den, h, y, weight, mean, invstd, scale, shift, *m_parts, *s_parts
+            )
+            ctx.batch_stats, ctx.residual, ctx.rows, ctx.chunks = (
+                batch_stats,
+                residual,
+                rows,
+                chunks,
+            )
+            ctx.set_materialize_grads(False)
+            mean, var = mean.detach().clone(), var.detach().clone()
+            ctx.mark_non_differentiable(mean, var)
+            return x_pre, y_out, mean, var
 
     @staticmethod
     def backward(ctx, g_h: Tensor | None, g_out: Tensor | None, *_):
-        m, c_nodes, den, h, y, weight, mean, invstd, scale, shift, src, dst = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        num_nodes, num_edges, dim, rows = c_nodes.shape[0], m.shape[0], weight.shape[0], ctx.rows
-        # three contiguous chunk workspaces: index_add_ from a strided source is ~10x slower
-        work = [m.new_empty(rows, dim) for _ in range(3)]
-        g_y = torch.empty_like(y) if needs[1] else None
+        c_nodes, den, h, y, weight, mean, invstd, scale, shift, *parts = ctx.saved_tensors
+        chunks, needs = ctx.chunks, ctx.needs_input_grad
+        m_parts, s_parts = parts[: len(chunks)], parts[len(chunks) :]
+        num_nodes, num_edges, dim, rows = c_nodes.shape[0], y.shape[0], weight.shape[0], ctx.rows
+        small = is_small(num_edges, dim, y.device) and is_small(num_nodes, dim, y.device)
+        with OneThread(small) as threads:
+            # contiguous chunk workspaces: embedding_bag from a strided source is ~4x slower
+            work = [y.new_empty(rows, dim) for _ in range(2)]
+            g_y = torch.empty_like(y) if needs[1] else None
 
-        g_gamma = g_beta = g_z_all = None
-        if g_out is not None:
-            # g_z = g_out * silu'(z) is kept edge-sized, in g_y's memory when it fits there
-            g_z_all = g_y if g_y is not None and g_y.shape[1] == dim else torch.empty_like(m)
-            g_gamma, g_beta = _bn_affine_grads(m, g_out, mean, invstd, scale, shift, rows, g_z_all)
-            # train-mode BN input gradient: scale * g_z + a * m + b (see module docstring)
-            a = -scale * invstd * g_gamma / num_edges
-            b = -scale * g_beta / num_edges - a * mean
-
-        if g_h is None:
-            g_h = den.new_zeros(num_nodes, dim)
-        g_num = g_h / den
-        g_den = torch.mul(g_num, h).neg_()
-        g_a, g_c, g_b = (m.new_zeros(num_nodes, dim) for _ in range(3)) if needs[0] else [None] * 3
-        g_w = torch.zeros_like(weight) if needs[2] else None
-        for sl, n in _chunks(num_edges, rows):
-            u, v, m_c = src[sl], dst[sl], m[sl]
-            g_num_v = torch.index_select(g_num, 0, v, out=work[0][:n])
-            g_s = torch.index_select(c_nodes, 0, u, out=work[1][:n]).mul_(g_num_v)
-            g_s += torch.index_select(g_den, 0, v, out=work[2][:n])  # dL/ds_e
-            sig = torch.sigmoid(m_c, out=work[2][:n])
-            g_c_e = g_num_v.mul_(sig)  # dL/dC_u contributions: g_num_v * s_e
-            g_m = _sigmoid_backward(g_s, sig, grad_input=g_s)
+            g_gamma = g_beta = g_z_all = None
             if g_out is not None:
-                g_m.addcmul_(g_z_all[sl], scale)
-                if ctx.batch_stats:
-                    g_m.addcmul_(m_c, a).add_(b)
-            if g_a is not None:
-                g_a.index_add_(0, u, g_m)
-                g_c.index_add_(0, u, g_c_e)
-                g_b.index_add_(0, v, g_m)
-            if g_y is not None:  # overwrites g_z (already used) with dL/dy
-                if ctx.residual and g_out is not None:
-                    torch.addmm(g_out[sl], g_m, weight, out=g_y[sl])
-                else:
-                    torch.mm(g_m, weight, out=g_y[sl])
-            if g_w is not None:
-                g_w.addmm_(g_m.t(), y[sl])
-        g_node_proj = torch.cat([g_a, g_c, g_b, g_h], dim=1) if needs[0] else None
-        g_gamma = g_gamma if needs[3] else None
-        g_beta = g_beta if needs[4] else None
-        return g_node_proj, g_y, g_w, g_gamma, g_beta, *([None] * 8)
+                # g_z = g_out * silu'(z) is kept edge-sized, in g_y's memory when it fits there
+                g_z_all = (
+                    g_y if g_y is not None and g_y.shape[1] == dim else g_out.new_empty(g_out.shape)
+                )
+                slices = [ch.rows for ch in chunks]
+                g_gamma, g_beta = affine_grads(
+                    m_parts, slices, g_out, mean, invstd, scale, shift, work[0], g_z_all
+                )
+                # train-mode BN input gradient: scale * g_z + a * m + b (see module docstring)
+                a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, num_edges)
 
-
-def _edge_output(
-    m: Tensor, y: Tensor, scale: Tensor, shift: Tensor, residual: bool, rows: int
-) -> Tensor:
-    """``y' = silu(m * scale + shift)`` (``+ y`` if residual), chunk by chunk."""
-    y_out = torch.empty_like(m)
-    for sl, _ in _chunks(m.shape[0], rows):
-        out = torch.addcmul(shift, m[sl], scale, out=y_out[sl])
-        F.silu(out, inplace=True)
-        if residual:
-            out += y[sl]
-    return y_out
-
-
-def _centered_square_mean(m: Tensor, mean: Tensor, rows: int, scratch: Tensor) -> Tensor:
-    """Biased column variance ``mean((m - mean)**2, 0)`` of (E, D) ``m``, chunk by chunk."""
-    total = m.new_zeros(m.shape[1], dtype=torch.float64)
-    for sl, n in _chunks(m.shape[0], rows):
-        total += torch.sub(m[sl], mean, out=scratch[:n]).square_().sum(0)
-    return (total / m.shape[0]).to(m.dtype)
-
-
-def _bn_affine_grads(
-    m: Tensor,
-    g_out: Tensor,
-    mean: Tensor,
-    invstd: Tensor,
-    scale: Tensor,
-    shift: Tensor,
-    rows: int,
-    g_z_out: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """``(g_gamma, g_beta)``: sums over edges of ``g_z * x_hat`` and ``g_z``.
-
-    ``z = m * scale + shift`` is the SiLU input and ``g_z = g_out * silu'(z)``; ``g_z`` is
-    written to ``g_z_out`` (E, D) for the caller's second pass.
-    """
-    g_gamma = m.new_zeros(m.shape[1], dtype=torch.float64)
-    g_beta = m.new_zeros(m.shape[1], dtype=torch.float64)
-    scratch = m.new_empty(rows, m.shape[1])
-    for sl, n in _chunks(m.shape[0], rows):
-        z = torch.addcmul(shift, m[sl], scale, out=scratch[:n])
-        g_z = _silu_backward(g_out[sl], z, grad_input=g_z_out[sl])
-        g_beta += g_z.sum(0)
-        g_gamma += torch.sub(m[sl], mean, out=scratch[:n]).mul_(g_z).sum(0)
-    return (g_gamma * invstd).to(m.dtype), g_beta.to(m.dtype)
+            if g_h is None:
+                g_h = den.new_zeros(num_nodes, dim)
+            g_num = g_h / den
+            # dL/ds_e = g_num_v * C_u + g_den_v with g_den = -g_num * h: g_num_v * (C_u - h_v)
+            c_minus_h = torch.cat([c_nodes, -h])
+            g_a = g_c = g_b = None
+            g_w = torch.zeros_like(weight) if needs[2] else None
+            for k, (ch, m_c) in enumerate(zip(chunks, m_parts, strict=True)):
+                sl, n = ch.rows, ch.src.shape[0]
+                g_num_v = torch.index_select(g_num, 0, ch.dst, out=work[0][:n])
+                g_s = ch.gather_sum(c_minus_h).mul_(g_num_v)
+                sig = s_parts[k] if s_parts else torch.sigmoid(m_c, out=work[1][:n])
+                g_c_e = g_num_v.mul_(sig)  # dL/dC_u contributions: g_num_v * s_e
+                g_m = _sigmoid_backward(g_s, sig, grad_input=g_s)
+                if g_out is not None:
+                    g_m.addcmul_(g_z_all[sl], scale)
+                    if ctx.batch_stats:
+                        g_m.addcmul_(m_c, a).add_(b)
+                if needs[0]:
+                    g_a = _accumulate(g_a, ch.by_src.sum(g_m))
+                    g_c = _accumulate(g_c, ch.by_src.sum(g_c_e))
+                    g_b = _accumulate(g_b, ch.by_dst.sum(g_m))
+                with threads.all_threads():
+                    if g_y is not None:  # overwrites g_z (already used) with dL/dy
+                        if ctx.residual and g_out is not None:
+                            torch.addmm(g_out[sl], g_m, weight, out=g_y[sl])
+                        else:
+                            torch.mm(g_m, weight, out=g_y[sl])
+                    if g_w is not None:
+                        g_w.addmm_(g_m.t(), y[sl])
+            g_node_proj = None
+            if needs[0]:
+                if g_a is None:  # no edges
+                    g_a, g_c, g_b = (y.new_zeros(num_nodes, dim) for _ in range(3))
+                g_node_proj = torch.cat([g_a, g_c, g_b, g_h], dim=1)
+            g_gamma = g_gamma if needs[3] else None
+            g_beta = g_beta if needs[4] else None
+            return g_node_proj, g_y, g_w, g_gamma, g_beta, *([None] * 7)
 
 
 def edge_gated_edges(
@@ -247,29 +328,31 @@ def edge_gated_edges(
     weight: Tensor,
     gamma: Tensor,
     beta: Tensor,
-    edge_index: Tensor,
+    edge_index: Tensor | EdgeIndex,
     running_mean: Tensor | None,
     running_var: Tensor | None,
     eps: float,
     residual: bool,
     edges_out: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Apply :class:`EdgeGatedEdges`; returns ``(x_pre, y', mean, var)`` (see its docstring)."""
+    """Apply :class:`EdgeGatedEdges`; returns ``(x_pre, y', mean, var)`` (see its docstring).
+
+    ``edge_index`` may be a (2, E) tensor or an :class:`EdgeIndex` (reused across calls).
+    """
     num_edges, dim = y.shape[0], weight.shape[0]
     if running_mean is None and num_edges < 2:
         raise ValueError(
             f"Expected more than 1 edge to compute batch-norm statistics, got {num_edges}"
         )
     chunk_rows = max(1, CHUNK_ELEMENTS // dim) if y.device.type == "cpu" else max(1, num_edges)
-    src, dst = edge_index[0], edge_index[1]
+    index = edge_index if isinstance(edge_index, EdgeIndex) else EdgeIndex(edge_index)
     return EdgeGatedEdges.apply(
         node_proj,
         y,
         weight,
         gamma,
         beta,
-        src,
-        dst,
+        index,
         running_mean,
         running_var,
         eps,

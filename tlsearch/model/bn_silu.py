@@ -1,0 +1,274 @@
+"""Chunked batch norm + SiLU on CPU, and a fused ``silu(BatchNorm(W x + b))`` (``MLPLayer``).
+
+Why: ``nn.BatchNorm1d`` on a 2-D (rows, features) input runs PyTorch's per-channel CPU kernels,
+which stride through memory by the row length; on the ~10^4-10^5 bond-pair rows of a line graph
+its forward and backward each cost several elementwise passes' worth of time, and plain
+autograd keeps three (rows, features) tensors per layer. Here the moments, the normalization
+and the SiLU (and their gradients) are a few row-contiguous passes over chunks of rows, with
+one saved tensor (the pre-activation ``m``). The same helpers serve the edge batch norm of
+:mod:`tlsearch.model.edge_gated_kernel`, whose ``m`` is kept in per-chunk parts.
+
+Batch norm in training mode, per feature (``E`` rows)::
+
+    x_hat = (m - mean) * invstd,   z = gamma * x_hat + beta = m * scale + shift,   out = silu(z)
+    g_z = g_out * silu'(z),   g_beta = sum g_z,   g_gamma = sum g_z * x_hat
+    g_m = scale * g_z + a * m + b,   a = -scale * invstd * g_gamma / E,
+                                     b = -scale * g_beta / E - a * mean
+
+(in eval mode ``mean``/``var`` are the running moments and ``g_m = scale * g_z``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+#: Elements of one (rows, features) chunk workspace on CPU: 2**21 floats = 8 MB, i.e.
+#: 8192 rows of 256 features, so the few chunk-sized tensors a chunk's passes touch stay in a
+#: 32 MB L3 cache. Every op is an OpenMP region ending in a barrier, so much smaller chunks
+#: lose when other processes compete for the cores (each barrier waits for a descheduled
+#: thread). Measured on 2 loaded cores, training steps of the paper's model on 16-structure
+#: batches (interleaved A/B): DC (~25k bond pairs) 8192 rows ~9% faster than 16384 (4096:
+#: ~5% faster, 2048 and 32768 slower); BG (~90k) unchanged. On GPUs the whole set is one chunk.
+CHUNK_ELEMENTS = 1 << 21
+
+#: Row sets of at most this many elements (4096 rows of 256 features) run their elementwise and
+#: index ops on one thread, see :class:`OneThread`.
+SERIAL_ELEMENTS = 1 << 20
+
+_silu_backward = torch.ops.aten.silu_backward.grad_input  # g * silu'(z), into grad_input
+
+
+class OneThread:
+    """Context: torch ops inside run on one thread when ``active`` (and more than one is set);
+    :meth:`all_threads` gives a block (a matmul) the caller's thread count back.
+
+    Why: shared machines run with ``OMP_WAIT_POLICY=PASSIVE``, so OpenMP workers sleep between
+    parallel regions and every region pays a wake-up of ~0.1 ms. On small graphs (a bond graph's
+    ~2k edges, its ~150 atoms) that is most of an elementwise op's time: ``mul_`` + ``sum`` on a
+    (1800, 256) tensor took 0.27 ms on 2 threads, 0.10 ms on 1 (setting the count costs
+    ~0.2 us). Matmuls keep the threads: (1800, 256) @ (256, 256) takes 1.8 ms on 2, 3.2 ms on 1.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.threads = torch.get_num_threads()
+        self.active = active and self.threads > 1
+
+    def __enter__(self) -> OneThread:
+        if self.active:
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            torch.set_num_threads(self.threads)
+
+    @contextmanager
+    def all_threads(self) -> Iterator[None]:
+        """Within the context, run this block on the caller's thread count."""
+        if self.active:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if self.active:
+                torch.set_num_threads(1)
+
+
+def is_small(rows: int, features: int, device: torch.device) -> bool:
+    """Whether (rows, features) tensors on ``device`` are cheap enough for one thread."""
+    return device.type == "cpu" and rows * features <= SERIAL_ELEMENTS
+
+
+def chunk_rows(rows: int, features: int, device: torch.device) -> int:
+    """Rows per chunk for (rows, features) tensors on ``device`` (all of them off CPU)."""
+    if device.type != "cpu":
+        return max(1, rows)
+    return max(1, min(CHUNK_ELEMENTS // max(1, features), rows))
+
+
+def row_chunks(total: int, rows: int) -> Iterator[tuple[slice, int]]:
+    """``(rows slice, rows in it)`` covering ``range(total)``."""
+    for start in range(0, total, rows):
+        stop = min(start + rows, total)
+        yield slice(start, stop), stop - start
+
+
+def batch_moments(parts: list[Tensor], count: int, scratch: Tensor) -> tuple[Tensor, Tensor]:
+    """Column mean and biased variance of the rows of all ``parts`` (two passes: the variance
+    from centered squares, not ``E[m^2] - mean^2``; sums accumulated in float64)."""
+    total = sum(part.sum(0).double() for part in parts)
+    mean = (total / count).to(scratch.dtype)
+    squares = parts[0].new_zeros(mean.shape, dtype=torch.float64)
+    for part in parts:
+        squares += torch.sub(part, mean, out=scratch[: part.shape[0]]).square_().sum(0)
+    return mean, (squares / count).to(scratch.dtype)
+
+
+def normalize_silu(
+    parts: list[Tensor],
+    slices: list[slice],
+    scale: Tensor,
+    shift: Tensor,
+    out: Tensor,
+    residual: Tensor | None = None,
+) -> Tensor:
+    """``out[sl] = silu(part * scale + shift) (+ residual[sl])`` for every part; returns ``out``."""
+    for sl, part in zip(slices, parts, strict=True):
+        o = torch.addcmul(shift, part, scale, out=out[sl])
+        F.silu(o, inplace=True)
+        if residual is not None:
+            o += residual[sl]
+    return out
+
+
+def affine_grads(
+    parts: list[Tensor],
+    slices: list[slice],
+    g_out: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    scale: Tensor,
+    shift: Tensor,
+    scratch: Tensor,
+    g_z_out: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """``(g_gamma, g_beta)``: sums over rows of ``g_z * x_hat`` and ``g_z``.
+
+    ``z = m * scale + shift`` is the SiLU input and ``g_z = g_out * silu'(z)``; ``g_z`` is
+    written to ``g_z_out`` (rows, D) for the caller's second pass.
+    """
+    g_gamma = mean.new_zeros(mean.shape, dtype=torch.float64)
+    g_beta = mean.new_zeros(mean.shape, dtype=torch.float64)
+    for sl, part in zip(slices, parts, strict=True):
+        n = part.shape[0]
+        z = torch.addcmul(shift, part, scale, out=scratch[:n])
+        g_z = _silu_backward(g_out[sl], z, grad_input=g_z_out[sl])
+        g_beta += g_z.sum(0)
+        g_gamma += torch.sub(part, mean, out=scratch[:n]).mul_(g_z).sum(0)
+    return (g_gamma * invstd).to(mean.dtype), g_beta.to(mean.dtype)
+
+
+def input_grad_terms(
+    scale: Tensor, invstd: Tensor, mean: Tensor, g_gamma: Tensor, g_beta: Tensor, count: int
+) -> tuple[Tensor, Tensor]:
+    """``(a, b)`` of the train-mode input gradient ``g_m = scale * g_z + a * m + b``."""
+    a = -scale * invstd * g_gamma / count
+    b = -scale * g_beta / count - a * mean
+    return a, b
+
+
+class LinearBNSiLU(torch.autograd.Function):
+    """``silu(BatchNorm(x W^T + bias))`` with the batch norm in training (batch moments) or
+    eval (running moments) mode.
+
+    Inputs: x (M, I), weight (D, I), bias (D,), gamma, beta (D,), running_mean and
+    running_var (D,) or None for batch moments, eps. Outputs: (M, D) and the (D,) mean and
+    biased variance used (non-differentiable; the caller updates running stats).
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        eps: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        with OneThread(is_small(x.shape[0], weight.shape[0], x.device)) as threads:
+            return LinearBNSiLU._forward(
+                ctx, threads, x, weight, bias, gamma, beta, running_mean, running_var, eps
+            )
+
+    @staticmethod
+    def _forward(ctx, threads, x, weight, bias, gamma, beta, running_mean, running_var, eps):
+        with threads.all_threads():
+            m = torch.addmm(bias, x, weight.t())
+        rows, dim = m.shape
+        step = chunk_rows(rows, dim, m.device)
+        slices = [sl for sl, _ in row_chunks(rows, step)]
+        parts = [m[sl] for sl in slices]
+        scratch = m.new_empty(step, dim)
+        batch_stats = running_mean is None or running_var is None
+        if batch_stats:
+            mean, var = batch_moments(parts, rows, scratch)
+        else:
+            mean, var = running_mean, running_var
+        invstd = torch.rsqrt(var + eps)
+        scale = gamma * invstd
+        shift = beta - mean * scale
+        out = normalize_silu(parts, slices, scale, shift, torch.empty_like(m))
+        ctx.save_for_backward(x, weight, m, mean, invstd, scale, shift)
+        ctx.batch_stats, ctx.step = batch_stats, step
+        mean, var = mean.detach().clone(), var.detach().clone()
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, g_out: Tensor, *_):
+        x, weight, m = ctx.saved_tensors[:3]
+        with OneThread(is_small(m.shape[0], m.shape[1], m.device)) as threads:
+            return LinearBNSiLU._backward(ctx, threads, g_out)
+
+    @staticmethod
+    def _backward(ctx, threads: OneThread, g_out: Tensor):
+        x, weight, m, mean, invstd, scale, shift = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        rows, dim = m.shape
+        slices = [sl for sl, _ in row_chunks(rows, ctx.step)]
+        parts = [m[sl] for sl in slices]
+        g_m = torch.empty_like(m)  # holds g_z, then dL/dm in place
+        g_gamma, g_beta = affine_grads(
+            parts,
+            slices,
+            g_out.contiguous(),
+            mean,
+            invstd,
+            scale,
+            shift,
+            m.new_empty(ctx.step, dim),
+            g_m,
+        )
+        if ctx.batch_stats:
+            a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, rows)
+            for sl, part in zip(slices, parts, strict=True):
+                g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
+        else:
+            g_m.mul_(scale)
+        with threads.all_threads():
+            g_x = g_m @ weight if needs[0] else None
+            g_w = g_m.t() @ x if needs[1] else None
+        g_bias = g_m.sum(0) if needs[2] else None
+        g_gamma = g_gamma if needs[3] else None
+        g_beta = g_beta if needs[4] else None
+        return g_x, g_w, g_bias, g_gamma, g_beta, None, None, None
+
+
+def linear_bn_silu(
+    x: Tensor, linear: torch.nn.Linear, bn: torch.nn.BatchNorm1d
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Apply :class:`LinearBNSiLU` with ``linear``'s and ``bn``'s parameters; returns
+    ``(out, mean, var)``. Batch moments when ``bn`` is training or tracks no running stats."""
+    batch_stats = bn.training or bn.running_mean is None
+    if batch_stats and x.shape[0] < 2:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.shape}"
+        )
+    return LinearBNSiLU.apply(
+        x,
+        linear.weight,
+        linear.bias,
+        bn.weight,
+        bn.bias,
+        None if batch_stats else bn.running_mean,
+        None if batch_stats else bn.running_var,
+        bn.eps,
+    )
