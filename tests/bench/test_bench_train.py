@@ -23,3 +23,20 @@ def test_bench_train_reports_total_and_per_step_ratios():
     ours, theirs = result["tlsearch_structures_per_s"], result["alignn_structures_per_s"]
     assert result["speedup"] == pytest.approx(ours / theirs)
     assert result["tlsearch_fraction_of_roofline"] > 0
+    assert result["speedup_forward_backward"] > 0
+    assert all(ms > 0 for ms in result["optimizer_step_ms"].values())
+
+
+@pytest.mark.peer
+def test_each_model_steps_with_its_own_projects_optimizer():
+    """Ours: the training code's fused AdamW with decay groups; alignn: its train.py's AdamW
+    over group_decay (default per-tensor loop); both at the paper's lr and weight decay."""
+    pytest.importorskip("alignn.models.alignn_atomwise_pure")
+    from tlsearch.bench.train import _optimizers, _ours, _peer
+
+    optimizers = _optimizers({"tlsearch": _ours("cpu"), "alignn": _peer("cpu")})
+    ours, theirs = optimizers["tlsearch"], optimizers["alignn"]
+    assert ours.defaults["fused"] and not theirs.defaults.get("fused")
+    for opt in (ours, theirs):
+        assert opt.defaults["lr"] == 1e-3
+        assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 1e-5]
