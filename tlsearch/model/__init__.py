@@ -6,8 +6,7 @@ configs (:mod:`.config`) validate in processes that never build a model (the sea
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tlsearch.lazy import lazy_getattr
 
 _EXPORTS = {
     "ALIGNN": "alignn",
@@ -28,7 +27,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tlsearch.model' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"tlsearch.model.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ first use, so the search driver can validate strategy names (:mod:`.names`) with
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tlsearch.lazy import lazy_getattr
 
 _EXPORTS = {
     "HeadedALIGNN": "heads",
@@ -36,7 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tlsearch.transfer' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"tlsearch.transfer.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
