@@ -7,24 +7,18 @@ import os
 import pytest
 import yaml
 
-from tests.search.conftest import FAKE_JOB, executions
+from tests.search.conftest import executions, fake_spec_data
 from tlsearch.analysis.fill import run_then_rank
 
 
 def _spec(tmp_path):
-    data = {
-        "name": "bp",
-        "storage": str(tmp_path / "store"),
-        "vars": {"log": str(tmp_path / "log")},
-        "datasets": {"A": "fake://ok?log={log}", "B": "fake://ok?log={log}"},
-        "targets": ["A"],
-        "pt_sources": ["B"],
-        "scratch": False,
-        "ft_sizes": [10],
-        "strategies": ["unfreeze_all", "last_layer"],
-        "seeds": [0, 1, 2],
-        "testing": {"job_fn": FAKE_JOB},
-    }
+    data = fake_spec_data(
+        tmp_path,
+        name="bp",
+        scratch=False,
+        strategies=["unfreeze_all", "last_layer"],
+        seeds=[0, 1, 2],
+    )
     path = tmp_path / "bp.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -13,6 +13,13 @@ FAKE_JOB = "tests.search.fakes:fake_job"
 
 def fake_spec(tmp_path: Path, datasets: dict[str, str] | None = None, **over: Any) -> SearchSpec:
     """A small spec run by the fake job; dataset specs are ``fake://MODE`` with a log folder."""
+    return SearchSpec.model_validate(fake_spec_data(tmp_path, datasets, **over))
+
+
+def fake_spec_data(
+    tmp_path: Path, datasets: dict[str, str] | None = None, **over: Any
+) -> dict[str, Any]:
+    """:func:`fake_spec` as the YAML mapping (for tests that write the spec file)."""
     log = tmp_path / "log"
     data = {
         "name": "fake",
@@ -31,7 +38,7 @@ def fake_spec(tmp_path: Path, datasets: dict[str, str] | None = None, **over: An
         "testing": {"job_fn": FAKE_JOB},
     }
     data.update(over)
-    return SearchSpec.model_validate(data)
+    return data
 
 
 def executions(tmp_path: Path) -> list[str]:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.search.conftest import FAKE_JOB, REPO, executions
+from tests.search.conftest import REPO, executions, fake_spec
 from tlsearch.results.store import RunStore, join
 
 moto_server = pytest.importorskip("moto.server")
@@ -54,22 +54,8 @@ def test_a_search_runs_resumes_and_analyses_on_s3(s3_uri, tmp_path):
     from tlsearch.analysis.best_pair import rank
     from tlsearch.analysis.frame import load_runs
     from tlsearch.search.driver import run_search
-    from tlsearch.search.spec import SearchSpec
 
-    spec = SearchSpec.model_validate(
-        {
-            "name": "objstore",
-            "storage": s3_uri,
-            "vars": {"log": str(tmp_path / "log")},
-            "datasets": {"A": "fake://ok?log={log}", "B": "fake://ok?log={log}"},
-            "targets": ["A"],
-            "pt_sources": ["B"],
-            "scratch": True,
-            "ft_sizes": [10],
-            "seeds": [0, 1],
-            "testing": {"job_fn": FAKE_JOB},
-        }
-    )
+    spec = fake_spec(tmp_path, name="objstore", storage=s3_uri)
     status = run_search(spec, verbose=0)
     assert (status.planned, status.completed, status.failed) == (4, 4, 0)
     assert status.pretrain_counts == {"ok": 1}
