@@ -183,7 +183,8 @@ class LinearBNSiLU(torch.autograd.Function):
         running_var: Tensor | None,
         eps: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        with OneThread(is_small(x.shape[0], weight.shape[0], x.device)) as threads:
+        ctx.small = is_small(x.shape[0], weight.shape[0], x.device)
+        with OneThread(ctx.small) as threads:
             return LinearBNSiLU._forward(
                 ctx, threads, x, weight, bias, gamma, beta, running_mean, running_var, eps
             )
@@ -214,8 +215,7 @@ class LinearBNSiLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out: Tensor, *_):
-        x, weight, m = ctx.saved_tensors[:3]
-        with OneThread(is_small(m.shape[0], m.shape[1], m.device)) as threads:
+        with OneThread(ctx.small) as threads:
             return LinearBNSiLU._backward(ctx, threads, g_out)
 
     @staticmethod

@@ -150,7 +150,7 @@ def load_data(
         logger.debug("%s: %d records from the per-process load cache", spec, len(cached.records))
         return _copy(cached)
     result = _load_uncached(spec, target, data_home, require_targets)
-    if key is not None and isinstance(result, LoadResult):
+    if key is not None:
         _remember(key, result)
         return _copy(result)
     return result
