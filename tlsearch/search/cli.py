@@ -61,6 +61,12 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-concurrent", type=int, metavar="N", help="override max_concurrent")
     p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard logs of every trial under <storage>/<name>/tune/ "
+        "(the spec's tensorboard: true; needs tensorboardX)",
+    )
+    p.add_argument(
         "--no-plot",
         action="store_true",
         help="skip <search>/test_mae.png at the end (local storage only)",
@@ -99,7 +105,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tlsearch.search.spec import load_spec
     from tlsearch.search.status import format_status
 
-    overrides = {"storage": args.storage, "name": args.name, "max_concurrent": args.max_concurrent}
+    overrides = {
+        "storage": args.storage,
+        "name": args.name,
+        "max_concurrent": args.max_concurrent,
+        "tensorboard": args.tensorboard or None,
+    }
     spec = load_spec(args.spec, overrides)
     if args.smoke:
         spec = smoke_spec(spec)

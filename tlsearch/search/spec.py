@@ -77,6 +77,7 @@ class SearchSpec(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: PositiveInt | None = None
     max_failures: int = Field(2, ge=0)
+    tensorboard: bool = False
     pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
     testing: TestingHooks = Field(default_factory=TestingHooks)
 
