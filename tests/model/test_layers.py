@@ -133,16 +133,30 @@ def test_fused_kernel_gradcheck(training: bool):
     assert torch.autograd.gradcheck(run, (x, y, *params))
 
 
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-chunk-workers"])
+def chunk_workers(request, monkeypatch):
+    """1: the chunk loops run in turn; 2: split over two chunk workers (as large graphs on a
+    2-thread CPU are), forced on the tiny test graph."""
+    threads = torch.get_num_threads()
+    if request.param > 1:
+        monkeypatch.setattr(bn_silu, "SERIAL_ELEMENTS", 0)
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("use_y_out", [True, False], ids=["x-and-y", "x-only"])
 @pytest.mark.parametrize("keep_gates", [True, False], ids=["gates-kept", "gates-recomputed"])
 def test_fused_equals_reference_with_many_chunks(
-    monkeypatch, training: bool, use_y_out: bool, keep_gates: bool
+    monkeypatch, chunk_workers: int, training: bool, use_y_out: bool, keep_gates: bool
 ):
-    """Chunks of 2 edges (7 edges: a partial last chunk); values, gradients, running stats."""
+    """Chunks of 2 edges (7 edges: a partial last chunk); values, gradients, running stats;
+    with the chunks run in turn or split over chunk workers."""
     dim = 4
     monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 2 * dim)
     monkeypatch.setattr(kernel, "SAVE_GATES_ELEMENTS", 1 << 20 if keep_gates else 0)
+    assert bn_silu.split_plan(7, 2, False, torch.device("cpu"))[0] == chunk_workers
     reference = make_conv(fused=False, dim=dim).train(training)
     fused = copy.deepcopy(reference)
     fused.fused = True
@@ -257,9 +271,13 @@ def test_mlp_layer_is_linear_batchnorm_silu():
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("input_grad", [True, False], ids=["x-grad", "x-constant"])
-def test_fused_mlp_layer_equals_sequential(monkeypatch, training: bool, input_grad: bool):
-    """Values, gradients and running moments, with chunks of 3 rows (10 rows: partial last)."""
+def test_fused_mlp_layer_equals_sequential(
+    monkeypatch, chunk_workers: int, training: bool, input_grad: bool
+):
+    """Values, gradients and running moments, with chunks of 3 rows (10 rows: partial last),
+    run in turn or split over chunk workers."""
     monkeypatch.setattr(bn_silu, "CHUNK_ELEMENTS", 3 * 4)
+    assert bn_silu.split_plan(10, 3, False, torch.device("cpu"))[0] == chunk_workers
     torch.manual_seed(0)
     reference = MLPLayer(6, 4, fused=False).double()
     randomize_batchnorms(reference)
@@ -322,3 +340,31 @@ def test_average_pool_is_mean_per_graph():
     expected = torch.stack([x[:2].mean(0), x[2], x[3:].mean(0), torch.zeros(3)])
     torch.testing.assert_close(pooled, expected)
     torch.testing.assert_close(AvgPooling()(x, node_graph, 4), expected)
+
+
+def test_split_map_deals_shares_statically_and_restores_threads():
+    """Worker k gets items k, k + W, ...; torch runs on one thread inside a share (and without
+    autograd); the caller's thread count is back after, also when a share raises."""
+    from tlsearch.model.chunk_workers import reduce_in_order, split_map
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = split_map(lambda s: (s, torch.get_num_threads(), torch.is_grad_enabled()),
+                         list(range(5)), 2)  # fmt: skip
+        assert seen == [([0, 2, 4], 1, False), ([1, 3], 1, False)]
+        assert torch.get_num_threads() == 2
+
+        def fail(share):
+            if 1 in share:
+                raise RuntimeError("share failed")
+            return share
+
+        with pytest.raises(RuntimeError, match="share failed"):
+            split_map(fail, [0, 1], 2)
+        assert torch.get_num_threads() == 2
+        assert split_map(len, [7], 2) == [1]  # one item: no threads
+    finally:
+        torch.set_num_threads(threads)
+    assert reduce_in_order([None, torch.ones(2), None, torch.ones(2)]).tolist() == [2.0, 2.0]
+    assert reduce_in_order([None]) is None

@@ -20,12 +20,14 @@ Batch norm in training mode, per feature (``E`` rows)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from tlsearch.model.chunk_workers import reduce_in_order, split_map
 
 #: Elements of one (rows, features) chunk workspace on CPU: 2**21 floats = 8 MB, i.e.
 #: 8192 rows of 256 features, so the few chunk-sized tensors a chunk's passes touch stay in a
@@ -39,6 +41,11 @@ CHUNK_ELEMENTS = 1 << 21
 #: Row sets of at most this many elements (4096 rows of 256 features) run their elementwise and
 #: index ops on one thread, see :class:`OneThread`.
 SERIAL_ELEMENTS = 1 << 20
+
+#: Chunk loops over large row sets may run on chunk workers (:func:`split_plan`); False keeps
+#: every op of a loop on all threads in turn. Measured on 2 cores (paper model, interleaved
+#: bench): training steps 5-8% faster on DC and BG batches.
+PARALLEL = True
 
 _silu_backward = torch.ops.aten.silu_backward.grad_input  # g * silu'(z), into grad_input
 
@@ -98,58 +105,111 @@ def row_chunks(total: int, rows: int) -> Iterator[tuple[slice, int]]:
         yield slice(start, stop), stop - start
 
 
-def batch_moments(parts: list[Tensor], count: int, scratch: Tensor) -> tuple[Tensor, Tensor]:
-    """Column mean and biased variance of the rows of all ``parts`` (two passes: the variance
-    from centered squares, not ``E[m^2] - mean^2``; sums accumulated in float64)."""
-    total = sum(part.sum(0).double() for part in parts)
-    mean = (total / count).to(scratch.dtype)
-    squares = parts[0].new_zeros(mean.shape, dtype=torch.float64)
-    for part in parts:
-        squares += torch.sub(part, mean, out=scratch[: part.shape[0]]).square_().sum(0)
-    return mean, (squares / count).to(scratch.dtype)
+def split_plan(total: int, max_rows: int, small: bool, device: torch.device) -> tuple[int, int]:
+    """``(workers, rows per chunk)`` for a chunk loop over ``total`` rows.
+
+    Large row sets on a multi-threaded CPU split their chunk loops over
+    ``torch.get_num_threads()`` chunk workers (:mod:`~tlsearch.model.chunk_workers`), in chunks
+    of at most ``max_rows`` rows and the same number of chunks per worker; otherwise one worker
+    walks chunks of ``max_rows`` rows with every op on all threads.
+    """
+    rows = max(1, min(max_rows, total))
+    threads = torch.get_num_threads()
+    if small or device.type != "cpu" or threads < 2 or total < 2 * threads or not PARALLEL:
+        return 1, rows
+    per_worker = -(-total // (threads * rows))  # chunks per worker
+    return threads, -(-total // (threads * per_worker))
+
+
+def column_sums(parts: Sequence[Tensor], workers: int = 1) -> Tensor:
+    """Float64 column sums of the rows of all ``parts`` (summed per part, then in order)."""
+
+    def share_sums(share: list[Tensor]) -> Tensor | None:
+        return reduce_in_order([part.sum(0).double() for part in share])
+
+    return reduce_in_order(split_map(share_sums, parts, workers))
+
+
+def centered_variance(
+    parts: Sequence[Tensor], mean: Tensor, count: int, rows: int, workers: int = 1
+) -> Tensor:
+    """Biased column variance of the rows of all ``parts`` (at most ``rows`` rows each) about
+    ``mean``: from centered squares, not ``E[m^2] - mean^2``; sums in float64."""
+
+    def squares(share: list[Tensor]) -> Tensor:
+        scratch = share[0].new_empty(rows, share[0].shape[1])
+        total = mean.new_zeros(mean.shape, dtype=torch.float64)
+        for part in share:
+            total += torch.sub(part, mean, out=scratch[: part.shape[0]]).square_().sum(0)
+        return total
+
+    return (reduce_in_order(split_map(squares, parts, workers)) / count).to(mean.dtype)
+
+
+def batch_moments(
+    parts: Sequence[Tensor], count: int, rows: int, workers: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Column mean and biased variance of the rows of all ``parts`` (two passes)."""
+    mean = (column_sums(parts, workers) / count).to(parts[0].dtype)
+    return mean, centered_variance(parts, mean, count, rows, workers)
 
 
 def normalize_silu(
-    parts: list[Tensor],
-    slices: list[slice],
+    parts: Sequence[Tensor],
+    slices: Sequence[slice],
     scale: Tensor,
     shift: Tensor,
     out: Tensor,
     residual: Tensor | None = None,
+    workers: int = 1,
 ) -> Tensor:
     """``out[sl] = silu(part * scale + shift) (+ residual[sl])`` for every part; returns ``out``."""
-    for sl, part in zip(slices, parts, strict=True):
-        o = torch.addcmul(shift, part, scale, out=out[sl])
-        F.silu(o, inplace=True)
-        if residual is not None:
-            o += residual[sl]
+
+    def normalize(share: list[tuple[Tensor, slice]]) -> None:
+        for part, sl in share:
+            o = torch.addcmul(shift, part, scale, out=out[sl])
+            F.silu(o, inplace=True)
+            if residual is not None:
+                o += residual[sl]
+
+    split_map(normalize, list(zip(parts, slices, strict=True)), workers)
     return out
 
 
 def affine_grads(
-    parts: list[Tensor],
-    slices: list[slice],
+    parts: Sequence[Tensor],
+    slices: Sequence[slice],
     g_out: Tensor,
     mean: Tensor,
     invstd: Tensor,
     scale: Tensor,
     shift: Tensor,
-    scratch: Tensor,
+    rows: int,
     g_z_out: Tensor,
+    workers: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """``(g_gamma, g_beta)``: sums over rows of ``g_z * x_hat`` and ``g_z``.
 
     ``z = m * scale + shift`` is the SiLU input and ``g_z = g_out * silu'(z)``; ``g_z`` is
-    written to ``g_z_out`` (rows, D) for the caller's second pass.
+    written to ``g_z_out`` (rows, D) for the caller's second pass. ``rows``: the most rows of
+    a part.
     """
-    g_gamma = mean.new_zeros(mean.shape, dtype=torch.float64)
-    g_beta = mean.new_zeros(mean.shape, dtype=torch.float64)
-    for sl, part in zip(slices, parts, strict=True):
-        n = part.shape[0]
-        z = torch.addcmul(shift, part, scale, out=scratch[:n])
-        g_z = _silu_backward(g_out[sl], z, grad_input=g_z_out[sl])
-        g_beta += g_z.sum(0)
-        g_gamma += torch.sub(part, mean, out=scratch[:n]).mul_(g_z).sum(0)
+
+    def sums(share: list[tuple[Tensor, slice]]) -> tuple[Tensor, Tensor]:
+        scratch = share[0][0].new_empty(rows, mean.shape[0])
+        g_gamma = mean.new_zeros(mean.shape, dtype=torch.float64)
+        g_beta = mean.new_zeros(mean.shape, dtype=torch.float64)
+        for part, sl in share:
+            n = part.shape[0]
+            z = torch.addcmul(shift, part, scale, out=scratch[:n])
+            g_z = _silu_backward(g_out[sl], z, grad_input=g_z_out[sl])
+            g_beta += g_z.sum(0)
+            g_gamma += torch.sub(part, mean, out=scratch[:n]).mul_(g_z).sum(0)
+        return g_gamma, g_beta
+
+    shares = split_map(sums, list(zip(parts, slices, strict=True)), workers)
+    g_gamma = reduce_in_order([g for g, _ in shares])
+    g_beta = reduce_in_order([g for _, g in shares])
     return (g_gamma * invstd).to(mean.dtype), g_beta.to(mean.dtype)
 
 
@@ -194,21 +254,20 @@ class LinearBNSiLU(torch.autograd.Function):
         with threads.all_threads():
             m = torch.addmm(bias, x, weight.t())
         rows, dim = m.shape
-        step = chunk_rows(rows, dim, m.device)
+        workers, step = split_plan(rows, chunk_rows(rows, dim, m.device), ctx.small, m.device)
         slices = [sl for sl, _ in row_chunks(rows, step)]
         parts = [m[sl] for sl in slices]
-        scratch = m.new_empty(step, dim)
         batch_stats = running_mean is None or running_var is None
         if batch_stats:
-            mean, var = batch_moments(parts, rows, scratch)
+            mean, var = batch_moments(parts, rows, step, workers)
         else:
             mean, var = running_mean, running_var
         invstd = torch.rsqrt(var + eps)
         scale = gamma * invstd
         shift = beta - mean * scale
-        out = normalize_silu(parts, slices, scale, shift, torch.empty_like(m))
+        out = normalize_silu(parts, slices, scale, shift, torch.empty_like(m), workers=workers)
         ctx.save_for_backward(x, weight, m, mean, invstd, scale, shift)
-        ctx.batch_stats, ctx.step = batch_stats, step
+        ctx.batch_stats, ctx.step, ctx.workers = batch_stats, step, workers
         mean, var = mean.detach().clone(), var.detach().clone()
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
@@ -226,21 +285,18 @@ class LinearBNSiLU(torch.autograd.Function):
         slices = [sl for sl, _ in row_chunks(rows, ctx.step)]
         parts = [m[sl] for sl in slices]
         g_m = torch.empty_like(m)  # holds g_z, then dL/dm in place
+        g_out = g_out.contiguous()
         g_gamma, g_beta = affine_grads(
-            parts,
-            slices,
-            g_out.contiguous(),
-            mean,
-            invstd,
-            scale,
-            shift,
-            m.new_empty(ctx.step, dim),
-            g_m,
+            parts, slices, g_out, mean, invstd, scale, shift, ctx.step, g_m, ctx.workers
         )
         if ctx.batch_stats:
             a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, rows)
-            for sl, part in zip(slices, parts, strict=True):
-                g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
+
+            def input_grads(share: list[tuple[slice, Tensor]]) -> None:
+                for sl, part in share:
+                    g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
+
+            split_map(input_grads, list(zip(slices, parts, strict=True)), ctx.workers)
         else:
             g_m.mul_(scale)
         with threads.all_threads():

@@ -42,6 +42,7 @@ Backward, with ``g_y'`` and ``g_h`` (= ``g_U``) the incoming gradients of ``y'``
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -52,12 +53,14 @@ from tlsearch.model.bn_silu import (
     CHUNK_ELEMENTS,
     OneThread,
     affine_grads,
-    batch_moments,
+    centered_variance,
     input_grad_terms,
     is_small,
     normalize_silu,
     row_chunks,
+    split_plan,
 )
+from tlsearch.model.chunk_workers import reduce_in_order, split_map
 
 #: Added to the gate sum in the aggregation denominator, as in alignn.
 GATE_EPS = 1e-6
@@ -191,42 +194,54 @@ class EdgeGatedEdges(torch.autograd.Function):
         num_nodes, num_edges, dim = node_proj.shape[0], y.shape[0], weight.shape[0]
         small = is_small(num_edges, dim, y.device) and is_small(num_nodes, dim, y.device)
         with OneThread(small) as threads:
-            rows = max(1, min(chunk_rows, num_edges))
+            workers, rows = split_plan(num_edges, chunk_rows, small, y.device)
             chunks = index.chunks(num_nodes, rows)
-            work = [y.new_empty(rows, dim) for _ in range(2)]
             a_nodes, c_nodes, b_nodes = node_proj[:, : 3 * dim].split(dim, 1)
             ab_nodes = torch.cat([a_nodes, b_nodes])  # gathered in pairs: A_u + B_v
             c_nodes = c_nodes.contiguous()
             u_nodes = node_proj[:, 3 * dim :]
             batch_stats = running_mean is None or running_var is None
-
-            # m is kept chunk by chunk, each part the gather's own output: no edge-sized copy
-            m_parts: list[Tensor] = []
-            s_parts: list[Tensor] = []  # the gates, when kept for backward
             keep_gates = num_edges * dim <= SAVE_GATES_ELEMENTS
-            den = num = None  # (N, D): sum s, sum C_u s
-            for ch in chunks:
-                n = ch.src.shape[0]
-                m_c = ch.gather_sum(ab_nodes)
-                with threads.all_threads():
-                    m_c.addmm_(y[ch.rows], weight.t())
-                m_parts.append(m_c)
-                if keep_gates:
-                    s = torch.sigmoid(m_c)
-                    s_parts.append(s)
-                else:
-                    s = torch.sigmoid(m_c, out=work[0][:n])
-                den = _accumulate(den, ch.by_dst.sum(s))
-                msg = torch.index_select(c_nodes, 0, ch.src, out=work[1][:n]).mul_(s)
-                num = _accumulate(num, ch.by_dst.sum(msg))
+            matmul_threads = threads.all_threads if workers == 1 else nullcontext
+
+            def gates(share: list[tuple[int, _ChunkIndex]]) -> dict:
+                """m (kept), the gates and this share's sums over its chunks."""
+                work = [y.new_empty(rows, dim) for _ in range(2)]
+                out: dict = {"m": {}, "s": {}, "den": None, "num": None, "col": None}
+                for k, ch in share:
+                    n = ch.src.shape[0]
+                    m_c = ch.gather_sum(ab_nodes)  # kept for backward: no edge-sized copy
+                    with matmul_threads():
+                        m_c.addmm_(y[ch.rows], weight.t())
+                    out["m"][k] = m_c
+                    if keep_gates:
+                        s = out["s"][k] = torch.sigmoid(m_c)
+                    else:
+                        s = torch.sigmoid(m_c, out=work[0][:n])
+                    out["den"] = _accumulate(out["den"], ch.by_dst.sum(s))
+                    msg = torch.index_select(c_nodes, 0, ch.src, out=work[1][:n]).mul_(s)
+                    out["num"] = _accumulate(out["num"], ch.by_dst.sum(msg))
+                    if batch_stats:
+                        out["col"] = _accumulate(out["col"], m_c.sum(0).double())
+                return out
+
+            shares = split_map(gates, list(enumerate(chunks)), workers)
+            m_parts = [part for sh in shares for part in sh["m"].items()]
+            m_parts = [part for _, part in sorted(m_parts, key=lambda kv: kv[0])]
+            s_parts = sorted((kv for sh in shares for kv in sh["s"].items()), key=lambda kv: kv[0])
+            s_parts = [part for _, part in s_parts]
+            den = reduce_in_order([sh["den"] for sh in shares])
+            num = reduce_in_order([sh["num"] for sh in shares])
             if den is None:  # no edges
                 den, num = y.new_zeros(num_nodes, dim), y.new_zeros(num_nodes, dim)
             den.add_(GATE_EPS)
             h = num.div_(den)
             x_pre = u_nodes + h
 
-            if batch_stats:
-                mean, var = batch_moments(m_parts, num_edges, work[0])
+            slices = [ch.rows for ch in chunks]
+            if batch_stats:  # the column sums came with the gates (m still in cache)
+                mean = (reduce_in_order([sh["col"] for sh in shares]) / num_edges).to(y.dtype)
+                var = centered_variance(m_parts, mean, num_edges, rows, workers)
             else:
                 mean, var = running_mean, running_var
             invstd = torch.rsqrt(var + eps)
@@ -234,14 +249,9 @@ class EdgeGatedEdges(torch.autograd.Function):
             shift = beta - mean * scale
             y_out = None
             if edges_out:
-                y_out = normalize_silu(
-                    m_parts,
-                    [ch.rows for ch in chunks],
-                    scale,
-                    shift,
-                    y.new_empty(num_edges, dim),
-                    y if residual else None,
-                )
+                residual_in = y if residual else None
+                y_out = y.new_empty(num_edges, dim)
+                normalize_silu(m_parts, slices, scale, shift, y_out, residual_in, workers)
 
             ctx.save_for_backward(
                 c_nodes, den, h, y, weight, mean, invstd, scale, shift, *m_parts, *s_parts
@@ -252,6 +262,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 rows,
                 chunks,
             )
+            ctx.workers = workers
             ctx.set_materialize_grads(False)
             mean, var = mean.detach().clone(), var.detach().clone()
             ctx.mark_non_differentiable(mean, var)
@@ -260,25 +271,26 @@ class EdgeGatedEdges(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_h: Tensor | None, g_out: Tensor | None, *_):
         c_nodes, den, h, y, weight, mean, invstd, scale, shift, *parts = ctx.saved_tensors
-        chunks, needs = ctx.chunks, ctx.needs_input_grad
+        chunks, needs, workers = ctx.chunks, ctx.needs_input_grad, ctx.workers
         m_parts, s_parts = parts[: len(chunks)], parts[len(chunks) :]
         num_nodes, num_edges, dim, rows = c_nodes.shape[0], y.shape[0], weight.shape[0], ctx.rows
         small = is_small(num_edges, dim, y.device) and is_small(num_nodes, dim, y.device)
         with OneThread(small) as threads:
-            # contiguous chunk workspaces: embedding_bag from a strided source is ~4x slower
-            work = [y.new_empty(rows, dim) for _ in range(2)]
+            matmul_threads = threads.all_threads if workers == 1 else nullcontext
             g_y = torch.empty_like(y) if needs[1] else None
+            indexed = list(enumerate(zip(chunks, m_parts, strict=True)))
 
-            g_gamma = g_beta = g_z_all = None
+            g_gamma = g_beta = g_z_all = a = b = None
             if g_out is not None:
                 # g_z = g_out * silu'(z) is kept edge-sized, in g_y's memory when it fits there
                 g_z_all = (
                     g_y if g_y is not None and g_y.shape[1] == dim else g_out.new_empty(g_out.shape)
                 )
-                slices = [ch.rows for ch in chunks]
+
                 g_gamma, g_beta = affine_grads(
-                    m_parts, slices, g_out, mean, invstd, scale, shift, work[0], g_z_all
-                )
+                    m_parts, [ch.rows for ch in chunks], g_out, mean, invstd, scale, shift,
+                    rows, g_z_all, workers,
+                )  # fmt: skip
                 # train-mode BN input gradient: scale * g_z + a * m + b (see module docstring)
                 a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, num_edges)
 
@@ -287,31 +299,43 @@ class EdgeGatedEdges(torch.autograd.Function):
             g_num = g_h / den
             # dL/ds_e = g_num_v * C_u + g_den_v with g_den = -g_num * h: g_num_v * (C_u - h_v)
             c_minus_h = torch.cat([c_nodes, -h])
-            g_a = g_c = g_b = None
-            g_w = torch.zeros_like(weight) if needs[2] else None
-            for k, (ch, m_c) in enumerate(zip(chunks, m_parts, strict=True)):
-                sl, n = ch.rows, ch.src.shape[0]
-                g_num_v = torch.index_select(g_num, 0, ch.dst, out=work[0][:n])
-                g_s = ch.gather_sum(c_minus_h).mul_(g_num_v)
-                sig = s_parts[k] if s_parts else torch.sigmoid(m_c, out=work[1][:n])
-                g_c_e = g_num_v.mul_(sig)  # dL/dC_u contributions: g_num_v * s_e
-                g_m = _sigmoid_backward(g_s, sig, grad_input=g_s)
-                if g_out is not None:
-                    g_m.addcmul_(g_z_all[sl], scale)
-                    if ctx.batch_stats:
-                        g_m.addcmul_(m_c, a).add_(b)
-                if needs[0]:
-                    g_a = _accumulate(g_a, ch.by_src.sum(g_m))
-                    g_c = _accumulate(g_c, ch.by_src.sum(g_c_e))
-                    g_b = _accumulate(g_b, ch.by_dst.sum(g_m))
-                with threads.all_threads():
-                    if g_y is not None:  # overwrites g_z (already used) with dL/dy
-                        if ctx.residual and g_out is not None:
-                            torch.addmm(g_out[sl], g_m, weight, out=g_y[sl])
-                        else:
-                            torch.mm(g_m, weight, out=g_y[sl])
-                    if g_w is not None:
-                        g_w.addmm_(g_m.t(), y[sl])
+
+            def gradients(share: list) -> dict:
+                """This share's sums of dL/dA, dL/dC, dL/dB, dL/dW; writes its rows of dL/dy."""
+                # contiguous chunk workspaces: embedding_bag from a strided source is ~4x slower
+                work = [y.new_empty(rows, dim) for _ in range(2)]
+                out: dict = {"a": None, "c": None, "b": None, "w": None}
+                if needs[2]:
+                    out["w"] = torch.zeros_like(weight)
+                for k, (ch, m_c) in share:
+                    sl, n = ch.rows, ch.src.shape[0]
+                    g_num_v = torch.index_select(g_num, 0, ch.dst, out=work[0][:n])
+                    g_s = ch.gather_sum(c_minus_h).mul_(g_num_v)
+                    sig = s_parts[k] if s_parts else torch.sigmoid(m_c, out=work[1][:n])
+                    g_c_e = g_num_v.mul_(sig)  # dL/dC_u contributions: g_num_v * s_e
+                    g_m = _sigmoid_backward(g_s, sig, grad_input=g_s)
+                    if g_out is not None:
+                        g_m.addcmul_(g_z_all[sl], scale)
+                        if ctx.batch_stats:
+                            g_m.addcmul_(m_c, a).add_(b)
+                    if needs[0]:
+                        out["a"] = _accumulate(out["a"], ch.by_src.sum(g_m))
+                        out["c"] = _accumulate(out["c"], ch.by_src.sum(g_c_e))
+                        out["b"] = _accumulate(out["b"], ch.by_dst.sum(g_m))
+                    with matmul_threads():
+                        if g_y is not None:  # overwrites g_z (already used) with dL/dy
+                            if ctx.residual and g_out is not None:
+                                torch.addmm(g_out[sl], g_m, weight, out=g_y[sl])
+                            else:
+                                torch.mm(g_m, weight, out=g_y[sl])
+                        if out["w"] is not None:
+                            out["w"].addmm_(g_m.t(), y[sl])
+                return out
+
+            shares = split_map(gradients, indexed, workers)
+            g_a, g_c, g_b, g_w = (reduce_in_order([sh[k] for sh in shares]) for k in "acbw")
+            if needs[2] and g_w is None:  # no edges
+                g_w = torch.zeros_like(weight)
             g_node_proj = None
             if needs[0]:
                 if g_a is None:  # no edges

@@ -39,6 +39,7 @@ from tlsearch.search.jobs import absolute_spec
 from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.startup import (
+    NO_PRESTART_ENV,
     explicit_loggers_only,
     has_explicit_loggers,
     scoped_env,
@@ -161,13 +162,6 @@ def resolve_storage(spec: SearchSpec, base_dir: str) -> SearchSpec:
     if spec.graph_cache not in (None, "auto") and not is_remote(str(spec.graph_cache)):
         update["graph_cache"] = absolute_spec(str(spec.graph_cache), base_dir)
     return spec.model_copy(update=update)
-
-
-#: A local Ray normally starts one idle worker process per CPU for the driver's tasks. Tune
-#: never uses them (its trial actors carry their own runtime environment, so Ray starts new
-#: processes for them), and on a small machine they compete with Ray's own start-up: without
-#: them ``ray.init`` took 5.35 s instead of 6.85 s (medians of 5 alternated starts, 2 CPUs).
-NO_PRESTART_ENV = {"RAY_prestart_worker_first_driver": "0"}
 
 
 def connect(address: str | None) -> None:
