@@ -17,7 +17,9 @@ are bag sums over a sort permutation (2.7x faster than ``index_add_`` on 23k x 2
 1.7k: ``index_add_`` is effectively single-threaded on CPU), and ``A_u + B_v`` (forward) and
 ``C_u - h_v`` (backward) are one two-row bag per edge from a stacked node table (one pass
 instead of two gathers and an add). Small graphs run their elementwise ops on one thread
-(:class:`~tlsearch.model.bn_silu.OneThread`).
+(:class:`~tlsearch.model.bn_silu.OneThread`); large ones on a multi-threaded CPU deal their
+chunks to chunk workers (:mod:`~tlsearch.model.chunk_workers`: Python threads with one torch
+thread each, per-worker partial sums reduced in order).
 
 Forward, per edge ``e = (u -> v)`` and feature (all products elementwise)::
 
@@ -148,6 +150,12 @@ class EdgeIndex:
         return self._chunks[key]
 
 
+def _in_chunk_order(shares: list[dict], key: str) -> list[Tensor]:
+    """The per-chunk tensors ``share[key]`` (``{chunk number: tensor}``) of all shares, by chunk."""
+    merged = {k: t for share in shares for k, t in share[key].items()}
+    return [merged[k] for k in sorted(merged)]
+
+
 def _accumulate(total: Tensor | None, part: Tensor) -> Tensor:
     """``part`` for the first chunk, ``total += part`` after."""
     return part if total is None else total.add_(part)
@@ -226,10 +234,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 return out
 
             shares = split_map(gates, list(enumerate(chunks)), workers)
-            m_parts = [part for sh in shares for part in sh["m"].items()]
-            m_parts = [part for _, part in sorted(m_parts, key=lambda kv: kv[0])]
-            s_parts = sorted((kv for sh in shares for kv in sh["s"].items()), key=lambda kv: kv[0])
-            s_parts = [part for _, part in s_parts]
+            m_parts, s_parts = _in_chunk_order(shares, "m"), _in_chunk_order(shares, "s")
             den = reduce_in_order([sh["den"] for sh in shares])
             num = reduce_in_order([sh["num"] for sh in shares])
             if den is None:  # no edges
@@ -286,7 +291,6 @@ class EdgeGatedEdges(torch.autograd.Function):
                 g_z_all = (
                     g_y if g_y is not None and g_y.shape[1] == dim else g_out.new_empty(g_out.shape)
                 )
-
                 g_gamma, g_beta = affine_grads(
                     m_parts, [ch.rows for ch in chunks], g_out, mean, invstd, scale, shift,
                     rows, g_z_all, workers,
