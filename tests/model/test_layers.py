@@ -368,3 +368,31 @@ def test_split_map_deals_shares_statically_and_restores_threads():
         torch.set_num_threads(threads)
     assert reduce_in_order([None, torch.ones(2), None, torch.ones(2)]).tolist() == [2.0, 2.0]
     assert reduce_in_order([None]) is None
+
+
+def test_split_map_works_in_a_forked_child():
+    """A child forked after the pool exists gets its own pool (it inherits no pool threads)."""
+    import multiprocessing
+
+    from tlsearch.model.chunk_workers import split_map
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert split_map(sum, [1, 2, 3], 2) == [4, 2]  # the parent's pool exists now
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=_split_in_child)
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0, "split_map hung or failed in the forked child"
+    finally:
+        if "child" in locals() and child.is_alive():
+            child.kill()
+        torch.set_num_threads(threads)
+
+
+def _split_in_child() -> None:
+    from tlsearch.model.chunk_workers import split_map
+
+    torch.set_num_threads(2)
+    raise SystemExit(0 if split_map(sum, [1, 2, 3], 2) == [4, 2] else 1)

@@ -19,6 +19,7 @@ off (``tlsearch.model.bn_silu.PARALLEL = False``).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -31,18 +32,21 @@ R = TypeVar("R")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
-    """A process-wide pool with at least ``threads`` threads (created on first use)."""
-    global _pool, _pool_size
+    """A process-wide pool with at least ``threads`` threads (created on first use, and anew
+    in a forked child, which inherits the pool object but not its threads)."""
+    global _pool, _pool_size, _pool_pid
     with _pool_lock:
-        if _pool is None or _pool_size < threads:
-            if _pool is not None:
+        forked = _pool_pid != os.getpid()
+        if _pool is None or _pool_size < threads or forked:
+            if _pool is not None and not forked:
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(threads, thread_name_prefix="tlsearch-chunks")
-            _pool_size = threads
+            _pool_size, _pool_pid = threads, os.getpid()
         return _pool
 
 
