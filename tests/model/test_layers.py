@@ -316,21 +316,25 @@ def test_fused_mlp_layer_training_needs_two_rows():
         MLPLayer(3, 2).train()(torch.randn(1, 3))
 
 
-def test_one_thread_restores_the_thread_count():
+@pytest.fixture
+def two_threads():
+    """torch on 2 threads for the test; the session's count restored after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        with pytest.raises(RuntimeError), bn_silu.OneThread(active=True) as one:
-            assert torch.get_num_threads() == 1
-            with one.all_threads():
-                assert torch.get_num_threads() == 2
-            assert torch.get_num_threads() == 1
-            raise RuntimeError
-        assert torch.get_num_threads() == 2
-        with bn_silu.OneThread(active=False):
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_one_thread_restores_the_thread_count(two_threads):
+    with pytest.raises(RuntimeError), bn_silu.OneThread(active=True) as one:
+        assert torch.get_num_threads() == 1
+        with one.all_threads():
             assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
+        assert torch.get_num_threads() == 1
+        raise RuntimeError
+    assert torch.get_num_threads() == 2
+    with bn_silu.OneThread(active=False):
+        assert torch.get_num_threads() == 2
 
 
 def test_average_pool_is_mean_per_graph():
@@ -342,53 +346,44 @@ def test_average_pool_is_mean_per_graph():
     torch.testing.assert_close(AvgPooling()(x, node_graph, 4), expected)
 
 
-def test_split_map_deals_shares_statically_and_restores_threads():
+def test_split_map_deals_shares_statically_and_restores_threads(two_threads):
     """Worker k gets items k, k + W, ...; torch runs on one thread inside a share (and without
     autograd); the caller's thread count is back after, also when a share raises."""
     from tlsearch.model.chunk_workers import reduce_in_order, split_map
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        seen = split_map(lambda s: (s, torch.get_num_threads(), torch.is_grad_enabled()),
-                         list(range(5)), 2)  # fmt: skip
-        assert seen == [([0, 2, 4], 1, False), ([1, 3], 1, False)]
-        assert torch.get_num_threads() == 2
+    seen = split_map(lambda s: (s, torch.get_num_threads(), torch.is_grad_enabled()),
+                     list(range(5)), 2)  # fmt: skip
+    assert seen == [([0, 2, 4], 1, False), ([1, 3], 1, False)]
+    assert torch.get_num_threads() == 2
 
-        def fail(share):
-            if 1 in share:
-                raise RuntimeError("share failed")
-            return share
+    def fail(share):
+        if 1 in share:
+            raise RuntimeError("share failed")
+        return share
 
-        with pytest.raises(RuntimeError, match="share failed"):
-            split_map(fail, [0, 1], 2)
-        assert torch.get_num_threads() == 2
-        assert split_map(len, [7], 2) == [1]  # one item: no threads
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.raises(RuntimeError, match="share failed"):
+        split_map(fail, [0, 1], 2)
+    assert torch.get_num_threads() == 2
+    assert split_map(len, [7], 2) == [1]  # one item: no threads
     assert reduce_in_order([None, torch.ones(2), None, torch.ones(2)]).tolist() == [2.0, 2.0]
     assert reduce_in_order([None]) is None
 
 
-def test_split_map_works_in_a_forked_child():
+def test_split_map_works_in_a_forked_child(two_threads):
     """A child forked after the pool exists gets its own pool (it inherits no pool threads)."""
     import multiprocessing
 
     from tlsearch.model.chunk_workers import split_map
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    assert split_map(sum, [1, 2, 3], 2) == [4, 2]  # the parent's pool exists now
+    child = multiprocessing.get_context("fork").Process(target=_split_in_child)
+    child.start()
     try:
-        assert split_map(sum, [1, 2, 3], 2) == [4, 2]  # the parent's pool exists now
-        ctx = multiprocessing.get_context("fork")
-        child = ctx.Process(target=_split_in_child)
-        child.start()
         child.join(timeout=60)
         assert child.exitcode == 0, "split_map hung or failed in the forked child"
     finally:
-        if "child" in locals() and child.is_alive():
+        if child.is_alive():
             child.kill()
-        torch.set_num_threads(threads)
 
 
 def _split_in_child() -> None:

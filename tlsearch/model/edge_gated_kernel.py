@@ -267,7 +267,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 rows,
                 chunks,
             )
-            ctx.workers = workers
+            ctx.workers, ctx.small = workers, small
             ctx.set_materialize_grads(False)
             mean, var = mean.detach().clone(), var.detach().clone()
             ctx.mark_non_differentiable(mean, var)
@@ -279,8 +279,7 @@ class EdgeGatedEdges(torch.autograd.Function):
         chunks, needs, workers = ctx.chunks, ctx.needs_input_grad, ctx.workers
         m_parts, s_parts = parts[: len(chunks)], parts[len(chunks) :]
         num_nodes, num_edges, dim, rows = c_nodes.shape[0], y.shape[0], weight.shape[0], ctx.rows
-        small = is_small(num_edges, dim, y.device) and is_small(num_nodes, dim, y.device)
-        with OneThread(small) as threads:
+        with OneThread(ctx.small) as threads:
             matmul_threads = threads.all_threads if workers == 1 else nullcontext
             g_y = torch.empty_like(y) if needs[1] else None
             indexed = list(enumerate(zip(chunks, m_parts, strict=True)))
