@@ -66,9 +66,9 @@ def test_counters_and_breakdown_of_a_fake_search(tmp_path, local_ray):
     }  # fmt: skip
     assert report["train_seconds_sum"] == pytest.approx(5 * 0.01)
     assert report["overhead"] == pytest.approx(1 - 0.05 / (2 * (end - start)))
-    # one experiment: the PT job first, then both configurations (the FT one waits for the PT
-    # job if it starts first); no separate PT experiment, no rows read back
-    assert (report["rows"], report["seed_runs"], report["trials"]) == (5, 4, 3)
+    # one experiment: the PT job first, then the 4 seed-runs, one trial each (an FT one waits
+    # for the PT job if it starts first); no separate PT experiment, no rows read back
+    assert (report["rows"], report["seed_runs"], report["trials"]) == (5, 4, 5)
     trials = tune_trial_times(tmp_path / "store" / "first" / "tune")
     assert {trials[r["trial_id"]]["experiment"] for r in rows} == {"main"}
     breakdown = report["breakdown_slot_seconds"]

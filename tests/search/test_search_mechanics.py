@@ -169,3 +169,42 @@ def test_asha_stops_configurations_after_fewer_seeds(tmp_path, local_ray):
     assert max(seeds.values()) == 4 and min(seeds.values()) < 4
     assert status.duplicates == 0 and status.failed == 0
     assert status.completed == sum(seeds.values()) < status.planned
+
+
+def test_grid_trials_are_seed_runs(tmp_path, local_ray):
+    """A plain grid experiment runs one trial per seed-run (plus the PT job's), each reporting
+    its own metric."""
+    from ray.tune import ExperimentAnalysis
+
+    spec = fake_spec(tmp_path)  # target A: scratch + FT from B, 2 seeds
+    status = run_search(spec, verbose=0)
+    assert (status.planned, status.completed) == (4, 4)
+    trials = ExperimentAnalysis(str(tmp_path / "store" / "fake" / "tune" / "main")).trials
+    points = [t.config["point"] for t in trials]
+    assert sum("pt_key" in p for p in points) == 1
+    assert sorted((p["kind"], p["seed"]) for p in points if "seed" in p) == [
+        ("finetune", 0), ("finetune", 1), ("scratch", 0), ("scratch", 1),
+    ]  # fmt: skip
+    assert all(t.last_result["seeds_done"] == 1 for t in trials if "seed" in t.config["point"])
+    rows = RunStore.for_search(spec.storage, spec.name).rows()
+    assert len({r["trial_id"] for r in rows}) == 5  # every row from its own trial
+
+
+def test_a_search_started_with_one_trial_per_configuration_resumes(
+    tmp_path, local_ray, monkeypatch
+):
+    """An experiment saved before grid trials became seed-runs restores with its own layout:
+    ``--resume`` finishes it without reporting trials as missing."""
+    from tlsearch.search import compile as compile_module
+
+    configuration_trials = compile_module.trial_points
+    monkeypatch.setattr(
+        compile_module, "trial_points", lambda p, s, per_seed: configuration_trials(p, s, False)
+    )
+    spec = fake_spec(tmp_path)
+    assert run_search(spec, verbose=0).completed == 4
+    ran = len(executions(tmp_path))
+    monkeypatch.undo()
+    again = run_search(spec, resume=True, verbose=0)
+    assert again.completed == 4 and again.remaining == 0
+    assert len(executions(tmp_path)) == ran

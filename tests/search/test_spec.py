@@ -118,8 +118,8 @@ def test_grid_counts_and_pairs():
         )
     )
     plan = compile_spec(spec)
-    # (3 scratch + 3 x 2 pairs) x 2 sizes x 2 learning rates, x 3 seeds
-    assert plan.experiments[0].planned_trials == (3 + 6) * 2 * 2
+    # (3 scratch + 3 x 2 pairs) x 2 sizes x 2 learning rates, x 3 seeds: one trial each
+    assert plan.experiments[0].planned_trials == (3 + 6) * 2 * 2 * 3
     assert plan.planned_seed_runs == 36 * 3
     assert len(plan.pretrain_jobs) == 3  # shared PT seed: one job per source
     assert [s.name for s in sources_for(spec, "A")] == ["B", "C"]
@@ -244,10 +244,37 @@ def test_validating_and_compiling_a_spec_does_not_import_torch():
 
 
 def test_grid_trials_start_with_the_largest_ft_sizes():
-    """Longest trials first (scratch before transfer): the last trials to start are short."""
-    spec = load_spec(REPO / "search_spaces" / "quickstart.yaml", {"ft_sizes": [40, None, 80]})
+    """Longest trials first (scratch before transfer, then by FT size, whole-trunk training
+    before head-only), each configuration's seeds in turn: the last trials to start are
+    short."""
+    over = {"ft_sizes": [40, None, 80], "strategies": ["last_layer", "unfreeze_all"]}
+    spec = load_spec(REPO / "search_spaces" / "quickstart.yaml", over)
     (main,) = compile_spec(spec, str(REPO)).experiments
-    order = [(p["kind"], p["ft_size"]) for p in main.points]
-    assert order == [("scratch", None), ("scratch", 80), ("scratch", 40)] + [
-        ("finetune", size) for size in (None, None, 80, 80, 40, 40)
+    seeds = [0, 1, 2, 3, 4]
+    configs = [("scratch", None, None), ("scratch", 80, None), ("scratch", 40, None)] + [
+        ("finetune", size, strategy)
+        for size in (None, 80, 40)
+        for strategy in ("unfreeze_all", "last_layer")
     ]
+    order = [(p["kind"], p["ft_size"], p["strategy"], p["seed"]) for p in main.points]
+    assert order == [(*c, seed) for c in configs for seed in seeds]
+    assert main.planned_trials == 9 * 5 == main.planned_seed_runs
+
+
+def test_trials_are_configurations_where_a_searcher_or_asha_ranks_them():
+    """ASHA (grid) and Optuna cells rank configurations by their mean over seeds: one trial
+    runs all of a configuration's seeds there; a plain grid has one trial per seed-run."""
+    asha = {"algorithm": "grid", "asha": {"grace_period": 1, "reduction_factor": 2}}
+    spec = SearchSpec.model_validate(minimal(scratch=True, seeds=[0, 1, 2], search=asha))
+    (main,) = compile_spec(spec).experiments
+    assert not main.per_seed and all("seed" not in p for p in main.points)
+    assert (main.planned_trials, main.planned_seed_runs) == (2, 6)
+    optuna = {"algorithm": "optuna", "num_samples": 2, "optuna_axes": ["strategy"]}
+    spec = SearchSpec.model_validate(
+        minimal(
+            scratch=True, seeds=[0, 1, 2], strategies=["unfreeze_all", "last_layer"], search=optuna
+        )  # fmt: skip
+    )
+    baselines, cell = compile_spec(spec).experiments
+    assert baselines.per_seed and [p["seed"] for p in baselines.points] == [0, 1, 2]
+    assert not cell.per_seed and cell.planned_seed_runs == 2 * 3

@@ -105,3 +105,52 @@ def test_a_local_ray_starts_without_idle_workers(monkeypatch):
     driver.connect("auto")
     assert seen == [(None, "0"), ("auto", None)]
     assert name not in os.environ
+
+
+def _search_command(monkeypatch, tmp_path, ray_up_before: bool) -> list:
+    """Run ``tlsearch search`` with fakes for Ray and the search; returns what happened."""
+    import threading
+
+    import ray
+    import yaml
+
+    from tlsearch.search import cli, driver, status
+
+    events: list = []
+    state = {"up": ray_up_before}
+
+    def fake_run_search(spec, **kwargs):
+        state["up"] = True  # connected or started
+        return SimpleNamespace(search_dir=str(tmp_path), completed=1)
+
+    def fake_shutdown():
+        events.append(("shutdown", threading.current_thread() is threading.main_thread()))
+        state["up"] = False
+
+    def fake_format(status_):
+        events.append(("status", state["up"]))
+        return "table"
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: state["up"])
+    monkeypatch.setattr(ray, "shutdown", fake_shutdown)
+    monkeypatch.setattr(driver, "run_search", fake_run_search)
+    monkeypatch.setattr(status, "format_status", fake_format)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(fake_spec_data(tmp_path)))
+    assert cli.main(["search", str(spec), "--no-plot"]) == 0
+    events.append(("returned", state["up"]))
+    return events
+
+
+def test_the_search_command_stops_the_ray_it_started_while_it_prints(monkeypatch, tmp_path):
+    """Ray's shutdown (mostly waiting for its processes) runs in a thread beside the status
+    table and plot, and has finished when the command returns."""
+    events = _search_command(monkeypatch, tmp_path, ray_up_before=False)
+    assert ("shutdown", False) in events  # not on the main thread
+    assert events[-1] == ("returned", False)
+    assert sum(name == "shutdown" for name, _ in events) == 1
+
+
+def test_the_search_command_leaves_a_running_ray_alone(monkeypatch, tmp_path):
+    events = _search_command(monkeypatch, tmp_path, ray_up_before=True)
+    assert events == [("status", True), ("returned", True)]

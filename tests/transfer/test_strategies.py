@@ -168,3 +168,30 @@ def test_paper_layer_numbering() -> None:
     assert paper_layer("new_layers.0.layer.0.weight") == 7
     with pytest.raises(ValueError, match="no layer"):
         paper_layer("heads.BG.0.weight")
+
+
+def _reference_frozen_eval(model: nn.Module) -> list[str]:
+    """The definition, module by module over whole subtrees (what the hook must equal)."""
+    switched = []
+    for name, module in model.named_modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params) and module.training:
+            module.eval()
+            switched.append(name)
+    return switched
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_frozen_eval_switches_exactly_the_fully_frozen_modules(pretrained: ALIGNN, strategy):
+    """The one-pass rule equals the definition: modules with parameters, none trainable,
+    switched top-down (a switched module's children follow it into eval mode)."""
+    import copy
+
+    model = prepare_finetune(pretrained, strategy)
+    model.train()
+    reference = copy.deepcopy(model)
+    switched = strategies.apply_frozen_eval(model)
+    assert switched == _reference_frozen_eval(reference)
+    assert [m.training for m in model.modules()] == [m.training for m in reference.modules()]
+    assert bool(switched) == (strategy not in ("unfreeze_all", "new_head_unfreeze_all", "scratch"))
+    assert strategies.apply_frozen_eval(model) == []  # already in eval mode

@@ -155,10 +155,10 @@ def run_bench(
     argv = ["search", str(spec_path), "--storage", str(storage)]
     argv += (["--smoke"] if smoke else []) + ([] if plot else ["--no-plot"])
     argv += ["--address", address] if address else []
-    code = search_main(argv)
-    cluster = ray.cluster_resources() if ray.is_initialized() else {}
+    code = search_main(argv)  # stops the Ray it started (tlsearch.search.cli.cmd_search)
+    cluster = driver.LAST_PHASES.get("cluster") or {}
     if ray.is_initialized() and not ray_was_up:
-        ray.shutdown()  # what the command's exit does
+        ray.shutdown()  # what the command's exit does (an interrupted search)
     end = time.time()
     slots = trial_slots(cluster, spec.resources.cpu, spec.resources.gpu, spec.max_concurrent)
     report = measure_search(

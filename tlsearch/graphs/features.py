@@ -1,14 +1,15 @@
 """CGCNN atom features (92 per element), as alignn's ``atom_features="cgcnn"``.
 
-The table is read once from jarvis-tools (``jarvis.core.specie.get_node_attributes``), the same
-source alignn uses, and indexed by atomic number, so a graph stores one small integer per atom.
+The table is read once from jarvis-tools' ``atom_init.json`` (what
+``jarvis.core.specie.get_node_attributes`` returns, the source alignn uses), and indexed by
+atomic number, so a graph stores one small integer per atom.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import json
 from functools import lru_cache
+from importlib import resources
 
 import numpy as np
 
@@ -121,6 +122,7 @@ SYMBOLS: tuple[str, ...] = [
 ]
 ATOMIC_NUMBER: dict[str, int] = {s: z for z, s in enumerate(SYMBOLS) if z > 0}
 NUM_FEATURES = 92
+CGCNN_FILE = "atom_init.json"  # in the jarvis.core package
 
 
 def atomic_numbers(species: tuple[str, ...] | list[str]) -> np.ndarray:
@@ -133,12 +135,17 @@ def atomic_numbers(species: tuple[str, ...] | list[str]) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def cgcnn_table() -> np.ndarray:
-    """(104, 92) float32: row Z holds element Z's CGCNN features (row 0 is zeros)."""
-    from jarvis.core.specie import get_node_attributes
+    """(104, 92) float32: row Z holds element Z's CGCNN features (row 0 is zeros).
 
+    Read from jarvis-tools' ``jarvis/core/atom_init.json``, the file behind
+    ``jarvis.core.specie.get_node_attributes(symbol, atom_features="cgcnn")`` (alignn's
+    features), once, without importing ``jarvis.core.specie`` (0.4-0.5 s per process, and it
+    re-reads the JSON for every element). Like that function, an element missing from the
+    file (Z > 100) gets element 100's features.
+    """
+    text = resources.files("jarvis.core").joinpath(CGCNN_FILE).read_text(encoding="utf-8")
+    features = json.loads(text)
     table = np.zeros((len(SYMBOLS), NUM_FEATURES), dtype=np.float32)
-    with contextlib.redirect_stdout(io.StringIO()):  # jarvis prints fallbacks for Z > 100
-        for z, symbol in enumerate(SYMBOLS):
-            if z > 0:
-                table[z] = np.asarray(get_node_attributes(symbol, atom_features="cgcnn"))
+    for z in range(1, len(SYMBOLS)):
+        table[z] = np.asarray(features.get(str(z), features["100"]), dtype=np.float32)
     return table

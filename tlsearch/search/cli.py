@@ -103,6 +103,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tlsearch.search.compile import smoke_spec
     from tlsearch.search.driver import SearchInterruptedError, run_search
     from tlsearch.search.spec import load_spec
+    from tlsearch.search.startup import stop_ray_in_background
     from tlsearch.search.status import format_status
 
     overrides = {
@@ -114,6 +115,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, overrides)
     if args.smoke:
         spec = smoke_spec(spec)
+    import ray
+
+    own_ray = not ray.is_initialized()  # run_search connects; this command then owns Ray
     try:
         verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
         status = run_search(
@@ -122,11 +126,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     except SearchInterruptedError as exc:
         sys.stderr.write(f"tlsearch: interrupted: {exc}\n")
         return EXIT_INTERRUPTED
-    sys.stdout.write(format_status(status) + "\n")
-    if not args.no_plot and not is_remote(status.search_dir) and status.completed:
-        from tlsearch.search.quickplot import plot_test_mae
+    stopping = stop_ray_in_background() if own_ray and ray.is_initialized() else None
+    try:
+        sys.stdout.write(format_status(status) + "\n")
+        if not args.no_plot and not is_remote(status.search_dir) and status.completed:
+            from tlsearch.search.quickplot import plot_test_mae
 
-        sys.stdout.write(f"plot: {plot_test_mae(status.search_dir)}\n")
+            sys.stdout.write(f"plot: {plot_test_mae(status.search_dir)}\n")
+    finally:
+        if stopping is not None:
+            stopping.join()
     return 0
 
 

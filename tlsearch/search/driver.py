@@ -34,6 +34,7 @@ from tlsearch.search.compile import (
     LogRange,
     SearchPlan,
     compile_spec,
+    is_pretrain_point,
 )
 from tlsearch.search.jobs import absolute_spec
 from tlsearch.search.pretrain_cache import pretrain_key
@@ -52,8 +53,8 @@ logger = logging.getLogger(__name__)
 
 
 #: Wall-clock phases of the last :func:`run_search` in this process (``time.time()`` seconds):
-#: ``connect`` ``[start, end]`` and ``experiments`` ``[[name, start, end], ...]``; read by
-#: ``tlsearch bench search`` to split a search's wall time.
+#: ``connect`` ``[start, end]`` and ``experiments`` ``[[name, start, end], ...]``, and the Ray
+#: ``cluster``'s resources; read by ``tlsearch bench search`` to split a search's wall time.
 LAST_PHASES: dict[str, Any] = {}
 
 
@@ -168,14 +169,14 @@ def connect(address: str | None) -> None:
     """Join ``address`` or start a local Ray (unless this process already has one)."""
     import ray
 
-    if ray.is_initialized():
-        return
-    with scoped_env(NO_PRESTART_ENV if address is None else {}):
-        context = ray.init(address=address)
-    url = getattr(context, "dashboard_url", None)
-    if url:
-        logger.info("Ray dashboard: http://%s", url.removeprefix("http://"))
-    logger.info("Ray resources: %s", ray.cluster_resources())
+    if not ray.is_initialized():
+        with scoped_env(NO_PRESTART_ENV if address is None else {}):
+            context = ray.init(address=address)
+        url = getattr(context, "dashboard_url", None)
+        if url:
+            logger.info("Ray dashboard: http://%s", url.removeprefix("http://"))
+    LAST_PHASES["cluster"] = ray.cluster_resources()
+    logger.info("Ray resources: %s", LAST_PHASES["cluster"])
 
 
 def write_plan(search_dir: str, plan: SearchPlan) -> None:
@@ -237,9 +238,12 @@ def run_experiment(
     with explicit_loggers_only(has_explicit_loggers(tuner)):
         results = tuner.fit()
     phase.append(time.time())
-    statuses = saved_trial_statuses(path)
+    saved = saved_trials(path)
+    statuses = [status for status, _ in saved]
     unfinished = sum(s not in ("TERMINATED", "ERROR") for s in statuses)
-    missing = experiment.algorithm == "grid" and len(statuses) < experiment.planned_trials
+    missing = experiment.algorithm == "grid" and len(saved) < expected_grid_trials(
+        experiment, [point for _, point in saved]
+    )
     if unfinished or missing:
         raise SearchInterruptedError(
             f"experiment {experiment.name} stopped with {unfinished} unfinished trial(s); "
@@ -252,15 +256,38 @@ def run_experiment(
     return results
 
 
-def saved_trial_statuses(path: str) -> list[str]:
-    """Trial statuses as saved in the experiment state (what ``--resume`` will see).
+def saved_trials(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(status, point)`` of every trial as saved in the experiment state (what ``--resume``
+    will see).
 
     After a SIGINT, Tune saves the state and then stops the running trials, so the in-memory
     ``ResultGrid`` reports them as terminated; the saved state says they were still running.
     """
     from ray.tune import ExperimentAnalysis
 
-    return [str(trial.status) for trial in ExperimentAnalysis(path).trials]
+    return [
+        (str(trial.status), dict(trial.config.get("point") or {}))
+        for trial in ExperimentAnalysis(path).trials
+    ]
+
+
+def expected_grid_trials(experiment: ExperimentPlan, saved_points: list[dict[str, Any]]) -> int:
+    """How many trials the grid experiment has when complete.
+
+    ``experiment.planned_trials``, except for an experiment started before grid trials became
+    seed-runs (its saved configuration points have no ``"seed"``): restored, it keeps its one
+    trial per configuration (and one per PT job).
+    """
+    saved_configs = [p for p in saved_points if not is_pretrain_point(p)]
+    if not experiment.per_seed or not saved_configs or any("seed" in p for p in saved_configs):
+        return experiment.planned_trials
+    pt_trials = sum(is_pretrain_point(p) for p in experiment.points)
+    configs = {
+        json.dumps({k: v for k, v in p.items() if k != "seed"}, sort_keys=True)
+        for p in experiment.points
+        if not is_pretrain_point(p)
+    }
+    return pt_trials + len(configs)
 
 
 def new_tuner(experiment: ExperimentPlan, trainable: Any, env: TrialEnv, verbose: int) -> Any:

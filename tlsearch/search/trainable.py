@@ -1,7 +1,8 @@
 """The Tune trial functions: a configuration's seeds (:func:`search_trial`), a PT job
 (:func:`pretrain_trial`).
 
-A trial runs every seed of its configuration in turn. A seed-run whose row already exists is
+A trial runs one seed-run, or every seed of its configuration in turn (see
+:mod:`tlsearch.search.compile` for which). A seed-run whose row already exists is
 skipped (its metric is read back), so a retried, resumed or re-run trial never trains a finished
 seed again. Deterministic failures (:data:`~tlsearch.search.rows.DETERMINISTIC_ERRORS`) become
 ``failed`` rows and the trial goes on; any other exception propagates and Tune retries the trial
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tlsearch.locking import file_lock
 from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
+from tlsearch.search.compile import is_pretrain_point
 from tlsearch.search.jobs import JobConfig, absolute_spec, resolve_job_fn
 from tlsearch.search.points import Point, build_job, config_hash, pretrain_job, run_id_for
 from tlsearch.search.pretrain_cache import Pretrained, ensure_pretrained, pretrain_key
@@ -117,7 +119,8 @@ def _trial_id() -> str | None:
 
 
 def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = None) -> None:
-    """Tune trial: run every seed of one configuration, reporting the running mean metric.
+    """Tune trial: run one seed-run (a point with ``"seed"``: grid experiments) or every seed
+    of one configuration, reporting the running mean metric after each.
 
     The PT jobs' points (``{"pt_key": ...}``, ``{"scratch": ...}``) go to
     :func:`pretrain_trial`: one trainable serves a whole experiment, so Tune reuses its trial
@@ -126,7 +129,7 @@ def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = N
     from ray import tune
 
     raw = config.get("point", config)
-    if "pt_key" in raw or "scratch" in raw:
+    if is_pretrain_point(raw):
         pretrain_trial(config, env, job_fn)
         return
     fn = job_fn or resolve_job_fn(env.job_fn)
@@ -134,7 +137,7 @@ def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = N
     trial_id = _trial_id()
     search = env.spec.search
     rows: list[dict[str, Any]] = []
-    for seed in env.spec.seeds:
+    for seed in [int(raw["seed"])] if "seed" in raw else env.spec.seeds:
         rows.append(run_seed(env, point, seed, fn, trial_id))
         tune.report(trial_report(rows, search.metric, str(search.mode)))
 

@@ -94,6 +94,11 @@ def read_bundle(path: Path | str) -> tuple[dict[str, Any], ModelBundle]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise ValueError(f"{path} is not a readable tlsearch model file: {exc}") from exc
+    return bundle_from_payload(payload, path)
+
+
+def bundle_from_payload(payload: Any, path: Path | str) -> tuple[dict[str, Any], ModelBundle]:
+    """:func:`read_bundle` of a ``model.pt`` already loaded (``path`` names it in errors)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tlsearch model file (no format={FORMAT!r} entry)")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
@@ -117,7 +122,13 @@ def load_model(
     path: Path | str, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, ModelBundle]:
     """Rebuild the ALIGNN model of ``model.pt`` on ``device``, in eval mode, with its bundle."""
-    state_dict, bundle = read_bundle(path)
+    return model_from_bundle(*read_bundle(path), device=device)
+
+
+def model_from_bundle(
+    state_dict: dict[str, Any], bundle: ModelBundle, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, ModelBundle]:
+    """The model of a read ``model.pt`` (:func:`read_bundle`), as :func:`load_model`."""
     if bundle.architecture is None:
         model: nn.Module = ALIGNN(bundle.model_config)
     else:  # a transfer-learning model: the transfer layer knows how to rebuild it

@@ -22,7 +22,7 @@ from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.interop import infer_config, load_alignn_state_dict, read_alignn_state_dict
 from tlsearch.structures.load import load_data
 from tlsearch.structures.records import LoadResult, StructureRecord
-from tlsearch.training.checkpoint import FORMAT, load_model
+from tlsearch.training.checkpoint import FORMAT, bundle_from_payload, model_from_bundle
 from tlsearch.training.config import RunConfig
 from tlsearch.training.run import PreparedData, train_run
 from tlsearch.transfer.mpt_corpus import MPTCorpus, build_corpus, exclude_target
@@ -56,7 +56,7 @@ def load_pretrained(source: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise FileNotFoundError(f"pre-trained model {path} does not exist")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        model, bundle = load_model(path)
+        model, bundle = model_from_bundle(*bundle_from_payload(payload, path))
         info = {"pt_checkpoint": str(path), "pt_format": "tlsearch", **bundle.extra}
         if not isinstance(model, ALIGNN | MultiPropertyALIGNN):
             raise ValueError(

@@ -215,16 +215,40 @@ def get_strategy(name: str) -> StrategySpec:
 
 
 def apply_frozen_eval(model: nn.Module) -> list[str]:
-    """If ``model.training``: eval mode for each module with parameters, all frozen; names."""
+    """If ``model.training``: eval mode for each module with parameters, all frozen; names.
+
+    Runs before every training forward, so it looks at each module and parameter once (a
+    post-order pass), not at every module's whole subtree.
+    """
     if not model.training:
         return []
+    frozen = _fully_frozen(model)
     switched = []
     for name, module in model.named_modules():
-        params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params) and module.training:
+        if id(module) in frozen and module.training:
             module.eval()
             switched.append(name)
     return switched
+
+
+def _fully_frozen(module: nn.Module, found: set[int] | None = None) -> set[int]:
+    """``id``s of the modules in ``module``'s tree that have parameters, none trainable."""
+    found = set() if found is None else found
+    _subtree_state(module, found)
+    return found
+
+
+def _subtree_state(module: nn.Module, found: set[int]) -> tuple[bool, bool]:
+    """(has parameters, all frozen) of ``module``'s subtree; adds frozen ones to ``found``."""
+    has_params, frozen = False, True
+    for param in module.parameters(recurse=False):
+        has_params, frozen = True, frozen and not param.requires_grad
+    for child in module.children():
+        child_has, child_frozen = _subtree_state(child, found)
+        has_params, frozen = has_params or child_has, frozen and child_frozen
+    if has_params and frozen:
+        found.add(id(module))
+    return has_params, frozen
 
 
 def _frozen_eval_hook(module: nn.Module, args: tuple) -> None:
