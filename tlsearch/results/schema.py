@@ -76,7 +76,7 @@ RUN_SCHEMA = pa.schema(
 
 COLUMNS: tuple[str, ...] = tuple(RUN_SCHEMA.names)
 
-#: The columns that identify a configuration (one Tune trial, all its seeds); with the
+#: The columns that identify a configuration (all its seeds); with the
 #: ``config_hash`` they also pin its recipe.
 CONFIG_KEYS: tuple[str, ...] = (
     "kind",

@@ -30,7 +30,8 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Compile SPEC.yaml into Tune experiments and run them: PT jobs first "
         "(each once, cached under <storage>/pretrained; in a grid search they are the first "
         "trials of its experiment and fine-tuning trials wait for theirs), then every "
-        "configuration with all its seeds. Each seed-run writes one Parquet row "
+        "configuration with all its seeds (a grid: one trial per seed-run). Each seed-run "
+        "writes one Parquet row "
         "under <storage>/<name>/runs/. Without --address a local Ray is started (its "
         "dashboard URL is logged). Stopped searches "
         "continue with --resume; recorded seed-runs are never run again.",
