@@ -156,3 +156,29 @@ def test_write_jarvis_json_round_trip(tmp_path: Path, name: str) -> None:
         np.testing.assert_allclose(a.frac_coords, b.frac_coords)
         assert a.species == b.species and a.targets == b.targets
         assert a.content_hash() == b.content_hash()
+
+
+@pytest.mark.parametrize(
+    "lattice",
+    [
+        np.diag([3.0, 3.2, 3.5]),
+        np.array([[4.0, 0.0, 0.0], [3.6, 1.2, 0.0], [0.4, 0.3, 2.6]]),  # strongly sheared
+        np.array([[2.2, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 9.0]]),
+    ],
+)
+def test_pair_vectors_find_every_pair_within_the_cutoff(lattice) -> None:
+    """Every periodic pair within the cutoff, in the same order as a brute force over a wide
+    block of images (so energies sum identically)."""
+    import itertools
+
+    from tlsearch.structures.generate import _pair_vectors
+
+    frac = np.random.default_rng(0).random((5, 3)) * 3 - 1  # outside [0, 1) too
+    cutoff = 5.5
+    i, j, r = _pair_vectors(lattice, frac, cutoff)
+    cart = np.mod(frac, 1.0) @ lattice
+    wide = np.array(list(itertools.product(range(-9, 10), repeat=3)), float) @ lattice
+    d = np.linalg.norm(cart[None, None] - cart[None, :, None] + wide[:, None, None], axis=-1)
+    img, bi, bj = np.nonzero((d > 1e-8) & (d < cutoff))
+    assert (i.tolist(), j.tolist()) == (bi.tolist(), bj.tolist())
+    np.testing.assert_allclose(r, d[img, bi, bj], rtol=0, atol=1e-12)

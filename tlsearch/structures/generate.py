@@ -155,7 +155,10 @@ def _pair_vectors(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, r) for all pairs i-j (periodic images included) with 0 < r < cutoff."""
     frac = np.mod(frac, 1.0)
-    reach = np.ceil(cutoff * np.linalg.norm(np.linalg.inv(lattice), axis=0)).astype(int) + 1
+    # A vector with fractional component f_k is at least |f_k| / |b_k| long (b_k: column k of
+    # the inverse lattice), and fractional differences lie in (-1, 1): images beyond
+    # ceil(cutoff |b_k|) along axis k hold no pair within the cutoff.
+    reach = np.ceil(cutoff * np.linalg.norm(np.linalg.inv(lattice), axis=0)).astype(int)
     images = np.array(list(itertools.product(*(range(-k, k + 1) for k in reach))), float)
     cart = frac @ lattice
     shifts = images @ lattice
