@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 
@@ -57,6 +58,7 @@ def test_cli_analyze_best_pair_and_compare(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Best for DC (FT size 800), selected on val_mae: FE(941)->DC800" in printed
     assert "significantly better than scratch" in printed
+    assert re.search(r"test MAE \d+\.\d% lower than scratch", printed)  # said in words
     answer = json.loads((out / "best_pair.json").read_text())
     assert answer["winner"]["pt_source"] == "FE" and answer["seeds"] == [0, 1, 2, 3, 4]
     assert (out / "model" / "ensemble.json").is_file() and (out / "ranking.csv").is_file()

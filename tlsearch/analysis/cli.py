@@ -187,13 +187,20 @@ def _answer(summary: dict[str, Any]) -> str:
             else "not significantly different from scratch"
         )
     )
-    gain_text = "no scratch baseline" if gain is None else f"{gain:+.1f}% test MAE vs scratch"
+    gain_text = "no scratch baseline" if gain is None else _mae_change_text(gain)
     return (
         f"Best for {summary['target']} (FT size {size}), selected on "
         f"{summary['selected_on']}: {win['label']}\n  test MAE {mae['mean']:.4g} "
         f"(n={mae['n']}); {gain_text}; {verdict}"
         + (f" (paired p={summary['p_value']:.3g})" if summary["p_value"] is not None else "")
     )
+
+
+def _mae_change_text(improvement_pct: float) -> str:
+    """The paper's percentage change of MAE vs scratch (positive = lower MAE) in words."""
+    if improvement_pct >= 0:
+        return f"test MAE {improvement_pct:.1f}% lower than scratch"
+    return f"test MAE {-improvement_pct:.1f}% higher than scratch"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
