@@ -195,3 +195,19 @@ def test_frozen_eval_switches_exactly_the_fully_frozen_modules(pretrained: ALIGN
     assert [m.training for m in model.modules()] == [m.training for m in reference.modules()]
     assert bool(switched) == (strategy not in ("unfreeze_all", "new_head_unfreeze_all", "scratch"))
     assert strategies.apply_frozen_eval(model) == []  # already in eval mode
+
+
+def test_head_only_strategies_are_those_that_train_only_the_head(pretrained: ALIGNN) -> None:
+    """The search's cost order (tlsearch.search.compile) relies on this list."""
+    from tlsearch.transfer.names import HEAD_ONLY_STRATEGIES
+
+    head = ("fc.", "trunk.fc.", "new_layers.")
+    head_only = {
+        name
+        for name in STRATEGY_NAMES
+        if all(
+            n.startswith(head)
+            for n, _ in trainable_named_parameters(prepare_finetune(pretrained, name))
+        )  # fmt: skip
+    }
+    assert head_only == HEAD_ONLY_STRATEGIES

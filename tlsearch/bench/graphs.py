@@ -27,6 +27,14 @@ def same_edges(a: tuple, b: tuple) -> bool:
     return pa.shape == pb.shape and bool((pa == pb).all()) and np.allclose(la, lb, atol=1e-4)
 
 
+def _timed(build, indices: range, out: list) -> float:
+    """Seconds to run ``out[i] = build(i)`` for every ``i`` in ``indices``."""
+    t0 = time.perf_counter()
+    for i in indices:
+        out[i] = build(i)
+    return time.perf_counter() - t0
+
+
 def bench_graphs(records: list[StructureRecord], chunk: int = 20) -> dict[str, float]:
     """Structures/s of both builders and how many structures' edges differ.
 
@@ -58,22 +66,20 @@ def bench_graphs(records: list[StructureRecord], chunk: int = 20) -> dict[str, f
         )
         return build_undirected_edgedata(atoms[i], edges)
 
-    build_ours(0), build_peer(0)  # warm-up (lazy tables, first calls)
+    build_ours(0)  # warm-up (lazy tables, first calls)
+    build_peer(0)
     ours: list = [None] * len(records)
     peer: list = [None] * len(records)
     t_ours = t_peer = 0.0
     ratios = []
     for k, start in enumerate(range(0, len(records), chunk)):
         part = range(start, min(start + chunk, len(records)))
-        times = {}
-        for side in ("ours", "peer") if k % 2 == 0 else ("peer", "ours"):
-            build, out = (build_ours, ours) if side == "ours" else (build_peer, peer)
-            t0 = time.perf_counter()
-            for i in part:
-                out[i] = build(i)
-            times[side] = time.perf_counter() - t0
-        t_ours, t_peer = t_ours + times["ours"], t_peer + times["peer"]
-        ratios.append(times["peer"] / times["ours"])
+        if k % 2 == 0:
+            dt_ours, dt_peer = _timed(build_ours, part, ours), _timed(build_peer, part, peer)
+        else:
+            dt_peer, dt_ours = _timed(build_peer, part, peer), _timed(build_ours, part, ours)
+        t_ours, t_peer = t_ours + dt_ours, t_peer + dt_peer
+        ratios.append(dt_peer / dt_ours)
 
     differ = 0
     for mine, (u, v, r, _) in zip(ours, peer, strict=True):

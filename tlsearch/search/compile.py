@@ -37,6 +37,7 @@ from tlsearch.search.points import (
     stable_hash,
 )
 from tlsearch.search.spec import LogUniform, SearchSpec
+from tlsearch.transfer.names import HEAD_ONLY_STRATEGIES
 
 MAIN_EXPERIMENT = "main"
 PRETRAIN_EXPERIMENT = "pretrain"
@@ -149,12 +150,6 @@ def transfer_points(spec: SearchSpec) -> list[Point]:
     return points
 
 
-#: Strategies that train only the head (and new head layers): the trunk runs forward only, so
-#: a seed-run costs about half of one that trains every layer (measured on the quickstart:
-#: 7 s vs 16 s at FT size 80).
-HEAD_ONLY = frozenset({"last_layer", "new_head", "new_head_freeze_6"})
-
-
 def largest_first(points: list[Point]) -> list[Point]:
     """``points`` from the most to the least expensive, by FT size (all data first), then
     configurations that train the whole trunk before those that train only the head;
@@ -167,7 +162,10 @@ def largest_first(points: list[Point]) -> list[Point]:
     """
 
     def cost(p: Point) -> tuple[float, bool]:
-        return (-(p.ft_size if p.ft_size is not None else math.inf), p.strategy in HEAD_ONLY)
+        return (
+            -(p.ft_size if p.ft_size is not None else math.inf),
+            p.strategy in HEAD_ONLY_STRATEGIES,
+        )
 
     return sorted(points, key=cost)
 

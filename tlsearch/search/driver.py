@@ -282,12 +282,8 @@ def expected_grid_trials(experiment: ExperimentPlan, saved_points: list[dict[str
     if not experiment.per_seed or not saved_configs or any("seed" in p for p in saved_configs):
         return experiment.planned_trials
     pt_trials = sum(is_pretrain_point(p) for p in experiment.points)
-    configs = {
-        json.dumps({k: v for k, v in p.items() if k != "seed"}, sort_keys=True)
-        for p in experiment.points
-        if not is_pretrain_point(p)
-    }
-    return pt_trials + len(configs)
+    # trial_points expands every configuration into one point per seed
+    return pt_trials + (len(experiment.points) - pt_trials) // len(experiment.seeds)
 
 
 def new_tuner(experiment: ExperimentPlan, trainable: Any, env: TrialEnv, verbose: int) -> Any:

@@ -222,7 +222,8 @@ def apply_frozen_eval(model: nn.Module) -> list[str]:
     """
     if not model.training:
         return []
-    frozen = _fully_frozen(model)
+    frozen: set[int] = set()
+    _subtree_state(model, frozen)
     switched = []
     for name, module in model.named_modules():
         if id(module) in frozen and module.training:
@@ -231,15 +232,9 @@ def apply_frozen_eval(model: nn.Module) -> list[str]:
     return switched
 
 
-def _fully_frozen(module: nn.Module, found: set[int] | None = None) -> set[int]:
-    """``id``s of the modules in ``module``'s tree that have parameters, none trainable."""
-    found = set() if found is None else found
-    _subtree_state(module, found)
-    return found
-
-
 def _subtree_state(module: nn.Module, found: set[int]) -> tuple[bool, bool]:
-    """(has parameters, all frozen) of ``module``'s subtree; adds frozen ones to ``found``."""
+    """(has parameters, all frozen) of ``module``'s subtree; adds the ``id`` of every module in
+    it that has parameters, none trainable, to ``found``."""
     has_params, frozen = False, True
     for param in module.parameters(recurse=False):
         has_params, frozen = True, frozen and not param.requires_grad
