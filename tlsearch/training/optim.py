@@ -3,11 +3,16 @@
 AdamW with weight decay only on weight matrices (never on biases or normalisation parameters,
 i.e. any parameter with fewer than 2 dimensions), and PyTorch's ``OneCycleLR`` stepped once per
 batch with ``max_lr = learning_rate`` and ``total_steps = epochs * steps_per_epoch``.
+
+The optimiser is PyTorch's AdamW without the ``torch.compile`` markers (:class:`EagerAdamW`):
+they import ``torch._dynamo`` on first use, 1.2-1.6 s of every training process's start.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,12 +54,41 @@ def decay_groups(named_parameters: NamedParameters, weight_decay: float) -> list
     return groups
 
 
+class EagerAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` that never imports ``torch._dynamo``: same code, same numbers.
+
+    ``torch.optim.Optimizer`` marks ``add_param_group``, ``zero_grad``, ``state_dict`` and
+    ``load_state_dict`` as not to be traced by ``torch.compile`` (``torch._disable_dynamo``), and
+    ``Adam.step`` as a graph break (``_use_grad_for_differentiable``); each marker imports
+    ``torch._dynamo`` on its first call. That import took 1.2-1.6 s (2-core CPU, torch 2.13):
+    nearly half the start-up of a search's trial process, of every ``tlsearch train`` and every
+    PT/FT job. tlsearch never compiles its training step, so this class binds PyTorch's own
+    functions without those decorators (``inspect.unwrap``); ``step`` runs under
+    ``torch.no_grad()`` as the decorator does for a non-differentiable optimiser. The update is
+    PyTorch's (fused kernel, foreach or per-tensor loop alike): tests compare the parameters
+    after a one-cycle run bitwise with ``torch.optim.AdamW``'s and check that training imports no
+    ``torch._dynamo``. Do not use it inside ``torch.compile``.
+    """
+
+    add_param_group = inspect.unwrap(torch.optim.Optimizer.add_param_group)
+    zero_grad = inspect.unwrap(torch.optim.Optimizer.zero_grad)
+    state_dict = inspect.unwrap(torch.optim.Optimizer.state_dict)
+    load_state_dict = inspect.unwrap(torch.optim.Optimizer.load_state_dict)
+    _adamw_step = inspect.unwrap(torch.optim.AdamW.step)
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One AdamW update (PyTorch's ``AdamW.step``) of every parameter with a gradient."""
+        with torch.no_grad():
+            return self._adamw_step(closure)
+
+
 #: Devices with PyTorch's fused AdamW kernel.
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 
 def build_optimizer(named_parameters: NamedParameters, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (``cfg.learning_rate``, ``cfg.weight_decay``) over the trainable named parameters.
+    """AdamW (``cfg.learning_rate``, ``cfg.weight_decay``) over the trainable named parameters
+    (an :class:`EagerAdamW`).
 
     PyTorch's fused AdamW kernel where every parameter allows it (floating point, on a
     device in :data:`FUSED_DEVICES`): the same update rule, one kernel per step instead of
@@ -66,7 +100,7 @@ def build_optimizer(named_parameters: NamedParameters, cfg: TrainConfig) -> torc
     groups = decay_groups(named_parameters, cfg.weight_decay)
     params = [p for group in groups for p in group["params"]]  # type: ignore[union-attr]
     fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=fused or None)
+    return EagerAdamW(groups, lr=cfg.learning_rate, fused=fused or None)
 
 
 def build_scheduler(
