@@ -10,6 +10,8 @@ Sub-benchmarks (all by default):
 - ``search [SPEC] [--storage DIR]`` (run alone, not by default): a whole search
   (``search_spaces/quickstart.yaml`` by default) in a fresh storage folder: wall time vs training
   time, graph-cache hits, PT jobs run vs requested (:mod:`tlsearch.bench.search`).
+- ``packing [--per-device K]`` (run alone, not by default): N fine-tuning runs K per device
+  (``gpu: 1/K`` each) vs one at a time, aggregate structures/s (:mod:`tlsearch.bench.packing`).
 
 Ratios are what to read; absolute times on shared machines are noise.
 """
@@ -35,10 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "which",
         nargs="*",
-        choices=["graphs", "train", "search", []],
+        choices=["graphs", "train", "search", "packing", []],
         default=[],
         help="sub-benchmarks to run (default: graphs and train); 'search [SPEC] [--storage DIR]' "
-        "runs alone with its own options (tlsearch bench search --help)",
+        "and 'packing' run alone with their own options (tlsearch bench search --help)",
     )
     p.add_argument(
         "--datasets",
@@ -70,9 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         from tlsearch.bench.search import main as search_main
 
         return search_main(argv[1:])
+    if argv and argv[0] == "packing":
+        from tlsearch.bench.packing import main as packing_main
+
+        return packing_main(argv[1:])
     args = _parser().parse_args(argv)
-    if "search" in args.which:
-        raise SystemExit("tlsearch bench: 'search' runs alone: tlsearch bench search [SPEC]")
+    if "search" in args.which or "packing" in args.which:
+        raise SystemExit(
+            "tlsearch bench: 'search' and 'packing' run alone: tlsearch bench search [SPEC], "
+            "tlsearch bench packing"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     which = args.which or ["graphs", "train"]
     from tlsearch.bench.data import bench_records
