@@ -15,10 +15,10 @@ from tlsearch.bench.packing import (
     phase_resources,
     phase_spec,
     phase_throughput,
+    pt_checkpoint,
     run_packing,
 )
 from tlsearch.search.compile import compile_spec
-from tlsearch.search.pretrain_cache import pretrain_key
 
 
 def test_gpu_setup_packs_four_runs_per_gpu_with_the_paper_model():
@@ -39,18 +39,26 @@ def test_cpu_setup_splits_the_node_between_packed_runs():
     assert default_setup({"CPU": 8.0}, per_device=4).cpus_per_run == 2.0
 
 
-def test_phases_run_the_same_seed_runs_from_one_pt_job(tmp_path):
+def test_phases_run_the_same_seed_runs_from_the_warm_phases_pt_model(tmp_path):
     setup = default_setup({"CPU": 16.0, "GPU": 1.0})
-    specs = {p: phase_spec(setup, p, tmp_path) for p in ("warm", "alone", "packed")}
-    assert specs["alone"].seeds == specs["packed"].seeds == list(range(8))
-    assert specs["warm"].seeds == [8]
-    assert specs["packed"].resources.gpu == 0.25 and specs["packed"].max_concurrent == 4
-    keys = set()
-    for spec in specs.values():
+    warm = phase_spec(setup, "warm", tmp_path)
+    assert warm.seeds == [8]
+    assert len(compile_spec(warm, str(tmp_path)).pretrain_jobs) == 1
+    model = str(tmp_path / "pretrained" / "k" / "model.pt")
+    alone, packed = (phase_spec(setup, p, tmp_path, model) for p in ("alone", "packed"))
+    assert alone.seeds == packed.seeds == list(range(8))
+    assert packed.resources.gpu == 0.25 and packed.max_concurrent == 4
+    for spec in (alone, packed):
+        assert spec.pt_sources[0].checkpoint == model
         plan = compile_spec(spec, str(tmp_path))
-        assert plan.planned_seed_runs == len(spec.seeds)
-        keys |= {pretrain_key(job) for job in plan.pretrain_jobs}
-    assert len(keys) == 1  # trained by the warm phase, reused by both measured phases
+        assert plan.planned_seed_runs == 8 and not plan.pretrain_jobs
+
+
+def test_pt_checkpoint_of_the_warm_phase():
+    row = {"run_id": "pt-1", "kind": "pretrain", "status": "ok", "checkpoint_uri": "/m.pt"}
+    assert pt_checkpoint([row, _row("a", 0.0, 1.0)]) == "/m.pt"
+    with pytest.raises(ValueError, match="pt-1: failed boom"):
+        pt_checkpoint([row | {"status": "failed", "error": "boom"}])
 
 
 def _row(run_id, start, seconds, n_train=80, epochs=10, status="ok", kind="finetune"):
@@ -67,6 +75,8 @@ def test_throughput_is_structures_trained_over_the_rows_window():
     rows = [_row("a", 0.0, 10.0), _row("b", 2.0, 10.0), _row("pt", -50.0, 40.0, kind="pretrain")]
     stats = phase_throughput(rows)
     assert stats["runs"] == 2 and stats["window_seconds"] == pytest.approx(12.0)
+    assert stats["peak_concurrent_runs"] == 2
+    assert phase_throughput([_row("a", 0.0, 5.0), _row("b", 5.0, 5.0)])["peak_concurrent_runs"] == 1
     assert stats["structures_trained"] == 1600
     assert stats["structures_per_second"] == pytest.approx(1600 / 12.0)
     with pytest.raises(ValueError, match="b .failed: out of memory"):
@@ -75,19 +85,20 @@ def test_throughput_is_structures_trained_over_the_rows_window():
 
 
 def test_packing_bench_on_fake_jobs(tmp_path, local_ray):
-    """Two fake runs at a time finish the same 4 sleeping runs about twice as fast."""
-    data = f"fake://ok?log={tmp_path / 'log'}&sleep=1.0"
+    """Two fake runs at a time finish the same 4 sleeping runs faster than one at a time."""
+    log = tmp_path / "log"
     setup = replace(
         default_setup(local_ray.cluster_resources()),
-        data=data, pt_data=data + "&source=pt", job_fn=FAKE_JOB,
+        data=f"fake://ok?log={log}&sleep=2", pt_data=f"fake://ok?log={log}&source=pt",
+        job_fn=FAKE_JOB,
     )  # fmt: skip
     report = run_packing(setup, tmp_path / "store")
     alone, packed = report["phases"]["alone"], report["phases"]["packed"]
     assert alone["runs"] == packed["runs"] == 4
     assert alone["structures_trained"] == packed["structures_trained"] == 4 * 9 * 5
-    assert alone["window_seconds"] > 4.0
-    assert 1.3 < report["ratio"] < 2.5
+    assert alone["window_seconds"] > 8.0
+    assert (alone["peak_concurrent_runs"], packed["peak_concurrent_runs"]) == (1, 2)
+    assert 1.2 < report["ratio"] < 2.5
     assert report["goal"] is None  # the 3x goal is a GPU's
-    pt_runs = (tmp_path / "log" / "executions.log").read_text().count('"pretrain"')
-    assert pt_runs == 1
+    assert (log / "executions.log").read_text().count('"pretrain"') == 1
     assert "packed / alone" in format_report(report)

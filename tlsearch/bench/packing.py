@@ -6,7 +6,8 @@ through ``tlsearch search`` itself (:func:`tlsearch.search.driver.run_search`) o
 
 1. ``warm`` (not measured): the PT job of the FT runs and one FT seed-run with an extra seed,
    so the PT model (``<storage>/pretrained``), the generated data and the graph cache exist
-   before anything is timed;
+   before anything is timed; the measured phases fine-tune from that model as a checkpoint
+   source (no PT trial in them);
 2. ``alone``: N FT seed-runs, one at a time (``max_concurrent: 1``), each with a whole device:
    ``{gpu: 1}`` on a GPU cluster, all the CPUs of the node on a CPU-only one;
 3. ``packed``: the same N seed-runs (same seeds, same samples, another search name), K at a time:
@@ -15,9 +16,10 @@ through ``tlsearch search`` itself (:func:`tlsearch.search.driver.run_search`) o
 Every seed-run trains ``n_train`` structures per epoch for ``epochs_run`` epochs (validation
 included in its ``train_seconds``). A phase's aggregate throughput is the structures its rows
 trained divided by its window, from the first row's start to the last row's end (rows hold
-``wall_seconds`` and ``finished_at``); a trial process's start (imports, a CUDA context) is in
-the window of its first run, so packing pays K starts where running alone pays one. The report
-gives both phases and ``ratio = packed / alone`` (goal on a GPU: at least 3x with K = 4).
+``wall_seconds`` and ``finished_at``; ``peak_concurrent_runs`` says how many really overlapped).
+A trial process's start (imports, a CUDA context) is in the window of its first run, so packing
+pays K starts where running alone pays one. The report gives both phases and
+``ratio = packed / alone`` (goal on a GPU: at least 3x with K = 4).
 
 On a GPU the runs default to the paper's model (4+4 layers, 256 wide) fine-tuning on 800
 generated structures; on a CPU-only machine to the quickstart's small model, so the benchmark
@@ -92,12 +94,18 @@ def phase_resources(setup: PackingSetup, phase: str) -> tuple[dict[str, float], 
     return {"cpu": setup.cpus, "gpu": 0.0}, 1
 
 
-def phase_spec(setup: PackingSetup, phase: str, storage: str | Path) -> Any:
-    """The search spec of one phase: N FT seed-runs from one PT source (warm: one extra seed)."""
+def phase_spec(
+    setup: PackingSetup, phase: str, storage: str | Path, pt_checkpoint: str | None = None
+) -> Any:
+    """The search spec of one phase: N FT seed-runs (warm: one, with an extra seed) from the PT
+    job on ``pt_data``, or from ``pt_checkpoint`` (the model that job trained)."""
     from tlsearch.search.spec import SearchSpec
 
     resources, concurrent = phase_resources(setup, phase)
     seeds = [setup.runs] if phase == "warm" else list(range(setup.runs))
+    source = {"name": "source"} | (
+        {"checkpoint": pt_checkpoint} if pt_checkpoint else {"dataset": "source"}
+    )
     return SearchSpec.model_validate(
         {
             "name": f"packing-{phase}",
@@ -105,7 +113,7 @@ def phase_spec(setup: PackingSetup, phase: str, storage: str | Path) -> Any:
             "storage": str(storage),
             "datasets": {"source": {"data": setup.pt_data}, "target": {"data": setup.data}},
             "targets": ["target"],
-            "pt_sources": ["source"],
+            "pt_sources": [source],
             "scratch": False,
             "ft_sizes": [setup.ft_size],
             "strategies": ["unfreeze_all"],
@@ -139,9 +147,15 @@ def phase_throughput(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ends = [r["finished_at"].timestamp() for r in rows]
     starts = [end - r["wall_seconds"] for end, r in zip(ends, rows, strict=True)]
     window = max(ends) - min(starts)
+    events = sorted([(t, 1) for t in starts] + [(t, -1) for t in ends], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
     structures = sum(int(r["n_train"]) * int(r["epochs_run"]) for r in rows)
     return {
         "runs": len(rows),
+        "peak_concurrent_runs": peak,
         "window_seconds": window,
         "structures_trained": structures,
         "structures_per_second": structures / window if window > 0 else None,
@@ -149,6 +163,19 @@ def phase_throughput(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "sum_train_seconds": sum(r["train_seconds"] for r in rows),
         "devices": sorted({str(r["device"]) for r in rows}),
     }
+
+
+def pt_checkpoint(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The model of the warm phase's PT job.
+
+    Raises:
+        ValueError: the PT job failed (its error is in the message).
+    """
+    pt = [r for r in rows if r["kind"] == "pretrain"]
+    if len(pt) != 1 or pt[0]["status"] != "ok" or not pt[0]["checkpoint_uri"]:
+        errors = "; ".join(f"{r['run_id']}: {r['status']} {r.get('error') or ''}" for r in pt)
+        raise ValueError(f"the warm phase's PT job did not produce a model ({errors or 'no row'})")
+    return str(pt[0]["checkpoint_uri"])
 
 
 def run_packing(
@@ -159,14 +186,16 @@ def run_packing(
     from tlsearch.search import driver
 
     report: dict[str, Any] = {"setup": asdict(setup), "phases": {}}
+    checkpoint = None
     for phase in ("warm", *PHASES):
-        spec = phase_spec(setup, phase, storage)
+        spec = phase_spec(setup, phase, storage, checkpoint)
         logger.info("packing bench: phase %s (%s, at most %s at once)", phase,
                     spec.resources.model_dump(), spec.max_concurrent)  # fmt: skip
         driver.run_search(spec, address=address, verbose=0)
-        if phase == "warm":
-            continue
         rows = RunStore.for_search(spec.storage, spec.name).rows()
+        if phase == "warm":
+            checkpoint = pt_checkpoint(rows)
+            continue
         stats = phase_throughput(rows)
         stats["experiment_seconds"] = (
             driver.LAST_PHASES["experiments"][-1][2] - (driver.LAST_PHASES["experiments"][-1][1])
@@ -193,7 +222,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     for phase in PHASES:
         p = report["phases"][phase]
         lines.append(
-            f"  {phase:6s} {p['resources']} x{p['max_concurrent']}: {p['runs']} runs in "
+            f"  {phase:6s} {p['resources']} x{p['max_concurrent']}: {p['runs']} runs "
+            f"(at most {p['peak_concurrent_runs']} at once) in "
             f"{p['window_seconds']:.1f} s, {p['structures_per_second']:.1f} structures/s "
             f"(each run {p['mean_run_structures_per_second']:.1f}/s on average)"
         )
