@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["graphs", "train", "search", "packing", []],
         default=[],
         help="sub-benchmarks to run (default: graphs and train); 'search [SPEC] [--storage DIR]' "
-        "and 'packing' run alone with their own options (tlsearch bench search --help)",
+        "and 'packing' run alone with their own options (tlsearch bench search --help, "
+        "tlsearch bench packing --help)",
     )
     p.add_argument(
         "--datasets",

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the summary and the JSON report; 0 when the search finished."""
     start = _process_start()
     args = _parser().parse_args(argv)
-    storage = _fresh_storage(args.storage)
+    storage = fresh_storage(args.storage)
     report = run_bench(
         args.spec,
         storage,
@@ -121,7 +121,8 @@ def _process_start() -> float:
         return time.time()
 
 
-def _fresh_storage(storage: Path | None) -> Path:
+def fresh_storage(storage: Path | None) -> Path:
+    """``storage`` (created; refused unless missing or empty), or a new temporary folder."""
     if storage is None:
         return Path(tempfile.mkdtemp(prefix="tlsearch-bench-search-"))
     if storage.exists() and any(storage.iterdir()):
