@@ -42,7 +42,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "bench_packing.json"
-SMALL_MODEL = {"alignn_layers": 2, "gcn_layers": 2, "hidden_features": 32, "embedding_features": 32}
 PHASES = ("alone", "packed")
 
 
@@ -65,6 +64,15 @@ class PackingSetup:
     job_fn: str | None = None
 
 
+def quickstart_model() -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model, graphs)`` overrides of ``search_spaces/quickstart.yaml`` (the small model)."""
+    from tlsearch.bench.search import DEFAULT_SPEC
+    from tlsearch.search.spec import load_spec
+
+    spec = load_spec(DEFAULT_SPEC)
+    return dict(spec.model), dict(spec.graphs)
+
+
 def default_setup(cluster: Mapping[str, float], per_device: int | None = None) -> PackingSetup:
     """Defaults for this cluster: the paper's model on a GPU, the quickstart's on CPUs."""
     gpu = cluster.get("GPU", 0.0) >= 1
@@ -77,10 +85,11 @@ def default_setup(cluster: Mapping[str, float], per_device: int | None = None) -
             cpus_per_run=cpus / k,
         )  # fmt: skip
     k = per_device or max(int(cpus), 1)
+    model, graphs = quickstart_model()
     return PackingSetup(
         per_device=k, runs=2 * k, data="generated:200:41", pt_data="generated:200:42",
-        ft_size=80, epochs=10, pt_epochs=5, model=dict(SMALL_MODEL),
-        graphs={"max_neighbors": 8}, gpu=False, cpus=cpus, cpus_per_run=cpus / k,
+        ft_size=80, epochs=10, pt_epochs=5, model=model, graphs=graphs, gpu=False, cpus=cpus,
+        cpus_per_run=cpus / k,
     )  # fmt: skip
 
 
@@ -148,7 +157,7 @@ def phase_throughput(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ends = [r["finished_at"].timestamp() for r in rows]
     starts = [end - r["wall_seconds"] for end, r in zip(ends, rows, strict=True)]
     window = max(ends) - min(starts)
-    events = sorted([(t, 1) for t in starts] + [(t, -1) for t in ends], key=lambda e: (e[0], e[1]))
+    events = sorted([(t, 1) for t in starts] + [(t, -1) for t in ends])  # ends first on ties
     running = peak = 0
     for _, change in events:
         running += change
@@ -229,8 +238,9 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"(each run {p['mean_run_structures_per_second']:.1f}/s on average)"
         )
     ratio = report["ratio"]
-    goal = f"; goal {report['goal']}: {'met' if report['goal_met'] else 'NOT met'}" if (
-        report["goal"]) else ""  # fmt: skip
+    goal = ""
+    if report["goal"]:
+        goal = f"; goal {report['goal']}: {'met' if report['goal_met'] else 'NOT met'}"
     lines.append(f"packed / alone: {ratio:.2f}x{goal}" if ratio else "packed / alone: n/a")
     return "\n".join(lines)
 
@@ -269,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup = default_setup(driver.LAST_PHASES["cluster"], args.per_device)
         overrides = {"runs": args.runs, "epochs": args.epochs, "ft_size": args.ft_size}
         if args.small_model:
-            overrides.update(model=dict(SMALL_MODEL), graphs={"max_neighbors": 8})
+            model, graphs = quickstart_model()
+            overrides.update(model=model, graphs=graphs)
         setup = replace(setup, **{k: v for k, v in overrides.items() if v is not None})
         report = run_packing(setup, storage, address=args.address)
     finally:
