@@ -32,6 +32,7 @@ class Results:
     search_dirs: list[str]
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     specs: dict[str, str] = field(default_factory=dict)
+    rehearsal: bool = False  # every row is a rehearsal's (tiny model, 2 epochs): no result
 
     @property
     def seed_runs(self) -> pd.DataFrame:
@@ -112,4 +113,31 @@ def load_runs(path: str | Path, search: str | None = None) -> Results:
     if not frames:
         raise FileNotFoundError(f"no search named {search!r} under {path}")
     runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return Results(normalise(runs), [str(d) for d in dirs], plans, specs)
+    rehearsal = check_rehearsal(runs)
+    return Results(normalise(runs), [str(d) for d in dirs], plans, specs, rehearsal)
+
+
+def check_rehearsal(runs: pd.DataFrame) -> bool:
+    """Whether every row is a rehearsal's; rehearsal rows mixed with real ones are refused.
+
+    Raises:
+        ValueError: some rows come from a rehearsal (``tlsearch search --rehearse``) and some
+            do not, naming the rehearsal's search folders.
+    """
+    if "rehearsal" not in runs or runs.empty:
+        return False
+    flags = runs["rehearsal"].map(lambda v: v is True or v == 1)
+    if flags.all():
+        logger.warning(
+            "these are rehearsal rows (tiny model, 2 epochs): they check a plan, their metrics "
+            "are not results"
+        )
+        return True
+    if flags.any():
+        folders = sorted(set(runs.loc[flags, "search_dir"]))
+        raise ValueError(
+            f"{int(flags.sum())} rehearsal row(s) (from {', '.join(folders)}) are mixed with "
+            f"{int((~flags).sum())} real one(s): rehearsal metrics (tiny model, 2 epochs) are "
+            "not results; analyse the real search folder alone, or the rehearsal alone"
+        )
+    return False

@@ -293,7 +293,13 @@ def analyze(results: Results, out: Path) -> Path:
 
 def _preamble(results: Results) -> str:
     planned = results.planned_seeds()
-    return (
+    banner = (
+        "**REHEARSAL: a 1+1-layer, 16-wide model trained for 2 epochs to check the plan; "
+        "these metrics are not results.** "
+        if results.rehearsal
+        else ""
+    )
+    return banner + (
         "Every number is the mean over seeds ± the 95% t-interval (paper SI), n = ok seeds; "
         f"`*` marks a cell with fewer ok seeds than planned ({planned or 'unknown'}); failed "
         "and diverged seed-runs are counted, never dropped silently. Metrics are in the "

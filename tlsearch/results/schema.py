@@ -1,9 +1,12 @@
 """The one canonical schema of a seed-run row, and how a row dict becomes a one-row table.
 
 Every seed-run (one configuration, one seed) is one row; every pre-training job is one row too
-(``kind == "pretrain"``). Metrics without a suffix are in normalised units (the units the model
-trains in; the paper's shared files are already normalised); ``*_phys`` columns hold physical
-units and are filled only when the run fitted a target scaler.
+(``kind == "pretrain"``). Metrics without a suffix (the headline ``test_mae``) are in the units the
+model trains in: with a target scaler, the dataset's normalised units (one scaler per dataset,
+fitted on its non-test pool before any sample is drawn, so all rows of one target share them);
+with ``normalise: none``, the data's own units (the paper's shared files are already
+normalised). ``*_phys`` columns hold physical units and are filled only when the run fitted a
+target scaler. See :mod:`tlsearch.search.rows`.
 
 Schema evolution: add only nullable columns, at the end, and bump :data:`SCHEMA_VERSION`. Readers
 always pass :data:`RUN_SCHEMA` to ``pyarrow.dataset``, so files written before a column existed
@@ -18,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: wall_seconds, graph_cache_hits/misses, pt_cache_hit
+#: 2: wall_seconds, graph_cache_hits/misses, pt_cache_hit; 3: rehearsal, data_note
+SCHEMA_VERSION = "3"
 
 KINDS = ("scratch", "pretrain", "finetune", "mpt")
 STATUSES = ("ok", "failed", "diverged")
@@ -70,6 +74,9 @@ RUN_SCHEMA = pa.schema(
         pa.field("graph_cache_hits", pa.int64()),  # graph stores read from the cache
         pa.field("graph_cache_misses", pa.int64()),  # graph stores this job built
         pa.field("pt_cache_hit", pa.bool_()),  # PT rows: model reused, not trained here
+        # version 3: rehearsals (tiny model, 2 epochs) and where the data came from
+        pa.field("rehearsal", pa.bool_()),  # true: a rehearsal row, never a result
+        pa.field("data_note", pa.string()),  # e.g. "offline: test set is a STAND-IN (...)"
     ],
     metadata={"tlsearch.schema_version": SCHEMA_VERSION},
 )

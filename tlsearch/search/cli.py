@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +61,25 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="tiny version (1 seed, 2 epochs, tiny model, first values of each axis) "
         "named <name>-smoke",
     )
+    p.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run the whole plan (every dataset, size, strategy, sampling, lr, seed, MPT corpus, "
+        "DDP worker count, on the same files and batch sizes) with a 1+1-layer 16-wide model, "
+        "2 epochs, no GPU, as <name>-rehearsal; rows are marked and never mixed with real "
+        "results; ends with planned vs completed and the time per seed-run",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="no downloads: matminer:CODE datasets read the paper's files under vars.paper "
+        "(FT targets: its trial files and test sets, BG/FE with a stand-in test set; PT pools: "
+        "the union of a dataset's files, BG/FE pt/*_1000); jarvis:dft_2d reads vars.dft_2d "
+        "(a rehearsal without it uses a generated stand-in); see search_spaces/README.md",
+    )
+    p.add_argument(
+        "--seeds", type=int, metavar="N", help="run only the spec's first N seeds (e.g. 1)"
+    )
     p.add_argument("--max-concurrent", type=int, metavar="N", help="override max_concurrent")
     p.add_argument(
         "--tensorboard",
@@ -103,6 +123,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tlsearch.results.store import is_remote
     from tlsearch.search.compile import smoke_spec
     from tlsearch.search.driver import SearchInterruptedError, run_search
+    from tlsearch.search.rehearse import apply_modes, rehearsal_report
     from tlsearch.search.spec import load_spec
     from tlsearch.search.startup import stop_ray_in_background
     from tlsearch.search.status import format_status
@@ -116,6 +137,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, overrides)
     if args.smoke:
         spec = smoke_spec(spec)
+    spec = apply_modes(
+        spec, base_dir=os.getcwd(), rehearse=args.rehearse, offline=args.offline, seeds=args.seeds
+    )
     import ray
 
     own_ray = not ray.is_initialized()  # run_search connects; this command then owns Ray
@@ -130,6 +154,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     stopping = stop_ray_in_background() if own_ray and ray.is_initialized() else None
     try:
         sys.stdout.write(format_status(status) + "\n")
+        if spec.rehearsal:
+            sys.stdout.write(rehearsal_report(status) + "\n")
         if not args.no_plot and not is_remote(status.search_dir) and status.completed:
             from tlsearch.search.quickplot import plot_test_mae
 

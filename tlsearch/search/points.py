@@ -100,13 +100,13 @@ def stable_hash(value: Any) -> str:
 
 def config_hash(spec: SearchSpec, point: Point) -> str:
     """16 hex digits naming a configuration and the recipe it runs with (not the seed)."""
-    used = {point.target} | _source_datasets(spec, point)
+    used = {point.target} | source_datasets(spec, point)
     recipe: dict[str, Any] = {
         "point": point.as_config(),
         "train": spec.train,
         "model": spec.model,
         "graphs": spec.graphs,
-        "datasets": {n: spec.datasets[n].model_dump() for n in sorted(used)},
+        "datasets": {n: spec.datasets[n].model_dump(exclude={"note"}) for n in sorted(used)},
     }
     if point.uses_pretraining:
         recipe["source"] = spec.source(str(point.pt_source)).model_dump()
@@ -119,11 +119,23 @@ def run_id_for(spec: SearchSpec, point: Point, seed: int) -> str:
     return f"{config_hash(spec, point)}-s{seed}"
 
 
-def _source_datasets(spec: SearchSpec, point: Point) -> set[str]:
+def source_datasets(spec: SearchSpec, point: Point) -> set[str]:
+    """The datasets a configuration's PT source reads (none for scratch or a checkpoint)."""
     if not point.uses_pretraining:
         return set()
-    source = spec.source(str(point.pt_source))
+    return pt_datasets(spec, point.pt_source)
+
+
+def pt_datasets(spec: SearchSpec, source_name: str | None) -> set[str]:
+    """The datasets PT source ``source_name`` reads."""
+    source = spec.source(str(source_name))
     return {source.dataset} if source.dataset else set(source.mpt or [])
+
+
+def provenance_columns(spec: SearchSpec, datasets: set[str]) -> dict[str, Any]:
+    """The row's ``rehearsal`` flag and the notes of the datasets it read (``data_note``)."""
+    notes = [f"{n}: {spec.datasets[n].note}" for n in sorted(datasets) if spec.datasets[n].note]
+    return {"rehearsal": spec.rehearsal, "data_note": "; ".join(notes) or None}
 
 
 def data_ref(

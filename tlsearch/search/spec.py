@@ -80,6 +80,10 @@ class SearchSpec(StrictModel):
     tensorboard: bool = False
     pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
     testing: TestingHooks = Field(default_factory=TestingHooks)
+    #: Set by ``tlsearch search --rehearse`` (tiny model, 2 epochs: rows are marked and the
+    #: analysis keeps them apart from real results) and ``--offline`` (local files only).
+    rehearsal: bool = False
+    offline: bool = False
 
     @field_validator("datasets", mode="before")
     @classmethod

@@ -51,17 +51,21 @@ class DatasetSpec(StrictModel):
     overrides ``train.target_normalisation`` for jobs on this dataset (e.g. ``paper`` for raw
     matminer values next to the paper's already-normalised files). ``property`` names what the
     target measures (default: the dataset's name): datasets of one property are never paired
-    with each other, and an MPT mix masks the FT target's property.
+    with each other, and an MPT mix masks the FT target's property. ``test_fraction: 0`` holds
+    nothing out (a PT pool: the paper pre-trained on whole datasets; as an FT target it then
+    has no test metrics). ``note`` is free text copied into every row that uses the dataset
+    (``data_note``), e.g. that its test set is a stand-in.
     """
 
     data: str
     test: str | None = None
-    test_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
     split_seed: int = Field(0, ge=0)
     target: str | None = None
     data_home: str | None = None
     normalise: Literal["none", "paper", "standardise"] | None = None
     property: str | None = None
+    note: str | None = None
 
 
 class PretrainSource(StrictModel):

@@ -26,7 +26,16 @@ from tlsearch.locking import file_lock
 from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
 from tlsearch.search.compile import is_pretrain_point
 from tlsearch.search.jobs import JobConfig, absolute_spec, resolve_job_fn
-from tlsearch.search.points import Point, build_job, config_hash, pretrain_job, run_id_for
+from tlsearch.search.points import (
+    Point,
+    build_job,
+    config_hash,
+    pretrain_job,
+    provenance_columns,
+    pt_datasets,
+    run_id_for,
+    source_datasets,
+)
 from tlsearch.search.pretrain_cache import Pretrained, ensure_pretrained, pretrain_key
 from tlsearch.search.rows import (
     DETERMINISTIC_ERRORS,
@@ -187,6 +196,7 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
         sampling=point.sampling,
         lr=point.lr,
         node=_node(),
+        **provenance_columns(spec, {point.target} | source_datasets(spec, point)),
     )
     try:
         pretrained = None
@@ -257,6 +267,7 @@ def _ensure_pt_row(
         "lr": job.train.get("learning_rate"),
         "config_json": job.model_dump_json(),
         "node": _node(),
+        **provenance_columns(env.spec, pt_datasets(env.spec, job.label)),
     }
     start = time.perf_counter()
     try:
