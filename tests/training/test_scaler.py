@@ -63,3 +63,12 @@ def test_dict_round_trip_and_errors():
         TargetScaler.from_dict({"mode": "paper", "shift": [0.0]})
     with pytest.raises(ValueError, match="target column"):
         scaler.transform(np.zeros((2, 3)))
+
+
+def test_fingerprint_names_the_constants():
+    a = TargetScaler.fit(np.array([1.0, 2.0, 5.0]), "paper")
+    assert TargetScaler.from_dict(a.to_dict()).fingerprint() == a.fingerprint()
+    assert TargetScaler.fit(np.array([1.0, 2.0, 6.0]), "paper").fingerprint() != a.fingerprint()
+    assert TargetScaler.fit(np.array([1.0, 2.0, 5.0]), "standardise").fingerprint() != (
+        a.fingerprint()
+    )

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from tlsearch.structures.records import StructureRecord
+from tlsearch.structures.records import LoadResult, StructureRecord
 from tlsearch.training import run
 from tlsearch.training.config import RunConfig
+from tlsearch.training.scaler import TargetScaler
 
 TINY = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 8}
 
@@ -99,3 +100,32 @@ def test_same_seed_reproduces_the_run_on_cpu(tmp_path):
         return metrics["val"], [",".join(r.split(",")[:-1]) for r in rows]  # drop seconds
 
     assert history("a") == history("b")
+
+
+def test_scaler_is_fitted_on_the_whole_training_data_before_the_pool_is_drawn(tmp_path):
+    """Two different training samples of one dataset: one scaler, the whole data's."""
+    metrics = {}
+    for name, pick in (("head", slice(0, 12)), ("tail", slice(15, 30))):
+        cfg = _cfg(tmp_path, epochs=1, target_normalisation="paper").model_copy(
+            update={"test": None, "out_dir": tmp_path / name}
+        )
+        metrics[name] = run.train_run(
+            cfg, progress=False, select_pool=lambda data, p=pick: np.arange(len(data.store))[p]
+        )
+    head, tail = metrics["head"], metrics["tail"]
+    assert head["n_train"] + head["n_val"] == 12 and tail["n_train"] + tail["n_val"] == 15
+    assert head["scaler"] == tail["scaler"] and head["scaler_id"] == tail["scaler_id"]
+    data = run.prepare_data("generated:30:1", names=None, graph_settings=_cfg(tmp_path).graphs,
+                            cache_dir=None, progress=False)  # fmt: skip
+    assert head["scaler"] == run.pool_scaler(data, "paper").to_dict()
+    np.testing.assert_allclose(
+        TargetScaler.from_dict(head["scaler"]).transform(data.targets).min(), -1.0
+    )
+
+
+def test_pool_scaler_counts_every_loaded_record_and_ignores_unknown_targets():
+    records = [_record("a", x=1.0), _record("b", x=3.0, y=10.0), _record("c", y=20.0)]
+    data = run.PreparedData("mem", LoadResult(records, [], source="mem"), None, ["x", "y"], None)
+    scaler = run.pool_scaler(data, "standardise")
+    np.testing.assert_allclose(scaler.shift, [2.0, 15.0])
+    np.testing.assert_allclose(scaler.scale, [1.0, 5.0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,32 @@ def test_finetune_from_an_mpt_model_with_several_heads(files, tiny_config):
     assert bundle.architecture["properties"] == ["A", "B"]
     ft = finetune_run(_run(files, "ft_mpt2", tiny_config), files["root"] / "mpt2", progress=False)
     assert ft["test"]["n"] == 10
+
+
+def test_pt_ft_and_scratch_use_their_own_datasets_pool_scaler(files, tiny_config):
+    """PT on a subset: the PT data's scaler; FT (any size, sampling) and scratch: the FT data's."""
+    from tlsearch.structures.load import load_data
+    from tlsearch.training.scaler import TargetScaler
+
+    def pool_fingerprint(path):
+        values = [r.targets["target"] for r in load_data(path).records]
+        return TargetScaler.fit(np.array(values), "paper").fingerprint()
+
+    recipe = {"epochs": 1, "target_normalisation": "paper"}
+    pt_run = _run(files, "pt_paper", tiny_config, **recipe)
+    pt = pretrain_run(pt_run.model_copy(update={"data": files["src"], "test": None}), size=20,
+                      progress=False)  # fmt: skip
+    assert pt["scaler_id"] == pool_fingerprint(files["src"])
+    fingerprints = set()
+    for size, sampling in ((10, "random"), (20, "uniform")):
+        ft = finetune_run(
+            _run(files, f"ft_units_{size}", tiny_config, **recipe), files["root"] / "pt_paper",
+            "unfreeze_all", size=size, sampling=sampling, progress=False,
+        )  # fmt: skip
+        fingerprints.add(ft["scaler_id"])
+        saved = read_bundle(files["root"] / f"ft_units_{size}" / "model.pt")[1].scaler
+        assert saved.fingerprint() == ft["scaler_id"]
+    scratch = finetune_run(_run(files, "scratch_units", tiny_config, **recipe), None, "scratch",
+                           size=12, progress=False)  # fmt: skip
+    fingerprints.add(scratch["scaler_id"])
+    assert fingerprints == {pool_fingerprint(files["tgt"])} != {pt["scaler_id"]}

@@ -6,7 +6,10 @@ their seeds/trials and joined on (PT, PT size, FT, FT size, strategy) after mapp
 names to the paper's; the paper's ``experiment`` is kept as a column (one of our
 configurations can match several experiments, e.g. BG(941)->DC800 strategy 1 is both in the
 7x6 matrix and in the FT-strategy study). MAE is in the normalised units of the paper's files,
-which are also our unsuffixed metric columns.
+which are also our unsuffixed metric columns: on the paper's files (``normalise: none``) exactly;
+on raw data with ``normalise: paper`` in our own once-per-dataset normalisation (fitted on the
+dataset's non-test pool, the paper's constants being unpublished), the same for every FT size
+and sampling of one target, so rows compare like with like among themselves.
 """
 
 from __future__ import annotations

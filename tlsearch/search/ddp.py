@@ -96,22 +96,21 @@ def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     from tlsearch.training.config import RunConfig
     from tlsearch.training.loop import GraphLoader, masked_loss, seed_everything
     from tlsearch.training.optim import build_optimizer, build_scheduler
-    from tlsearch.training.run import prepare_run_data
-    from tlsearch.training.scaler import TargetScaler
+    from tlsearch.training.run import pool_scaler, prepare_run_data
     from tlsearch.training.splits import train_val_split
 
     run = RunConfig.model_validate(config["run"])
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     torch.set_num_threads(run.train.num_threads or 1)
     data = prepare_run_data(run, run.data, names=None, role="training", progress=False)
+    scaler = pool_scaler(data, run.train.target_normalisation)  # the dataset's, as train_run's
     seed = run.train.seed
     pool = np.arange(len(data.store))
     if config["size"] is not None and config["size"] < pool.size:
         pool = np.sort(np.random.default_rng(seed).choice(pool.size, config["size"], replace=False))
     train_idx, val_idx = (pool[p] for p in train_val_split(pool.size, run.train.val_fraction, seed))
-    scaler = TargetScaler.fit(data.targets[train_idx], run.train.target_normalisation)
     targets = scaler.transform(data.targets)
-    batch_size = run.train.resolve_batch_size(len(train_idx))
+    batch_size = run.train.resolve_batch_size(pool.size)  # before the split, as train_run
     usable = len(train_idx) // world * world  # equal shards: every rank takes the same steps
     shard = train_idx[:usable][rank::world]
     model_cfg = run.model.model_copy(update={"output_features": len(data.target_names)})
@@ -157,6 +156,9 @@ def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         "batch_size": batch_size,
         "device": str(device),
         "ddp_workers": world,
+        "target_normalisation": scaler.mode,
+        "scaler": scaler.to_dict(),
+        "scaler_id": scaler.fingerprint(),
     }
     metrics.update(_evaluate(run, inner, data, scaler, val_idx, batch_size, device))
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,19 @@
 """Result rows of seed-runs and PT jobs, built from a job's metrics dict.
 
-Metric columns without a suffix are in normalised units; ``*_phys`` are physical and set only
-when the run fitted a target scaler (``train_run`` then reports physical metrics with a
-``normalised`` sub-dict). Job functions may report nested (``{"test": {"mae": ...}}``) or
-dotted (``{"test.mae": ...}``) metrics.
+Units of the metric columns (the headline ``test_mae`` among them):
+
+- without a suffix: the units the model trains in. With a target scaler (``normalise: paper`` or
+  ``standardise``) these are the dataset's normalised units: one scaler per dataset, fitted on
+  its whole non-test pool before any FT sample, PT subset or validation split is drawn
+  (:func:`tlsearch.training.run.pool_scaler`), so every seed, FT size, sampling method and job
+  kind on one target reads the same physical error as the same number. With ``normalise: none``
+  they are the data's own units (for the paper's shared files: the paper's normalised units).
+- ``*_phys``: physical units, set only when the run fitted a scaler (``train_run`` then
+  reports physical metrics with a ``normalised`` sub-dict); ``scaler_id`` in the job's
+  ``metrics.json`` names the scaler used.
+
+Job functions may report nested (``{"test": {"mae": ...}}``) or dotted (``{"test.mae": ...}``)
+metrics.
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ class TrainConfig(BaseModel):
         device: ``auto`` picks CUDA when present, else CPU.
         num_threads: CPU threads for torch (``None`` leaves torch's default).
         target_normalisation: ``none`` (default: the paper's shared data files are already
-            normalised), ``paper`` (standardise, then min-max into [-1, 1], Sec. 2.3, fitted on
-            the training part only) or ``standardise``. Metrics are reported in physical units and,
-            when a scaler is used, also in normalised units.
+            normalised), ``paper`` (standardise, then min-max into [-1, 1], Sec. 2.3) or
+            ``standardise``; fitted once per dataset on the whole training data (its non-test
+            pool) before any sample is drawn, so every run on it shares the units. Metrics are
+            reported in physical units and, when a scaler is used, also in normalised units.
         log_every: write a log line every this many epochs.
     """
 

@@ -1,4 +1,4 @@
-"""One training run from a :class:`RunConfig`: data -> graphs -> split -> scaler -> fit -> files.
+"""One training run from a :class:`RunConfig`: data -> graphs -> scaler -> split -> fit -> files.
 
 Outputs in ``cfg.out_dir`` (written in this order, so a failure late in the run loses nothing
 already computed): ``config.yaml`` (resolved), ``history.csv``, ``model.pt``,
@@ -39,7 +39,7 @@ from tlsearch.training.loop import (
     select_device,
 )
 from tlsearch.training.metrics import json_safe, target_metrics
-from tlsearch.training.scaler import TargetScaler
+from tlsearch.training.scaler import Mode, TargetScaler
 from tlsearch.training.splits import train_val_split
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def train_run(
             (default: a fresh ALIGNN); parameters it leaves with ``requires_grad=False`` stay
             frozen. Models with a ``describe()`` method are saved with it, so they reload.
         select_pool: picks the structures (indices into the training store) that form the
-            training set before its train/validation split (a PT subset, an FT sample).
+            training set before its train/validation split (a PT subset, an FT sample). The
+            target scaler is fitted before it, on the whole training data (:func:`pool_scaler`).
         provenance: recorded in ``model.pt`` and ``metrics.json`` (PT source, strategy...).
         train_records: training records already in memory (``cfg.data`` then only names them).
     """
@@ -91,11 +92,12 @@ def train_run(
         if cfg.test
         else None
     )
+    # one scaler per dataset: fitted before the PT subset / FT sample / validation split is drawn
+    scaler = pool_scaler(train_data, cfg.train.target_normalisation)
     pool = np.arange(len(train_data.store)) if select_pool is None else select_pool(train_data)
     train_idx, val_idx = (
         pool[part] for part in train_val_split(len(pool), cfg.train.val_fraction, cfg.train.seed)
     )
-    scaler = TargetScaler.fit(train_data.targets[train_idx], cfg.train.target_normalisation)
     resolved = resolve_config(cfg, n_train=len(train_idx), num_targets=len(names))
     (out / "config.yaml").write_text(resolved.to_yaml(), encoding="utf-8")
     logger.info(
@@ -147,6 +149,25 @@ def train_run(
         write_json(out / "metrics.json", metrics)
     log_summary(metrics)
     return metrics
+
+
+def pool_scaler(data: PreparedData, mode: Mode) -> TargetScaler:
+    """The dataset's target scaler, fitted on its whole training pool.
+
+    The pool is every loaded training record (``cfg.data``: a dataset's ``pool.json`` when the
+    search held its test part out, else the training file), graph rejections included, before
+    any PT subset, FT sample or validation split is drawn. So every seed, FT size, sampling
+    method and job kind on one dataset shares one scaler, and normalised metrics of those runs
+    are in the same units (the paper normalised once per dataset, Sec. 2.3).
+    """
+    records = data.loaded.records
+    targets = np.full((len(records), len(data.target_names)), np.nan)
+    for i, record in enumerate(records):
+        for j, name in enumerate(data.target_names):
+            value = record.targets.get(name)
+            if value is not None:
+                targets[i, j] = value
+    return TargetScaler.fit(targets, mode)
 
 
 def resolve_config(cfg: RunConfig, n_train: int, num_targets: int) -> RunConfig:
@@ -237,6 +258,7 @@ def base_metrics(
         "target_names": train_data.target_names,
         "target_normalisation": scaler.mode,
         "scaler": scaler.to_dict(),
+        "scaler_id": scaler.fingerprint(),
         "val": None,
         "test": None,
         "best_epoch": result.best_epoch,
@@ -494,4 +516,4 @@ def _cell(x: float) -> str:
     return "" if not math.isfinite(float(x)) else repr(float(x))
 
 
-__all__ = ["PreparedData", "prepare_data", "resolve_target_names", "train_run"]
+__all__ = ["PreparedData", "pool_scaler", "prepare_data", "resolve_target_names", "train_run"]

@@ -1,12 +1,19 @@
-"""Target normalisation fitted on the training part only (paper Sec. 2.3).
+"""Target normalisation, fitted once per dataset on its non-test pool (paper Sec. 2.3).
 
 The paper standardises every property and then min-max scales it into [-1, 1]. Both steps are
 affine, so the scaler stores, per property, ``shift`` and ``scale`` with
 ``normalised = (physical - shift) / scale`` (and keeps the intermediate constants for the record).
+
+Training fits it on the whole training pool before any PT subset, FT sample or validation split
+is drawn (:func:`tlsearch.training.run.pool_scaler`), never on the test set; so all runs on one
+dataset share one scaler and their normalised metrics are in the same units.
+:meth:`TargetScaler.fingerprint` (``scaler_id`` in ``metrics.json``) tells whether two runs did.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -56,7 +63,7 @@ class TargetScaler:
 
     @classmethod
     def fit(cls, targets: np.ndarray, mode: Mode = "paper") -> TargetScaler:
-        """Fit on training targets (N,) or (N, P); NaN entries (unknown targets) are ignored.
+        """Fit on a dataset's training pool (N,) or (N, P); NaN entries (unknown) are ignored.
 
         A property with zero spread gets scale 1 for that step, so the scaler stays invertible.
         """
@@ -111,6 +118,11 @@ class TargetScaler:
         """Normalised -> physical; ``values`` is (..., P), numpy or torch (dtype kept)."""
         shift, scale = self._constants(values)
         return values * scale + shift
+
+    def fingerprint(self) -> str:
+        """A short hash of the mode and constants: equal for scalers that transform alike."""
+        text = json.dumps([self.mode, self.shift.tolist(), self.scale.tolist()])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-python form (for ``model.pt`` and ``metrics.json``)."""
