@@ -28,8 +28,9 @@ class TrainConfig(BaseModel):
 
     Attributes:
         epochs: maximum number of epochs (the one-cycle schedule spans all of them).
-        batch_size: structures per batch; ``None`` = the paper's rule: 16, or 64 when the training
-            part (after the train/validation split) has more than 1,000 structures.
+        batch_size: structures per batch; ``None`` = the paper's rule: 16, or 64 when the
+            training set as given (the PT or FT set, before its train/validation split) has more
+            than 1,000 structures (see :meth:`resolve_batch_size`).
         learning_rate: AdamW learning rate, the one-cycle peak.
         weight_decay: AdamW weight decay (never applied to biases and normalisation parameters).
         optimizer: only ``adamw`` (the paper's).
@@ -69,11 +70,17 @@ class TrainConfig(BaseModel):
     target_normalisation: Literal["none", "paper", "standardise"] = "none"
     log_every: int = Field(10, ge=1)
 
-    def resolve_batch_size(self, n_train: int) -> int:
-        """The batch size to use for a training part of ``n_train`` structures."""
+    def resolve_batch_size(self, n_structures: int) -> int:
+        """The batch size for a training set of ``n_structures`` (``batch_size`` when set).
+
+        ``n_structures`` is the set as given (the PT subset, the FT sample, the whole training
+        data), BEFORE the train/validation split: the paper's "64 above 1,000 training points"
+        counts its FT/PT sizes (1,000 -> 16, 1,001 -> 64, a 1,050 set -> 64 though it trains on
+        945 after the 90:10 split).
+        """
         if self.batch_size is not None:
             return self.batch_size
-        return PAPER_LARGE_BATCH if n_train > PAPER_LARGE_THRESHOLD else PAPER_SMALL_BATCH
+        return PAPER_LARGE_BATCH if n_structures > PAPER_LARGE_THRESHOLD else PAPER_SMALL_BATCH
 
 
 class RunConfig(BaseModel):

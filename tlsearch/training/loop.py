@@ -57,6 +57,33 @@ class Collatable(Protocol):
     def collate(self, indices: Sequence[int]) -> GraphBatch: ...
 
 
+def num_batches(n: int, batch_size: int) -> int:
+    """Batches of :func:`batch_chunks` for ``n`` structures: a lone last one is merged."""
+    full, rest = divmod(n, batch_size)
+    return full + (rest > 0) - (rest == 1 and full > 0 and batch_size > 1)
+
+
+def batch_chunks(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive chunks of ``batch_size`` of ``order``; a last chunk of ONE structure is merged
+    into the chunk before it (which then holds ``batch_size + 1``).
+
+    Why: BatchNorm in training mode needs more than one value per channel. A batch of one
+    structure gives one row to every BatchNorm over graphs (the new MLP layers of the
+    ``new_head*`` strategies, the MPT heads) and, when it is a 1-atom cell, one row to
+    ALIGNN's BatchNorm over atoms, and torch raises "Expected more than 1 value per channel
+    when training" (whenever n_train mod batch = 1). alignn's train loader drops the last
+    partial batch instead (``drop_last=True``); merging keeps every structure in every epoch.
+    Any batch of two or more structures has at least two graphs and two atoms, and a 1-atom
+    cell alone still has many bonds and bond pairs (24-36 and 576-1296 in the paper's data).
+    ``batch_size == 1`` is taken literally (nothing to merge), as is a single structure;
+    :func:`forward_training` then explains a BatchNorm failure.
+    """
+    chunks = [order[start : start + batch_size] for start in range(0, order.size, batch_size)]
+    if len(chunks) > 1 and chunks[-1].size == 1 and batch_size > 1:
+        chunks[-2:] = [np.concatenate(chunks[-2:])]
+    return chunks
+
+
 class GraphLoader:
     """Batches over a subset of a graph store, with (normalised) targets attached.
 
@@ -65,9 +92,14 @@ class GraphLoader:
         indices: store positions in this subset.
         targets: (len(store), P) float array aligned with the store, NaN where unknown; ``None``
             for prediction without targets.
-        batch_size: structures per batch (the last batch may be smaller; nothing is dropped).
+        batch_size: structures per batch; the last batch may be smaller, and a last batch of
+            one structure joins the one before (``batch_size + 1`` then): see
+            :func:`batch_chunks`. Nothing is dropped.
         shuffle: reshuffle every epoch with a ``torch.Generator`` seeded from (seed, epoch).
         seed: shuffling seed.
+
+    The same batching serves training, validation and prediction: in eval mode BatchNorm uses
+    its running moments, so predictions do not depend on how structures are batched.
     """
 
     def __init__(
@@ -100,7 +132,7 @@ class GraphLoader:
 
     def __len__(self) -> int:
         """Batches per pass."""
-        return math.ceil(self.num_structures / self.batch_size)
+        return num_batches(self.num_structures, self.batch_size)
 
     def order(self, epoch: int = 0) -> np.ndarray:
         """Store positions in the order of pass ``epoch``."""
@@ -112,9 +144,7 @@ class GraphLoader:
 
     def batches(self, epoch: int = 0) -> Iterator[GraphBatch]:
         """The batches of pass ``epoch`` with ``targets`` and ``target_mask`` set (if known)."""
-        order = self.order(epoch)
-        for start in range(0, order.size, self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in batch_chunks(self.order(epoch), self.batch_size):
             batch = self.store.collate(chunk.tolist())
             if self.targets is not None:
                 values = torch.from_numpy(self.targets[chunk])
@@ -175,6 +205,32 @@ class EpochStats:
     diverged: bool = False
 
 
+BATCHNORM_ONE_VALUE = "Expected more than 1 value per channel when training"
+
+
+def forward_training(model: nn.Module, batch: GraphBatch) -> torch.Tensor:
+    """``model(batch)`` in training mode; a BatchNorm fed one row raises a clear ``ValueError``.
+
+    That happens only where :func:`batch_chunks` cannot merge: a training part of one
+    structure, or ``batch_size == 1``, with a BatchNorm over graphs (``new_head*``, MPT) or a
+    1-atom cell (ALIGNN's BatchNorm over atoms). Such a batch is refused rather than silently
+    trained with running statistics (another recipe); with batch statistics its BatchNorm
+    output would be constant anyway.
+    """
+    try:
+        return model(batch)
+    except ValueError as exc:
+        if BATCHNORM_ONE_VALUE not in str(exc):
+            raise
+        shown = ", ".join(batch.ids[:5]) + (", ..." if len(batch.ids) > 5 else "")
+        raise ValueError(
+            f"a training batch of {batch.num_graphs} structure(s) with {batch.num_nodes} atom(s) "
+            f"({shown}) cannot pass the model's BatchNorm in training mode ({exc}): training "
+            "batches need 2 or more structures, so use batch_size >= 2 and a training part of "
+            "at least 2 structures (3 or more before the validation split)"
+        ) from exc
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: BatchSource,
@@ -192,7 +248,7 @@ def train_one_epoch(
         batch = batch.to(device)
         if batch.targets is None:
             raise ValueError("training batches need targets")
-        pred = model(batch)
+        pred = forward_training(model, batch)
         loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind)
         value = float(loss.detach())
         if not math.isfinite(value):

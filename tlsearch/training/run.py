@@ -98,7 +98,7 @@ def train_run(
     train_idx, val_idx = (
         pool[part] for part in train_val_split(len(pool), cfg.train.val_fraction, cfg.train.seed)
     )
-    resolved = resolve_config(cfg, n_train=len(train_idx), num_targets=len(names))
+    resolved = resolve_config(cfg, n_structures=len(pool), num_targets=len(names))
     (out / "config.yaml").write_text(resolved.to_yaml(), encoding="utf-8")
     logger.info(
         "training on %d, validating on %d structures (batch %d, device %s, targets %s)",
@@ -170,8 +170,11 @@ def pool_scaler(data: PreparedData, mode: Mode) -> TargetScaler:
     return TargetScaler.fit(targets, mode)
 
 
-def resolve_config(cfg: RunConfig, n_train: int, num_targets: int) -> RunConfig:
+def resolve_config(cfg: RunConfig, n_structures: int, num_targets: int) -> RunConfig:
     """The config with the batch size and the model's output count filled in.
+
+    ``n_structures`` is the training set before its train/validation split (the pool): the
+    paper's batch-size rule counts it (:meth:`TrainConfig.resolve_batch_size`).
 
     Raises:
         ValueError: when ``model.output_features`` was set explicitly to another number.
@@ -181,7 +184,7 @@ def resolve_config(cfg: RunConfig, n_train: int, num_targets: int) -> RunConfig:
             f"model.output_features is {cfg.model.output_features} but the data has "
             f"{num_targets} target(s)"
         )
-    train = cfg.train.model_copy(update={"batch_size": cfg.train.resolve_batch_size(n_train)})
+    train = cfg.train.model_copy(update={"batch_size": cfg.train.resolve_batch_size(n_structures)})
     model = cfg.model.model_copy(update={"output_features": num_targets})
     return cfg.model_copy(update={"train": train, "model": model})
 
@@ -201,7 +204,7 @@ def train_model(
     seed_everything(cfg.train.seed)
     model = ALIGNN(cfg.model) if model_factory is None else model_factory(cfg, data.target_names)
     targets = scaler.transform(data.targets)
-    batch_size = cfg.train.resolve_batch_size(len(train_idx))
+    batch_size = cfg.train.resolve_batch_size(len(train_idx) + len(val_idx))  # the pool
     train = GraphLoader(
         data.store, train_idx, targets, batch_size, shuffle=True, seed=cfg.train.seed
     )
