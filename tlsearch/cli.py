@@ -82,6 +82,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help=f"training data, split 90:10 into train and validation: {DATA_SPEC_HELP}",
     )
     arg("--test", metavar="SPEC", help="held-out test data (same forms as --data)")
+    arg(
+        "--allow-test-overlap",
+        action="store_true",
+        default=None,
+        help="run even when --test has structures identical to --data ones (refused by "
+        "default, naming them; metrics.json records the count as test_overlap)",
+    )
     arg("--out", type=Path, metavar="DIR", help="run folder for the outputs")
     arg("--target", metavar="NAME", help="property to read (default: the loader's, 'target')")
     arg("--data-home", type=Path, metavar="DIR", help="where named datasets are looked up")
@@ -244,6 +251,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "out_dir": args.out,
         "target": args.target,
         "data_home": args.data_home,
+        "allow_test_overlap": args.allow_test_overlap,
     }
     train = {
         "epochs": args.epochs,

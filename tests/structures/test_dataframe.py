@@ -77,6 +77,24 @@ def test_id_column_and_named_targets() -> None:
     assert target_columns(None) == {}
 
 
+def test_nan_in_one_of_several_target_columns_masks_that_column_only() -> None:
+    df = pd.DataFrame(
+        {
+            "structure": [cscl(4.1), cscl(4.2), cscl(4.3)],
+            "gap": [1.0, np.nan, None],
+            "ef": [np.nan, -2.0, np.nan],
+        }
+    )
+    result = records_from_dataframe(df, targets=["gap", "ef"], source="frame")
+    assert [(r.id, r.targets) for r in result.records] == [("0", {"gap": 1.0}), ("1", {"ef": -2.0})]
+    assert [(r.id, r.reason) for r in result.rejected] == [
+        ("2", "no known target (all of gap, ef are NaN/missing)")
+    ]
+    assert result.masked_targets == 2
+    optional = records_from_dataframe(df, targets=["gap", "ef"], require_targets=False)
+    assert [r.targets for r in optional.records] == [{"gap": 1.0}, {"ef": -2.0}, {}]
+
+
 def test_optional_targets() -> None:
     df = pd.DataFrame({"structure": [cscl(), cscl(4.3)], "gap": [1.0, None]})
     result = records_from_dataframe(df, targets="gap", require_targets=False)

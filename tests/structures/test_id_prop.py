@@ -76,6 +76,34 @@ def test_multiple_target_columns(tmp_path: Path) -> None:
     assert named.records[0].targets == {"gap": 1.0, "ef": 2.0}
 
 
+def test_nan_cell_of_a_multi_target_row_masks_that_target_only(tmp_path: Path) -> None:
+    rows = ["nacl.cif,nan,2.0", "si.vasp,3.0,", "POSCAR-cscl,NaN,na"]
+    result = load_id_prop(make_folder(tmp_path, rows))
+    assert [(r.id, r.targets) for r in result.records] == [
+        ("nacl.cif", {"target_1": 2.0}),
+        ("si.vasp", {"target_0": 3.0}),
+    ]
+    assert [(r.id, r.reason) for r in result.rejected] == [
+        ("POSCAR-cscl", "no known target (all of target_0, target_1 are NaN/missing)")
+    ]
+    assert result.masked_targets == 2
+    assert result.target_order == ["target_0", "target_1"]
+
+
+def test_bad_row_does_not_claim_the_id_of_a_later_good_row(tmp_path: Path) -> None:
+    rows = ["si.vasp,x", "nacl.cif,1.0,2.0", "nacl.cif,3.0", "si.vasp,1.0", "nacl.cif,4.0"]
+    result = load_id_prop(make_folder(tmp_path, rows))
+    assert [(r.id, r.targets) for r in result.records] == [
+        ("nacl.cif", {"target": 3.0}),
+        ("si.vasp", {"target": 1.0}),
+    ]
+    assert [(r.id, r.reason) for r in result.rejected] == [
+        ("si.vasp", "target 'target': target 'x' is not a number"),
+        ("nacl.cif", "id_prop.csv line 2: expected 1 target(s), got 2"),
+        ("nacl.cif", "duplicate id"),
+    ]
+
+
 def test_prediction_folder_without_id_prop(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, ["nacl.cif,1.0"])
     (folder / "id_prop.csv").unlink()

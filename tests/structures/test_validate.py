@@ -118,10 +118,60 @@ def test_validate_records_counts_and_keeps_good(caplog: pytest.LogCaptureFixture
     assert "unit-test: accepted 2, rejected 6" in caplog.text
 
 
-def test_duplicate_of_a_rejected_record_is_still_a_duplicate() -> None:
-    result = validate_records([raw("a", species=["Xx", "Na"]), raw("a"), raw("b")], "dups")
-    assert [r.id for r in result.records] == ["b"]
-    assert [r.reason for r in result.rejected] == ["unknown element 'Xx'", "duplicate id"]
+def test_valid_record_keeps_an_id_first_used_by_an_invalid_one() -> None:
+    """Only accepted records claim an id: the invalid one is named with its own reason."""
+    items = [raw("a", species=["Xx", "Na"]), raw("a"), raw("b"), raw("a", targets={"t": 9.0})]
+    result = validate_records(items, "dups")
+    assert [(r.id, r.targets) for r in result.records] == [
+        ("a", {"target": 1.5}),
+        ("b", {"target": 1.5}),
+    ]
+    assert [(r.id, r.reason) for r in result.rejected] == [
+        ("a", "unknown element 'Xx'"),
+        ("a", "duplicate id"),  # a later record with an accepted id is still a duplicate
+    ]
+
+
+def test_loader_rejection_does_not_claim_its_id() -> None:
+    items = [Rejection("x.cif", "cannot parse structure file 'x.cif'"), raw("x.cif")]
+    result = validate_records(items, "dups")
+    assert [r.id for r in result.records] == ["x.cif"]
+    assert [r.reason for r in result.rejected] == ["cannot parse structure file 'x.cif'"]
+
+
+def test_nan_in_one_of_several_targets_masks_that_property_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    items = [
+        raw("nan", targets={"gap": float("nan"), "eform": -1.0, "bulk": 3.0}),
+        raw("cells", targets={"gap": "", "eform": "NaN", "bulk": "na"}),  # none known
+        raw("none", targets={"gap": None, "eform": "2.5", "bulk": 1.0}),
+        raw("inf", targets={"gap": float("inf"), "eform": 1.0, "bulk": 1.0}),  # not unknown: bad
+        raw("text", targets={"gap": "abc", "eform": 1.0, "bulk": 1.0}),
+    ]
+    with caplog.at_level(logging.WARNING):
+        result = validate_records(items, "multi", required_targets=["gap", "eform", "bulk"])
+    assert [(r.id, r.targets) for r in result.records] == [
+        ("nan", {"eform": -1.0, "bulk": 3.0}),
+        ("none", {"eform": 2.5, "bulk": 1.0}),
+    ]
+    reasons = {r.id: r.reason for r in result.rejected}
+    assert reasons["cells"] == "no known target (all of gap, eform, bulk are NaN/missing)"
+    assert reasons["inf"] == "target 'gap': target is inf (not finite)"
+    assert reasons["text"] == "target 'gap': target 'abc' is not a number"
+    assert result.masked_targets == 2
+    assert result.target_order == ["gap", "eform", "bulk"]
+    assert "multi: 2 unknown (NaN/missing) target values masked" in caplog.text
+
+
+def test_nan_in_a_single_target_record_still_rejects_it_by_id() -> None:
+    items = [raw("ok"), raw("bad", targets={"target": float("nan")}), raw("na", targets={})]
+    result = validate_records(items, "single", required_targets=["target"])
+    assert [r.id for r in result.records] == ["ok"]
+    assert [(r.id, r.reason) for r in result.rejected] == [
+        ("bad", "target 'target': target is nan (not finite)"),
+        ("na", "missing target 'target'"),
+    ]
 
 
 def test_all_rejected_raises_naming_source_and_reasons() -> None:

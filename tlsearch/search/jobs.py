@@ -48,6 +48,7 @@ class DataRef(BaseModel):
     data_home: str | None = None
     size: int | None = None
     sampling: str = "random"
+    allow_test_overlap: bool = False
 
 
 class JobConfig(BaseModel):
@@ -160,6 +161,7 @@ def training_run_config(job: JobConfig, ref: DataRef, workdir: Path, split: bool
     return RunConfig(
         data=data,
         test=test,
+        allow_test_overlap=ref.allow_test_overlap,
         target=target,
         data_home=ref.data_home,
         out_dir=workdir,
@@ -174,15 +176,18 @@ def split_test(ref: DataRef, folder: Path) -> tuple[str, str]:
     """Hold out ``ref.test_fraction`` of ``ref.data`` (fixed by ``ref.split_seed``).
 
     Writes ``pool.json`` (what training may draw from) and ``test.json`` (never trained on),
-    with the target named ``target``; returns their paths.
+    with the target named ``target``; returns their paths. A held-out structure identical to
+    a pool one (one structure under two ids) joins the pool, so the test set never repeats it.
     """
     from tlsearch.structures.generate import write_jarvis_json
     from tlsearch.structures.load import load_data
+    from tlsearch.structures.overlap import drop_from_test
     from tlsearch.training.splits import train_val_split
 
     records = load_data(ref.data, target=ref.target, data_home=ref.data_home).records
     records = [_canonical(r) for r in records]
     pool_idx, test_idx = train_val_split(len(records), ref.test_fraction, ref.split_seed)
+    pool_idx, test_idx = drop_from_test(records, pool_idx, test_idx)
     pool = write_jarvis_json([records[i] for i in pool_idx], folder / "pool.json")
     test = write_jarvis_json([records[i] for i in test_idx], folder / "test.json")
     return str(pool), str(test)

@@ -155,6 +155,7 @@ def data_ref(
         data_home=absolute_spec(ds.data_home, base_dir) if ds.data_home else None,
         size=None if files_sized else size,
         sampling=sampling,
+        allow_test_overlap=ds.allow_test_overlap,
     )
 
 

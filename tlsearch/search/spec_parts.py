@@ -54,7 +54,8 @@ class DatasetSpec(StrictModel):
     with each other, and an MPT mix masks the FT target's property. ``test_fraction: 0`` holds
     nothing out (a PT pool: the paper pre-trained on whole datasets; as an FT target it then
     has no test metrics). ``note`` is free text copied into every row that uses the dataset
-    (``data_note``), e.g. that its test set is a stand-in.
+    (``data_note``), e.g. that its test set is a stand-in. ``allow_test_overlap: true`` lets
+    its jobs run when ``test`` holds structures identical to training ones (refused otherwise).
     """
 
     data: str
@@ -66,6 +67,7 @@ class DatasetSpec(StrictModel):
     normalise: Literal["none", "paper", "standardise"] | None = None
     property: str | None = None
     note: str | None = None
+    allow_test_overlap: bool = False
 
 
 class PretrainSource(StrictModel):

@@ -93,12 +93,14 @@ def _iter_rows(
 ) -> Iterator[RawRecord | Rejection]:
     ids = df[id_col] if id_col is not None else df.index
     columns = [df[structure_col], *(df[c] for c in tcols)]
+    # several required targets: missing cells go to validation, which masks them (NaN = unknown)
+    keep_missing = require_targets and len(tcols) > 1
     for rid_value, cell, *values in zip(ids, *columns, strict=True):
         rid = str(rid_value)
         targets = {
             name: v
-            for (col, name), v in zip(tcols.items(), values, strict=True)
-            if not _is_missing(v)
+            for name, v in zip(tcols.values(), values, strict=True)
+            if keep_missing or not _is_missing(v)
         }
         missing = [name for name in tcols.values() if name not in targets]
         if missing and require_targets:
@@ -126,6 +128,8 @@ def records_from_dataframe(
         id_col: column with ids (default: the index).
         source: label used in logs and errors.
         require_targets: reject rows with a missing (None/NaN) target; else keep them without.
+            With several target columns a missing value masks that target only (the row is
+            rejected when none is known).
 
     Raises:
         ValueError: a named column is absent (lists the columns), or no usable row.

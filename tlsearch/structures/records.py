@@ -50,17 +50,26 @@ class Rejection:
 
 @dataclass
 class LoadResult:
-    """Accepted records plus the rejected ones, so a run can report both."""
+    """Accepted records plus the rejected ones, so a run can report both.
+
+    Attributes:
+        masked_targets: unknown (NaN) values left out of multi-target records' ``targets``.
+        target_order: every target name of the source in first-seen order, masked ones
+            included (empty when unknown): the column order of the data's targets.
+    """
 
     records: list[StructureRecord]
     rejected: list[Rejection] = field(default_factory=list)
     source: str = ""
+    masked_targets: int = 0
+    target_order: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
             "source": self.source,
             "accepted": len(self.records),
             "rejected": len(self.rejected),
+            "masked_targets": self.masked_targets,
             "rejected_examples": [f"{r.id}: {r.reason}" for r in self.rejected[:10]],
         }
 

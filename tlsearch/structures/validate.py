@@ -8,6 +8,7 @@ never raises per record, and returns a :class:`LoadResult` with the reasons for 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,9 @@ MIN_ABS_DET = 1e-6
 """Lattices with ``|det| < MIN_ABS_DET`` (cubic Angstrom) are rejected as singular."""
 
 _EXAMPLES_IN_MESSAGES = 5
+
+#: Target cells that mean "unknown" (case-insensitive); a multi-target record masks them.
+UNKNOWN_TARGET_MARKERS = frozenset({"", "nan", "na", "n/a", "none", "null"})
 
 
 class InvalidRecordError(ValueError):
@@ -124,18 +128,47 @@ def _check_coords(value: object, n_species: int) -> np.ndarray:
     return coords
 
 
-def _check_targets(targets: Mapping[str, Any]) -> dict[str, float]:
+def is_unknown_target(value: object) -> bool:
+    """Whether a target value means "not known": None, NaN, or an empty/``nan``/``na`` cell."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)):
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        return text.strip().lower() in UNKNOWN_TARGET_MARKERS
+    try:
+        return math.isnan(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_targets(targets: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """The record's finite targets and the names masked as unknown.
+
+    In a record with several targets an unknown value (see :func:`is_unknown_target`) masks
+    that property only; a record with one target, or with none known, is rejected.
+    """
     out: dict[str, float] = {}
+    masked: list[str] = []
+    several = len(targets) > 1
     for name, value in targets.items():
+        if several and is_unknown_target(value):
+            masked.append(str(name))
+            continue
         try:
             out[str(name)] = finite_target(value)
         except ValueError as exc:
             raise InvalidRecordError(f"target {name!r}: {exc}") from exc
-    return out
+    if several and not out:
+        raise InvalidRecordError(f"no known target (all of {', '.join(masked)} are NaN/missing)")
+    return out, masked
 
 
 def to_record(raw: RawRecord, required_targets: Sequence[str] = ()) -> StructureRecord:
     """Check one raw record and build the :class:`StructureRecord`.
+
+    A record with several targets keeps the known ones when some are unknown (NaN, None, an
+    empty or ``nan``/``na`` cell): those are left out of ``targets`` (masked in training) and
+    count as present for ``required_targets``. A lone unknown target rejects the record.
 
     Raises:
         InvalidRecordError: with the rejection reason.
@@ -148,8 +181,8 @@ def to_record(raw: RawRecord, required_targets: Sequence[str] = ()) -> Structure
     coords = _check_coords(raw.coords, len(species))
     if raw.cartesian:
         coords = coords @ np.linalg.inv(lattice)
-    targets = _check_targets(raw.targets)
-    missing = [t for t in required_targets if t not in targets]
+    targets, masked = _check_targets(raw.targets)
+    missing = [t for t in required_targets if t not in targets and t not in masked]
     if missing:
         raise InvalidRecordError(f"missing target {missing[0]!r}")
     return StructureRecord(
@@ -198,29 +231,43 @@ def validate_records(
         required_targets: target names every accepted record must have.
 
     Returns:
-        A :class:`LoadResult`. Duplicate ids: the second and later occurrences are rejected.
+        A :class:`LoadResult`. Duplicate ids: only an accepted record claims its id, so a later
+        record with the id of an accepted one is rejected as ``"duplicate id"``, and a valid
+        record whose id an invalid one used before is kept (the invalid one is rejected with
+        its own reason). ``target_order`` lists every target name the raw records carry.
 
     Raises:
         ValueError: when no record is accepted (names the source and the first reasons).
     """
     records: list[StructureRecord] = []
     rejected: list[Rejection] = []
-    seen: set[str] = set()
+    accepted_ids: set[str] = set()
+    order: dict[str, None] = {}
+    masked = 0
     for item in raw_iter:
         if isinstance(item, Rejection):
             rejected.append(item)
-            seen.add(item.id)
             continue
         rid = "" if item.id is None else str(item.id).strip()
-        if rid in seen:
+        order.update(dict.fromkeys(str(name) for name in item.targets))
+        if rid in accepted_ids:
             rejected.append(Rejection(rid, "duplicate id"))
             continue
-        seen.add(rid)
         try:
-            records.append(to_record(item, required_targets))
+            record = to_record(item, required_targets)
         except InvalidRecordError as exc:
             rejected.append(Rejection(rid or "<no id>", str(exc)))
-    result = LoadResult(records=records, rejected=rejected, source=source)
+            continue
+        accepted_ids.add(rid)
+        records.append(record)
+        masked += len(item.targets) - len(record.targets)
+    result = LoadResult(
+        records=records,
+        rejected=rejected,
+        source=source,
+        masked_targets=masked,
+        target_order=list(order),
+    )
     _log_summary(result)
     if not records:
         if not rejected:
@@ -233,6 +280,12 @@ def validate_records(
 
 def _log_summary(result: LoadResult) -> None:
     n_ok, n_bad = len(result.records), len(result.rejected)
+    if result.masked_targets:
+        logger.warning(
+            "%s: %d unknown (NaN/missing) target values masked in multi-target records",
+            result.source,
+            result.masked_targets,
+        )
     if n_bad:
         logger.warning(
             "%s: accepted %d, rejected %d (%s)",

@@ -90,6 +90,8 @@ class RunConfig(BaseModel):
         data: training data spec for ``load_data`` (jarvis json path, folder, ``matminer:CODE``,
             ``generated:N[:seed]``...); split into train and validation.
         test: optional held-out test data spec (never used for training or validation).
+        allow_test_overlap: run even when test structures are identical to training ones (same
+            lattice, coordinates and species); by default that is refused, naming them.
         target: property to read from the data (``None``: the loader's default, and every target
             the training records carry).
         data_home: where named datasets are looked up (passed to ``load_data``).
@@ -105,6 +107,7 @@ class RunConfig(BaseModel):
 
     data: str
     test: str | None = None
+    allow_test_overlap: bool = False
     target: str | None = None
     data_home: Path | None = None
     out_dir: Path

@@ -1,5 +1,7 @@
 """One training run from a :class:`RunConfig`: data -> graphs -> scaler -> split -> fit -> files.
 
+Before training, a test structure identical to a training or validation one (same content
+hash) stops the run unless ``cfg.allow_test_overlap`` (``metrics.json``: ``test_overlap``).
 Outputs in ``cfg.out_dir`` (written in this order, so a failure late in the run loses nothing
 already computed): ``config.yaml`` (resolved), ``history.csv``, ``model.pt``,
 ``predictions_val.csv``, ``metrics.json`` (validation), ``rejected.csv``, then
@@ -27,6 +29,7 @@ from tlsearch.graphs.settings import GraphSettings
 from tlsearch.graphs.store import GraphStore, build_graph_store
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.structures.load import load_data
+from tlsearch.structures.overlap import check_test_overlap
 from tlsearch.structures.records import LoadResult, StructureRecord
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import RunConfig
@@ -98,6 +101,7 @@ def train_run(
     train_idx, val_idx = (
         pool[part] for part in train_val_split(len(pool), cfg.train.val_fraction, cfg.train.seed)
     )
+    overlap = count_test_overlap(cfg, train_data, np.concatenate([train_idx, val_idx]), test_data)
     resolved = resolve_config(cfg, n_structures=len(pool), num_targets=len(names))
     (out / "config.yaml").write_text(resolved.to_yaml(), encoding="utf-8")
     logger.info(
@@ -120,6 +124,7 @@ def train_run(
         extra={"data": cfg.data, "best_epoch": result.best_epoch, **(provenance or {})},
     )
     metrics = base_metrics(resolved, result, train_data, test_data, scaler, device)
+    metrics["test_overlap"] = overlap
     if provenance:
         metrics["provenance"] = provenance
     metrics["n_train"], metrics["n_val"] = len(train_idx), len(val_idx)
@@ -168,6 +173,23 @@ def pool_scaler(data: PreparedData, mode: Mode) -> TargetScaler:
             if value is not None:
                 targets[i, j] = value
     return TargetScaler.fit(targets, mode)
+
+
+def count_test_overlap(
+    cfg: RunConfig, train_data: PreparedData, indices: np.ndarray, test_data: PreparedData | None
+) -> int | None:
+    """Test structures identical to a trained-on one (store ``indices``: train + validation).
+
+    Raises:
+        ValueError: when there are some and ``cfg.allow_test_overlap`` is off (names the pairs).
+    """
+    if test_data is None:
+        return None
+    records, positions = train_data.loaded.records, train_data.store.positions
+    train = [records[positions[i]] for i in indices]
+    test = [test_data.loaded.records[p] for p in test_data.store.positions]
+    what = f"test data {cfg.test} vs training data {cfg.data}"
+    return check_test_overlap(train, test, cfg.allow_test_overlap, what).count
 
 
 def resolve_config(cfg: RunConfig, n_structures: int, num_targets: int) -> RunConfig:
@@ -321,11 +343,14 @@ class PreparedData:
     targets: np.ndarray | None
 
 
-def resolve_target_names(records: Sequence[StructureRecord], requested: str | None) -> list[str]:
+def resolve_target_names(
+    records: Sequence[StructureRecord], requested: str | None, order: Sequence[str] = ()
+) -> list[str]:
     """The target columns of a training set.
 
-    Without ``requested``: every target name the records carry, in first-seen order. With it:
-    ``[requested]``, or the single name the loader stored it under.
+    Without ``requested``: every target name the records carry, in the source's ``order``
+    (``LoadResult.target_order``: a NaN-masked first value does not move a column), then
+    first-seen. With it: ``[requested]``, or the single name the loader stored it under.
 
     Raises:
         ValueError: when the records carry no target, or not the requested one.
@@ -333,7 +358,8 @@ def resolve_target_names(records: Sequence[StructureRecord], requested: str | No
     found: dict[str, None] = {}
     for record in records:
         found.update(dict.fromkeys(record.targets))
-    names = list(found)
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(found, key=lambda name: rank.get(name, len(rank)))  # stable: first-seen
     if not names:
         raise ValueError("the training data has no target values")
     if requested is None:
@@ -398,7 +424,7 @@ def prepare_data(
     except ValueError as exc:
         raise ValueError(f"{role} data: {exc}") from exc
     if names is None:
-        names = resolve_target_names(loaded.records, target)
+        names = resolve_target_names(loaded.records, target, loaded.target_order)
     names = list(names)
     present = {name for r in loaded.records for name in r.targets}
     missing = [name for name in names if name not in present]
