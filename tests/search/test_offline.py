@@ -150,3 +150,15 @@ def test_missing_paper_files_and_unknown_codes(tmp_path):
     )
     with pytest.raises(ValueError, match="matminer:X is not one of the paper's datasets"):
         offline_spec(other, str(tmp_path), tmp_path / "off")
+
+
+def test_a_pool_with_test_fraction_zero_holds_nothing_out(tmp_path):
+    from tlsearch.search.jobs import DataRef, JobConfig, training_run_config
+
+    ref = DataRef(name="P", data="generated:30:1", test_fraction=0.0)
+    job = JobConfig(kind="pretrain", seed=0, data=ref)
+    cfg = training_run_config(job, ref, tmp_path)
+    assert cfg.data == "generated:30:1" and cfg.test is None
+    assert not (tmp_path / "data").exists()  # no pool.json / test.json split written
+    held = training_run_config(job, ref.model_copy(update={"test_fraction": 0.1}), tmp_path)
+    assert held.test is not None and held.test.endswith("test.json")

@@ -155,7 +155,7 @@ def training_run_config(job: JobConfig, ref: DataRef, workdir: Path, split: bool
     from tlsearch.training.config import RunConfig
 
     data, test, target = ref.data, ref.test, ref.target
-    if split and test is None:
+    if split and test is None and ref.test_fraction > 0:  # 0: no test set (a PT pool)
         data, test = split_test(ref, workdir / "data")
         target = None
     return RunConfig(
