@@ -11,21 +11,28 @@ small zip, so ``data("dft_2d", store_dir=...)`` runs its real store/unzip/parse 
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import re
 import shutil
+import sys
+import types
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import jarvis.db.figshare as figshare
 import matminer.datasets.utils as mm_utils
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from matminer.utils.io import store_dataframe_as_json
 from pymatgen.core import Lattice, Structure
 
+from tlsearch.structures import load_data, mp_structures
 from tlsearch.structures.matminer_source import (
     PAPER_DATASETS,
     load_jarvis_dft_2d,
@@ -116,21 +123,145 @@ def test_no_download_raises(tmp_path: Path) -> None:
         load_matminer("PZ", data_home=tmp_path, download_if_missing=False)
 
 
-def test_ebg_needs_structures(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="has no structures.*structures="):
-        load_matminer("EBG", data_home=tmp_path, download_if_missing=False)
-    df = pd.DataFrame(
-        {
-            "formula": ["NaCl", "KCl", "LiF"],
-            "expt_gap": [8.5, 8.4, 13.6],
-            "likely_mpid": ["mp-22862", "mp-23193", None],
-        }
-    )
-    store_dataframe_as_json(df, str(tmp_path / "expt_gap_kingsbury.json.gz"), pbar=False)
+EBG_ROWS = pd.DataFrame(
+    {
+        "formula": ["NaCl", "KCl", "LiF", "CsCl"],
+        "expt_gap": [8.5, 8.4, 13.6, 8.3],
+        "likely_mpid": ["mp-22862", "mp-23193", None, "mp-99999"],
+    }
+)
+
+
+def write_ebg(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    store_dataframe_as_json(EBG_ROWS, str(home / "expt_gap_kingsbury.json.gz"), pbar=False)
+
+
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(url: str, file_path: str) -> None:
+        raise AssertionError(f"downloaded {url}")
+
+    monkeypatch.setattr(mm_utils, "_fetch_external_dataset", fail)
+
+
+def test_ebg_refused_without_mp_api_before_any_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_download(monkeypatch)
+    monkeypatch.setattr(mp_structures, "mp_api_available", lambda: False)
+    with pytest.raises(ValueError, match="mp-api is not installed") as info:
+        load_matminer("EBG", data_home=tmp_path)
+    message = str(info.value)
+    for part in ("pip install mp-api", "MP_API_KEY", "ft/ebg/ebg_trial*_*.json.gz"):
+        assert part in message
+    assert "test/ebg_test.json.gz" in message and "--offline" in message
+    monkeypatch.setattr(mp_structures, "mp_api_available", lambda: True)
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="MP_API_KEY is not set.*ebg_trial"):
+        load_matminer("EBG", data_home=tmp_path)
+
+
+def test_ebg_with_structures_given(tmp_path: Path) -> None:
+    write_ebg(tmp_path)
     structures = {"mp-22862": nacl(5.6), "mp-23193": nacl(6.3).as_dict()}
     result = load_matminer("EBG", data_home=tmp_path, structures=structures)
     assert [r.targets["target"] for r in result.records] == [8.5, 8.4]
-    assert result.rejected[0].id == "2" and "missing structure" in result.rejected[0].reason
+    assert [(r.id, r.reason) for r in result.rejected] == [
+        ("2", "no mp-id in column 'likely_mpid'"),
+        ("3", "mp-99999: no structure from structures="),
+    ]
+
+
+class MPID:
+    """Like emmet's ``MPID``: an object whose text is the id."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class FakeMPRester:
+    """``mp_api.client.MPRester`` answering ``materials.summary.search`` from a dict."""
+
+    known = {"mp-22862": nacl(5.6), "mp-23193": nacl(6.3)}
+    calls: list[list[str]] = []
+    keys: list[str] = []
+    fail_on_call: int | None = None
+
+    def __init__(self, api_key: str | None = None) -> None:
+        FakeMPRester.keys.append(api_key)
+        self.materials = self
+        self.summary = self
+
+    def __enter__(self) -> FakeMPRester:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def search(self, material_ids: list[str], fields: list[str]) -> list[object]:
+        assert fields == ["material_id", "structure"]
+        FakeMPRester.calls.append(list(material_ids))
+        if FakeMPRester.fail_on_call == len(FakeMPRester.calls):
+            raise RuntimeError("MPRestError: 403 forbidden")
+        return [
+            SimpleNamespace(material_id=MPID(m), structure=s)
+            for m, s in self.known.items()
+            if m in material_ids
+        ]
+
+
+@pytest.fixture
+def fake_mp(monkeypatch: pytest.MonkeyPatch) -> type[FakeMPRester]:
+    client = types.ModuleType("mp_api.client")
+    client.MPRester = FakeMPRester  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mp_api", types.ModuleType("mp_api"))
+    monkeypatch.setitem(sys.modules, "mp_api.client", client)
+    monkeypatch.setattr(mp_structures, "mp_api_available", lambda: True)
+    monkeypatch.setenv("MP_API_KEY", "secret-key")
+    monkeypatch.setattr(FakeMPRester, "calls", [])
+    monkeypatch.setattr(FakeMPRester, "keys", [])
+    return FakeMPRester
+
+
+def test_ebg_structures_fetched_once_from_mp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_mp: type[FakeMPRester]
+) -> None:
+    write_ebg(tmp_path)
+    monkeypatch.setattr(mp_structures, "BATCH_SIZE", 2)
+    result = load_matminer("EBG", data_home=tmp_path, download_if_missing=False)
+    assert fake_mp.calls == [["mp-22862", "mp-23193"], ["mp-99999"]]
+    assert fake_mp.keys == ["secret-key"]
+    assert [(r.id, r.targets["target"]) for r in result.records] == [("0", 8.5), ("1", 8.4)]
+    assert result.records[1].lattice[0, 0] == pytest.approx(6.3)
+    assert [(r.id, r.reason) for r in result.rejected] == [
+        ("2", "no mp-id in column 'likely_mpid'"),
+        ("3", "mp-99999: no structure from the Materials Project"),
+    ]
+    assert (tmp_path / mp_structures.CACHE_NAME).is_file()
+    # cached: no new request, and mp-api is no longer needed
+    monkeypatch.setattr(mp_structures, "mp_api_available", lambda: False)
+    again = load_matminer("EBG", data_home=tmp_path, download_if_missing=False)
+    assert len(fake_mp.calls) == 2
+    assert [r.id for r in again.records] == ["0", "1"] and len(again.rejected) == 2
+
+
+def test_ebg_fetch_failure_keeps_finished_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_mp: type[FakeMPRester]
+) -> None:
+    write_ebg(tmp_path)
+    monkeypatch.setattr(mp_structures, "BATCH_SIZE", 1)
+    monkeypatch.setattr(fake_mp, "fail_on_call", 2)
+    with pytest.raises(ValueError, match="Materials Project request failed.*403.*ebg_trial"):
+        load_matminer("EBG", data_home=tmp_path)
+    structures, not_found = mp_structures.read_cache(tmp_path)
+    assert list(structures) == ["mp-22862"] and not not_found
+    monkeypatch.setattr(fake_mp, "fail_on_call", None)
+    result = load_matminer("EBG", data_home=tmp_path)
+    assert fake_mp.calls[2:] == [["mp-23193"], ["mp-99999"]]  # only what was missing
+    assert len(result.records) == 2
 
 
 class FakeResponse:
@@ -152,25 +283,29 @@ def dft_2d_zip(entries: list[dict[str, object]]) -> bytes:
     return buffer.getvalue()
 
 
+D2_ATOMS = {
+    "lattice_mat": [[3.2, 0, 0], [-1.6, 2.77, 0], [0, 0, 20.0]],
+    "coords": [[0, 0, 0.5], [1 / 3, 2 / 3, 0.55]],
+    "elements": ["Mo", "S"],
+    "cartesian": False,
+}
+D2_ENTRIES = [
+    {"jid": "JVASP-1", "optb88vdw_bandgap": 1.6, "atoms": D2_ATOMS},
+    {"jid": "JVASP-2", "optb88vdw_bandgap": "na", "atoms": D2_ATOMS},
+    {"jid": "JVASP-3", "optb88vdw_bandgap": 0.0, "atoms": D2_ATOMS},
+]
+D2_NAME = figshare.get_db_info()["dft_2d"][1]
+
+
 def test_jarvis_dft_2d_with_download_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    atoms = {
-        "lattice_mat": [[3.2, 0, 0], [-1.6, 2.77, 0], [0, 0, 20.0]],
-        "coords": [[0, 0, 0.5], [1 / 3, 2 / 3, 0.55]],
-        "elements": ["Mo", "S"],
-        "cartesian": False,
-    }
-    entries = [
-        {"jid": "JVASP-1", "optb88vdw_bandgap": 1.6, "atoms": atoms},
-        {"jid": "JVASP-2", "optb88vdw_bandgap": "na", "atoms": atoms},
-        {"jid": "JVASP-3", "optb88vdw_bandgap": 0.0, "atoms": atoms},
-    ]
     urls: list[str] = []
 
-    def fake_get(url: str, stream: bool = False) -> FakeResponse:
+    def fake_get(url: str, stream: bool = False, timeout: object = None) -> FakeResponse:
+        assert timeout is not None
         urls.append(url)
-        return FakeResponse(dft_2d_zip(entries))
+        return FakeResponse(dft_2d_zip(D2_ENTRIES))
 
     monkeypatch.setattr(figshare.requests, "get", fake_get)
     result = load_jarvis_dft_2d(data_home=tmp_path / "jarvis")
@@ -178,5 +313,77 @@ def test_jarvis_dft_2d_with_download_replaced(
     assert [r.id for r in result.records] == ["JVASP-1", "JVASP-3"]
     assert result.records[0].targets == {"target": 1.6}
     assert "'na' is not a number" in result.rejected[0].reason
+    # jarvis-tools' own cache name, nothing else left behind
+    assert [p.name for p in (tmp_path / "jarvis").iterdir()] == [f"{D2_NAME}.zip"]
     again = load_jarvis_dft_2d(data_home=tmp_path / "jarvis")  # cached zip, no new download
     assert len(urls) == 1 and len(again.records) == 2
+    # the file jarvis-tools itself reads (same zip, same member)
+    entries = figshare.get_request_data(D2_NAME, "unused-url", str(tmp_path / "jarvis"))
+    assert len(urls) == 1 and entries == D2_ENTRIES
+
+
+def forbid_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(figshare.requests, "get", fail)
+
+
+def test_jarvis_dft_2d_local_copy_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forbid_network(monkeypatch)
+    zipped = tmp_path / "zip" / f"{D2_NAME}.zip"
+    zipped.parent.mkdir()
+    zipped.write_bytes(dft_2d_zip(D2_ENTRIES))
+    plain = tmp_path / "plain" / D2_NAME
+    plain.parent.mkdir()
+    plain.write_text(json.dumps(D2_ENTRIES))
+    renamed = tmp_path / "my_dft_2d.json.gz"
+    with gzip.open(renamed, "wt") as fh:
+        json.dump(D2_ENTRIES, fh)
+    for home in (zipped.parent, zipped, plain.parent, plain, renamed):
+        result = load_data("jarvis:dft_2d", data_home=home)
+        assert [r.id for r in result.records] == ["JVASP-1", "JVASP-3"], home
+        assert result.source.startswith("jarvis:dft_2d")
+    for path in (zipped, plain):  # the file as a data spec, with dft_2d's target named
+        result = load_data(str(path), target="optb88vdw_bandgap")
+        assert [r.targets["target"] for r in result.records] == [1.6, 0.0]
+
+
+def test_jarvis_dft_2d_absent_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise requests.ConnectionError("Failed to resolve 'ndownloader.figshare.com'")
+
+    monkeypatch.setattr(figshare.requests, "get", offline)
+    home = tmp_path / "jarvis"
+    with pytest.raises(ValueError, match="no local copy of JARVIS dft_2d") as info:
+        load_data("jarvis:dft_2d", data_home=home)
+    message = str(info.value)
+    for part in ("figshare dataset 'dft_2d'", f"{D2_NAME}.zip", str(home), "Failed to resolve"):
+        assert part in message, part
+    assert list(home.iterdir()) == []  # no partial download left
+    monkeypatch.setattr(figshare.requests, "get", lambda *a, **k: FakeResponse(b"<html>"))
+    with pytest.raises(ValueError, match="not a zip file"):
+        load_jarvis_dft_2d(data_home=home)
+    assert list(home.iterdir()) == []
+    forbid_network(monkeypatch)
+    with pytest.raises(ValueError, match="downloading is off.*put that file"):
+        load_jarvis_dft_2d(data_home=home, download_if_missing=False)
+    with pytest.raises(ValueError, match="that file does not exist"):
+        load_jarvis_dft_2d(data_home=tmp_path / f"{D2_NAME}.zip")
+    monkeypatch.setenv("ATOMGPTLAB_CACHE", str(tmp_path / "default"))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "default" / "jarvis_data"))):
+        load_jarvis_dft_2d(download_if_missing=False)
+
+
+def test_corrupt_local_copy_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_network(monkeypatch)
+    bad = tmp_path / f"{D2_NAME}.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("a.json", "[]")
+        zf.writestr("b.json", "[]")
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: no {D2_NAME} member")):
+        load_data("jarvis:dft_2d", data_home=tmp_path)

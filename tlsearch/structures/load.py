@@ -5,16 +5,21 @@ with several target columns, see :mod:`tlsearch.structures.id_prop`):
 
 - ``path/to/file.json[.gz]``: a jarvis-style dataset array (list of records with ``"atoms"``);
   any other JSON is read as a matminer-format DataFrame (structure column ``"structure"``).
+- ``path/to/file.json.zip``: a zipped jarvis dataset array (how jarvis-tools downloads them,
+  e.g. ``d2-12-12-2022.json.zip`` for dft_2d: pass ``target="optb88vdw_bandgap"``).
 - ``path/to/folder``: ALIGNN ``id_prop.csv`` folder (or bare structure files for prediction).
 - ``path/to/table.pkl[.gz]`` / ``.csv[.gz]``: a DataFrame with a ``"structure"`` column.
 - ``matminer:CODE`` (BG, FE, GV, PH, DC, PZ, EBG) or ``matminer:<dataset_name>``.
 - ``jarvis:dft_2d``: JARVIS-DFT 2D (default target ``optb88vdw_bandgap``).
 - ``generated:N[:SEED]``: the built-in prototype generator (Morse energy per atom).
+- ``generated2d:N[:SEED]``: a generated STAND-IN for JARVIS dft_2d, layered structures with a
+  band-gap-like target (ids ``gen2d-...``; :mod:`tlsearch.structures.layered`).
 
-Files and ``generated:`` specs are memoised per process (:data:`LOAD_CACHE_MAX_RECORDS`
-records at most, least recently used dropped; files keyed by path, size and modification time;
-``TLSEARCH_LOAD_CACHE=0`` turns it off): a search's trial process runs many seed-runs on the
-same data and used to load or generate it again for every one. Callers get their own lists.
+Files and ``generated:``/``generated2d:`` specs are memoised per process
+(:data:`LOAD_CACHE_MAX_RECORDS` records at most, least recently used dropped; files keyed by
+path, size and modification time; ``TLSEARCH_LOAD_CACHE=0`` turns it off): a search's trial
+process runs many seed-runs on the same data and used to load or generate it again for every
+one. Callers get their own lists.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ logger = logging.getLogger(__name__)
 
 ACCEPTED_FORMS = (
     "a .json/.json.gz file (jarvis dataset array or matminer DataFrame JSON)",
+    "a .json.zip file (zipped jarvis dataset array, as jarvis-tools downloads it)",
     "a directory (id_prop.csv + CIF/POSCAR files, or structure files for prediction)",
     "a .pkl/.pkl.gz/.csv/.csv.gz DataFrame with a 'structure' column",
     "matminer:CODE (BG, FE, GV, PH, DC, PZ, EBG) or matminer:<dataset_name>",
     "jarvis:dft_2d",
     "generated:N[:SEED]",
+    "generated2d:N[:SEED] (layered stand-in for jarvis:dft_2d)",
 )
 
 _PEEK_BYTES = 65536
@@ -71,6 +78,15 @@ def _load_json(path: Path, target: str | None, require_targets: bool) -> LoadRes
     return load_dataframe_file(path, targets=target, require_targets=require_targets)
 
 
+def _load_zip(path: Path, target: str | None, require_targets: bool) -> LoadResult:
+    from tlsearch.structures.jarvis_2d import read_json_zip
+    from tlsearch.structures.jarvis_json import records_from_jarvis_list
+
+    keys = {target or "target": "target"}
+    entries = read_json_zip(path)
+    return records_from_jarvis_list(entries, str(path), keys, require_targets=require_targets)
+
+
 def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadResult:
     from tlsearch.structures.dataframe import load_dataframe_file
     from tlsearch.structures.id_prop import load_id_prop
@@ -84,6 +100,8 @@ def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadRes
         raise FileNotFoundError(f"no such file or directory: {path}")
     if name.endswith((".json", ".json.gz")):
         return _load_json(path, target, require_targets)
+    if name.endswith(".zip"):
+        return _load_zip(path, target, require_targets)
     if name.endswith((".pkl", ".pkl.gz", ".pickle", ".csv", ".csv.gz")):
         if target is None and require_targets:
             raise ValueError(f"{path}: a DataFrame file needs target=<column name>")
@@ -91,17 +109,19 @@ def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadRes
     raise _unknown(str(path), "unsupported file type")
 
 
-def _load_generated(spec: str, rest: str) -> LoadResult:
+def _load_generated(spec: str, scheme: str, rest: str) -> LoadResult:
     from tlsearch.structures.generate import generate_dataset
+    from tlsearch.structures.layered import generate_layered_dataset
 
     parts = rest.split(":")
     try:
         numbers = [int(p) for p in parts]
     except ValueError:
-        raise _unknown(spec, "generated:N[:SEED] needs integers") from None
+        raise _unknown(spec, f"{scheme}:N[:SEED] needs integers") from None
     if not 1 <= len(numbers) <= 2 or numbers[0] < 1:
-        raise _unknown(spec, "generated:N[:SEED] needs N >= 1 and at most one seed")
-    return generate_dataset(numbers[0], seed=numbers[1] if len(numbers) == 2 else 0)
+        raise _unknown(spec, f"{scheme}:N[:SEED] needs N >= 1 and at most one seed")
+    generate = generate_layered_dataset if scheme == "generated2d" else generate_dataset
+    return generate(numbers[0], seed=numbers[1] if len(numbers) == 2 else 0)
 
 
 def _load_scheme(spec: str, target: str | None, data_home: str | Path | None) -> LoadResult:
@@ -118,8 +138,8 @@ def _load_scheme(spec: str, target: str | None, data_home: str | Path | None) ->
         return matminer_source.load_jarvis_dft_2d(
             target=target or matminer_source.JARVIS_2D_TARGET, data_home=data_home
         )
-    if scheme == "generated":
-        return _load_generated(spec, rest)
+    if scheme in ("generated", "generated2d"):
+        return _load_generated(spec, scheme, rest)
     raise _unknown(spec, f"unknown source {scheme!r}")
 
 
@@ -168,7 +188,7 @@ def _cache_key(
     if os.environ.get("TLSEARCH_LOAD_CACHE", "1") == "0":
         return None
     options = (target, require_targets)
-    if isinstance(spec, str) and spec.startswith("generated:"):
+    if isinstance(spec, str) and spec.startswith(("generated:", "generated2d:")):
         return ("generated", spec, *options)
     if isinstance(spec, str) and spec.partition(":")[0] in ("matminer", "jarvis"):
         return None
@@ -201,7 +221,7 @@ def _load_uncached(
     if isinstance(spec, Path):
         return _load_path(spec, target, require_targets)
     scheme = spec.partition(":")[0]
-    if scheme in ("matminer", "jarvis", "generated"):
+    if scheme in ("matminer", "jarvis", "generated", "generated2d"):
         return _load_scheme(spec, target, data_home)
     path = Path(spec)
     if path.exists() or path.suffix:

@@ -5,21 +5,25 @@ Dataset and column names are checked against ``matminer/datasets/dataset_metadat
 
 Note on EBG: matminer's ``expt_gap_kingsbury`` has no structure column (only ``formula``,
 ``expt_gap`` and ``likely_mpid``); the paper attached Materials Project structures through
-``likely_mpid``. :func:`load_matminer` therefore needs ``structures`` (mp-id -> structure) for
-EBG; the paper's own EBG files (jarvis JSON) already contain the structures.
+``likely_mpid``. :func:`load_matminer` takes them from ``structures`` (mp-id -> structure) when
+given, else from the Materials Project API (optional mp-api + ``MP_API_KEY``, cached once in the
+data folder, see :mod:`tlsearch.structures.mp_structures`), else refuses naming the offline
+alternative: the paper's own EBG files (jarvis JSON), which already contain the structures.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlsearch.structures import mp_structures
 from tlsearch.structures.dataframe import records_from_dataframe
 from tlsearch.structures.jarvis_json import records_from_jarvis_list
-from tlsearch.structures.records import LoadResult
+from tlsearch.structures.records import LoadResult, Rejection
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +113,61 @@ def _check_columns(spec: MatminerDataset, columns: Mapping[str, str]) -> None:
             )
 
 
-def _attach_structures(df: Any, spec: MatminerDataset, structures: Mapping[str, Any]) -> Any:
-    """Add a ``structure`` column from ``structures`` (mp-id -> structure) for EBG-like sets."""
-    df = df.copy()
-    df["structure"] = [structures.get(str(m)) for m in df[spec.mpid_column]]
-    return df
+def _mpid(value: object) -> str | None:
+    """An mp-id cell as text, or None when empty (None, NaN, blank)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _check_structures_reachable(spec: MatminerDataset, home: str) -> None:
+    """Refuse before any download when EBG-like structures can come from nowhere."""
+    if mp_structures.cache_path(home).is_file():
+        return
+    if not mp_structures.mp_api_available():
+        raise mp_structures.refusal(spec.name, "mp-api is not installed", home)
+    if not os.environ.get("MP_API_KEY"):
+        raise mp_structures.refusal(spec.name, "MP_API_KEY is not set", home)
+
+
+def _records_with_mp_structures(
+    df: Any,
+    spec: MatminerDataset,
+    structures: Mapping[str, Any] | None,
+    home: str,
+    target_name: str,
+) -> LoadResult:
+    """Records of an EBG-like set: a structure per row from its mp-id (``structures`` or MP).
+
+    Rows without an mp-id, or whose mp-id has no structure, are rejected saying so.
+    """
+    column = spec.mpid_column
+    ids = [_mpid(v) for v in df[column]]
+    where = "structures=" if structures is not None else "the Materials Project"
+    if structures is None:
+        structures, _ = mp_structures.structures_by_mpid(spec.name, filter(None, ids), home)
+    source = f"matminer:{spec.name}"
+    rejected, keep = [], []
+    for position, (rid, mid) in enumerate(zip(df.index, ids, strict=True)):
+        if mid is None:
+            rejected.append(Rejection(str(rid), f"no mp-id in column {column!r}"))
+        elif structures.get(mid) is None:
+            rejected.append(Rejection(str(rid), f"{mid}: no structure from {where}"))
+        else:
+            keep.append(position)
+    if rejected:
+        logger.warning("%s: %d rows without a structure by mp-id", source, len(rejected))
+    if not keep:
+        shown = "; ".join(f"{r.id}: {r.reason}" for r in rejected[:5])
+        raise ValueError(f"{source}: no row has a structure ({shown})")
+    df = df.iloc[keep].copy()
+    df["structure"] = [structures[ids[p]] for p in keep]
+    result = records_from_dataframe(
+        df, structure_col="structure", targets={spec.target_column: target_name}, source=source
+    )
+    result.rejected = rejected + result.rejected
+    return result
 
 
 def load_matminer(
@@ -129,36 +183,31 @@ def load_matminer(
     Args:
         name_or_code: paper code (BG, FE, GV, PH, DC, PZ, EBG) or matminer dataset name.
         target: target column (default: the paper's column; required for other datasets).
-        data_home: matminer's data folder (default: ``$MATMINER_DATA`` or the package folder).
+        data_home: matminer's data folder (default: ``$MATMINER_DATA`` or the package folder);
+            also holds the cache of Materials Project structures for EBG.
         download_if_missing: let matminer download the file when it is not in ``data_home``.
-        structures: mp-id -> structure, only for datasets without structures (EBG).
+        structures: mp-id -> structure, only for datasets without structures (EBG); default:
+            fetched from the Materials Project (needs mp-api and ``MP_API_KEY``) and cached.
         target_name: name of the target in the records.
 
     Raises:
-        ValueError: unknown dataset/column, or no usable structure.
+        ValueError: unknown dataset/column, no usable structure, or EBG structures that can
+            neither be read from the cache nor fetched (says how, and the offline files).
     """
     from matminer.datasets import load_dataset
+    from matminer.datasets.utils import _get_data_home
 
     spec = resolve_dataset(name_or_code, target)
+    home = _get_data_home(None if data_home is None else str(data_home))
     if spec.structure_column is None and structures is None:
-        raise ValueError(
-            f"matminer dataset {spec.name!r} has no structures (only {spec.mpid_column!r}); "
-            "pass structures={mp-id: Structure or dict}, or use the paper's EBG files "
-            "(jarvis JSON, e.g. ../shared/data/paper/ft/ebg/*.json.gz)"
-        )
-    df = load_dataset(
-        spec.name,
-        data_home=None if data_home is None else str(data_home),
-        download_if_missing=download_if_missing,
-    )
-    structure_column = spec.structure_column
-    if structure_column is None:
-        df = _attach_structures(df, spec, structures or {})
-        structure_column = "structure"
+        _check_structures_reachable(spec, home)
+    df = load_dataset(spec.name, data_home=home, download_if_missing=download_if_missing)
     logger.info("matminer %s: %d rows, target column %r", spec.name, len(df), spec.target_column)
+    if spec.structure_column is None:
+        return _records_with_mp_structures(df, spec, structures, home, target_name)
     return records_from_dataframe(
         df,
-        structure_col=structure_column,
+        structure_col=spec.structure_column,
         targets={spec.target_column: target_name},
         source=f"matminer:{spec.name}",
     )
@@ -168,17 +217,21 @@ def load_jarvis_dft_2d(
     target: str = JARVIS_2D_TARGET,
     data_home: str | Path | None = None,
     target_name: str = "target",
+    download_if_missing: bool = True,
 ) -> LoadResult:
-    """Load JARVIS-DFT 2D (``jarvis.db.figshare.data("dft_2d")``); ids are the JARVIS ids.
+    """Load JARVIS-DFT 2D; ids are the JARVIS ids.
 
+    ``data_home``: a folder with jarvis-tools' file (``d2-12-12-2022.json.zip``, as
+    ``jarvis.db.figshare.data("dft_2d", store_dir=...)`` caches it) or the file itself; read
+    without network when present, else downloaded (see :mod:`tlsearch.structures.jarvis_2d`).
     Entries whose target is ``"na"`` (not computed) are rejected with that reason.
-    """
-    from jarvis.db.figshare import data
 
-    store_dir = None if data_home is None else str(data_home)
-    if store_dir is not None:
-        Path(store_dir).mkdir(parents=True, exist_ok=True)
-    entries = data("dft_2d", store_dir=store_dir)
+    Raises:
+        ValueError: no local copy and no download (says what to fetch and where to put it).
+    """
+    from tlsearch.structures.jarvis_2d import dft_2d_entries
+
+    entries, path = dft_2d_entries(data_home, download_if_missing)
     return records_from_jarvis_list(
-        entries, "jarvis:dft_2d", target_keys={target: target_name}, id_key="jid"
+        entries, f"jarvis:dft_2d ({path})", target_keys={target: target_name}, id_key="jid"
     )
