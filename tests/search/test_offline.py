@@ -114,7 +114,8 @@ def test_dft_2d_offline(paper_data, tmp_path):
     copy = tmp_path / "d2.json"
     copy.write_text("[]")
     local = offline_spec(_dft_spec(tmp_path, paper_data, dft_2d=str(copy)), ".", tmp_path)
-    assert local.datasets["D2"].data == str(copy)
+    assert local.datasets["D2"].data == "jarvis:dft_2d"
+    assert local.datasets["D2"].data_home == str(copy)
     with pytest.raises(FileNotFoundError, match="vars.dft_2d"):
         offline_spec(_dft_spec(tmp_path, paper_data, dft_2d="nope.json"), ".", tmp_path)
 
@@ -162,3 +163,9 @@ def test_a_pool_with_test_fraction_zero_holds_nothing_out(tmp_path):
     assert not (tmp_path / "data").exists()  # no pool.json / test.json split written
     held = training_run_config(job, ref.model_copy(update={"test_fraction": 0.1}), tmp_path)
     assert held.test is not None and held.test.endswith("test.json")
+
+
+def test_the_2d_stand_in_is_a_scheme_not_a_path():
+    from tlsearch.search.jobs import absolute_spec
+
+    assert absolute_spec(DFT_2D_STAND_IN, "/somewhere") == DFT_2D_STAND_IN

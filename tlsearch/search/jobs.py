@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger(__name__)
 
-SCHEMES = ("matminer:", "jarvis:", "generated:")
+SCHEMES = ("matminer:", "jarvis:", "generated:", "generated2d:")
 
 
 class DataRef(BaseModel):

@@ -169,7 +169,12 @@ def _dft_2d(ds: dict[str, Any], spec: SearchSpec, base_dir: str, rehearsal: bool
         path = Path(local) if Path(local).is_absolute() else Path(base_dir) / local
         if not path.exists():
             raise FileNotFoundError(f"--offline: vars.dft_2d = {local!r} does not exist")
-        return {**ds, "data": str(path), "note": "offline: local copy of JARVIS dft_2d"}
+        return {
+            **ds,
+            "data": "jarvis:dft_2d",
+            "data_home": str(path),  # a folder holding d2-12-12-2022.json[.zip], or that file
+            "note": "offline: local copy of JARVIS dft_2d",
+        }
     if rehearsal:
         return {
             **ds,
@@ -178,8 +183,8 @@ def _dft_2d(ds: dict[str, Any], spec: SearchSpec, base_dir: str, rehearsal: bool
         }
     raise ValueError(
         "--offline: jarvis:dft_2d needs a local copy: download JARVIS dft_2d (jarvis-tools: "
-        "jarvis.db.figshare.data('dft_2d'), the file d2-12-12-2022.json) on a machine with "
-        "internet, copy it here and set vars: {dft_2d: /path/to/that.json} in the spec"
+        "jarvis.db.figshare.data('dft_2d'), the file d2-12-12-2022.json.zip) on a machine with "
+        "internet, copy it here and set vars: {dft_2d: /path/to/that file or its folder}"
     )
 
 
