@@ -120,7 +120,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--patience",
         type=int,
         metavar="N",
-        help="early-stopping patience in epochs on the validation MAE; 0 disables (default 50)",
+        help="early-stopping patience in epochs on the validation MAE (mpt pretrain: on the "
+        "validation masked loss, its training objective); 0 disables (default 50)",
     )
     arg("--loss", choices=["mse", "l1"], help="training loss (default mse)")
     arg(

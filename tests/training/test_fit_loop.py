@@ -193,3 +193,88 @@ def test_multi_target_fit_with_missing_values(store_factory, model_factory):
         model_factory(outputs=2), train, val, TrainConfig(epochs=3, device="cpu"), progress=False
     )
     assert all(math.isfinite(r["train_loss"]) for r in result.history)
+
+
+def test_validation_loss_of_masked_l1_is_eq_1_not_the_pooled_mae():
+    pred = np.zeros((2, 2))
+    target = np.array([[1.0, 3.0], [1.0, np.nan]])
+    # pooled MAE over the 3 known entries: 5/3; Eq. 1 per structure, then over structures
+    loss, mae = validation_scores(pred, target, "masked_l1", "n_properties")
+    assert mae == pytest.approx(5 / 3)
+    assert loss == pytest.approx((4 / 2 + 1 / 2) / 2)
+    loss, _ = validation_scores(pred, target, "masked_l1", "known")
+    assert loss == pytest.approx((4 / 2 + 1 / 1) / 2)
+
+
+def _scripted_validation(monkeypatch, scores):
+    """Replace ``validate`` by one that returns ``scores[epoch - 1]`` = (loss, MAE)."""
+    from tlsearch.training import loop
+
+    seen = []
+
+    def fake(model, val, device, loss_kind, denominator="n_properties"):
+        seen.append(denominator)
+        return scores[len(seen) - 1]
+
+    monkeypatch.setattr(loop, "validate", fake)
+    return seen
+
+
+# epoch 1 has the lowest pooled MAE, epoch 2 the lowest validation loss
+SCORES = [(1.0, 0.5), (0.8, 0.9), (1.2, 1.0), (1.3, 1.1)]
+
+
+def test_mpt_early_stopping_follows_the_validation_masked_loss(
+    monkeypatch, store_factory, model_factory
+):
+    seen = _scripted_validation(monkeypatch, SCORES)
+    train, val = _loaders(store_factory())
+    cfg = TrainConfig(
+        epochs=10, loss="masked_l1", mpt_loss_denominator="known", early_stopping_patience=2,
+        device="cpu",
+    )  # fmt: skip
+    result = fit(model_factory(), train, val, cfg, device=CPU, progress=False)
+    assert result.monitor == "val_loss"
+    assert result.best_epoch == 2 and result.epochs_run == 4 and result.early_stopped
+    assert (result.best_val_loss, result.best_val_mae) == (0.8, 0.9)
+    assert seen == ["known"] * 4  # the configured denominator reaches validation
+
+
+def test_single_property_early_stopping_keeps_the_validation_mae(
+    monkeypatch, store_factory, model_factory
+):
+    _scripted_validation(monkeypatch, SCORES)
+    train, val = _loaders(store_factory())
+    cfg = TrainConfig(epochs=10, loss="l1", early_stopping_patience=2, device="cpu")
+    result = fit(model_factory(), train, val, cfg, device=CPU, progress=False)
+    assert result.monitor == "val_mae" and result.best_epoch == 1 and result.epochs_run == 3
+
+
+@pytest.mark.parametrize("denominator", ["n_properties", "known"])
+def test_masked_l1_fit_records_and_restores_by_the_masked_loss(
+    denominator, store_factory, model_factory
+):
+    from tlsearch.training import loop
+
+    store = store_factory()
+    # two properties, the second known for a quarter of the structures only
+    second = np.where(np.arange(len(store))[:, None] % 4 == 0, 2.0 * store.targets, np.nan)
+    targets = np.hstack([store.targets, second])
+    idx = np.arange(len(store))
+    train = GraphLoader(store, idx[:32], targets, 8, shuffle=True)
+    val = GraphLoader(store, idx[32:], targets, 8)
+    model = model_factory(outputs=2)
+    cfg = TrainConfig(
+        epochs=3, loss="masked_l1", mpt_loss_denominator=denominator, learning_rate=1e-2,
+        device="cpu", early_stopping_patience=None,
+    )  # fmt: skip
+    result = fit(model, train, val, cfg, device=CPU, progress=False)
+    best = min(result.history, key=lambda r: r["val_loss"])
+    assert result.best_epoch == best["epoch"] and result.best_val_loss == best["val_loss"]
+    _, pred, true = predict_batches(model, val, CPU)  # the restored best weights
+    expected = loop.masked_l1(
+        torch.from_numpy(pred), torch.from_numpy(np.nan_to_num(true)),
+        torch.from_numpy(np.isfinite(true)), denominator,
+    )  # fmt: skip
+    assert best["val_loss"] == pytest.approx(float(expected), rel=1e-6)
+    assert best["val_loss"] != pytest.approx(best["val_mae"])

@@ -1,4 +1,4 @@
-"""masked_l1: the paper's Eq. 1 over known properties, NaN-safe, no gradient to unknowns."""
+"""masked_l1: the paper's Eq. 1 (either denominator), NaN-safe, no gradient to unknowns."""
 
 from __future__ import annotations
 
@@ -16,10 +16,43 @@ def test_value_matches_hand_computation() -> None:
     pred = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
     target = torch.tensor([[2.0, NAN, 1.0], [NAN, NAN, NAN], [4.0, 7.0, NAN]])
     mask = torch.isfinite(target)
-    # structure 0: (|1-2| + |3-1|) / 2 = 1.5; structure 1: skipped; structure 2: (1 + 2) / 2
-    assert masked_l1(pred, target, mask).item() == pytest.approx((1.5 + 1.5) / 2)
-    # Eq. 1 as printed, 1/N with N = 3 properties: (3/3 + 3/3) / 2
-    assert masked_l1(pred, target, mask, denominator="all").item() == pytest.approx(1.0)
+    # known count: structure 0: (|1-2| + |3-1|) / 2 = 1.5; 1: skipped; 2: (1 + 2) / 2 = 1.5
+    assert masked_l1(pred, target, mask, denominator="known").item() == pytest.approx(1.5)
+    # Eq. 1 as printed (the default), 1/N with N = 3 properties: (3/3 + 3/3) / 2
+    assert masked_l1(pred, target, mask, denominator="n_properties").item() == pytest.approx(1.0)
+    assert masked_l1(pred, target, mask).item() == pytest.approx(1.0)
+
+
+def test_denominators_differ_when_known_counts_differ() -> None:
+    pred = torch.zeros(2, 4)
+    target = torch.tensor([[4.0, NAN, NAN, NAN], [1.0, 1.0, 1.0, 1.0]])
+    mask = torch.isfinite(target)
+    # known: (4/1 + 4/4) / 2 = 2.5; n_properties: (4/4 + 4/4) / 2 = 1.0
+    assert masked_l1(pred, target, mask, "known").item() == pytest.approx(2.5)
+    assert masked_l1(pred, target, mask, "n_properties").item() == pytest.approx(1.0)
+
+
+def test_paper_code_equivalence() -> None:
+    """n_properties = the paper's code: L1Loss over (pred * delta, target with 0 where unknown)."""
+    torch.manual_seed(0)
+    pred = torch.randn(5, 3)
+    target = torch.randn(5, 3)
+    delta = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 1], [1, 0, 0], [0, 1, 0]]).bool()
+    paper = torch.nn.L1Loss()(pred * delta, torch.where(delta, target, torch.zeros_like(target)))
+    assert masked_l1(pred, torch.where(delta, target, NAN), delta).item() == pytest.approx(
+        paper.item()
+    )
+
+
+def test_config_literal_matches_the_loss() -> None:
+    from typing import get_args
+
+    from tlsearch.training.config import TrainConfig
+    from tlsearch.training.losses import DENOMINATORS
+
+    field = TrainConfig.model_fields["mpt_loss_denominator"]
+    assert get_args(field.annotation) == DENOMINATORS
+    assert TrainConfig().mpt_loss_denominator == "n_properties"
 
 
 def test_nan_targets_give_finite_loss_and_gradients() -> None:

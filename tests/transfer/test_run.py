@@ -131,6 +131,8 @@ def test_mpt_pretrain_excludes_the_target_then_finetunes_with_two_new_layers(fil
     model, bundle = load_model(files["root"] / "mpt" / "model.pt")
     assert type(model).__name__ == "MultiPropertyALIGNN"
     assert bundle.train_config.loss == "masked_l1"
+    assert bundle.train_config.mpt_loss_denominator == "n_properties"  # the paper's Eq. 1
+    assert metrics["mpt_loss_denominator"] == "n_properties"
     ft = finetune_run(_run(files, "ft_mpt", tiny_config), files["root"] / "mpt", progress=False)
     assert ft["provenance"]["strategy"] == "mpt_finetune"
     ft_model, _ = load_model(files["root"] / "ft_mpt" / "model.pt")
@@ -149,6 +151,40 @@ def test_cli_transfer_commands(files, pretrained, capsys):
     assert provenance["sampling"] == "weighted" and provenance["strategy"] == "interaction_3b"
     assert main(["mpt", "pretrain", "--data", "nonsense", "--out", str(out), *common]) == 2
     assert "NAME=SPEC" in capsys.readouterr().err
+
+
+def test_mpt_loss_denominator_reaches_the_loss_metrics_and_config(files, monkeypatch):
+    import yaml
+
+    from tlsearch.training import loop
+
+    seen: list[str] = []
+    real = loop.masked_l1
+
+    def spy(pred, target, mask, denominator="n_properties"):
+        seen.append(denominator)
+        return real(pred, target, mask, denominator)
+
+    monkeypatch.setattr(loop, "masked_l1", spy)
+    out = files["root"] / "mpt_known"
+    code = main([
+        "mpt", "pretrain", "--data", f"A={files['src']}", f"B={files['tgt']}",
+        "--loss-denominator", "known", "--out", str(out), "--hidden", "16", "--embedding", "8",
+        "--alignn-layers", "1", "--gcn-layers", "1", "--epochs", "2", "--no-progress",
+        "--no-cache", "--device", "cpu",
+    ])  # fmt: skip
+    assert code == 0
+    assert seen and set(seen) == {"known"}  # training batches and validation
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["loss"] == "masked_l1" and metrics["mpt_loss_denominator"] == "known"
+    assert metrics["early_stopping_monitor"] == "val_loss"
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["mpt_loss_denominator"] == "known"
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    assert metrics["best_epoch"] == int(best["epoch"])
+    assert metrics["best_val_loss_normalised"] == pytest.approx(float(best["val_loss"]))
 
 
 def test_finetune_from_an_mpt_model_with_several_heads(files, tiny_config):

@@ -159,6 +159,34 @@ def test_new_output_width_replaces_the_head(pretrained: ALIGNN, graph_batch) -> 
     assert model(graph_batch).shape == (graph_batch.num_graphs, 3)
 
 
+@pytest.mark.parametrize("name", ["interaction_2b", "interaction_3b"])
+def test_strategy_4_with_a_new_width_trains_its_new_head(
+    name: str, pretrained: ALIGNN, graph_batch
+) -> None:
+    # A new output width means a freshly initialised fc: frozen, it would be a random head.
+    model = prepare_finetune(pretrained, name, output_features=2)
+    fc = model.fc
+    assert all(p.requires_grad for p in fc.parameters())
+    names = [n for n, _ in trainable_named_parameters(model)]
+    assert {"fc.weight", "fc.bias"} <= set(names)
+    _, trains = EXPECTED[name]  # the strategy's own layers still train, the rest stay frozen
+    for pname, param in model.named_parameters():
+        assert param.requires_grad == (trains(pname) or pname.startswith("fc.")), pname
+    before = fc.weight.detach().clone()
+    params = [p for _, p in trainable_named_parameters(model)]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    model.train()
+    loss = model(graph_batch).square().mean()
+    loss.backward()
+    optimizer.step()
+    assert not torch.equal(fc.weight, before)
+
+
+def test_strategy_4_with_the_same_width_keeps_the_pt_head_frozen(pretrained: ALIGNN) -> None:
+    model = prepare_finetune(pretrained, "interaction_2b", output_features=1)
+    assert not any(p.requires_grad for p in model.fc.parameters())
+
+
 def test_paper_layer_numbering() -> None:
     assert paper_layer("atom_embedding.layer.0.weight") == 1
     assert paper_layer("trunk.angle_embedding.1.layer.0.bias") == 3

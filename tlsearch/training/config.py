@@ -37,9 +37,16 @@ class TrainConfig(BaseModel):
         scheduler: ``onecycle`` (stepped every batch) or ``none`` (constant learning rate).
         pct_start: fraction of the one-cycle schedule spent increasing the learning rate.
         loss: ``mse`` (the paper's), ``l1``, or ``masked_l1`` (multi-property pre-training,
-            Eq. 1: per structure the mean absolute error over its known properties).
-        early_stopping_patience: stop after this many epochs without a lower validation MAE;
-            ``None`` disables early stopping.
+            Eq. 1: per structure the absolute error summed over its known properties, divided
+            by ``mpt_loss_denominator``).
+        mpt_loss_denominator: the divisor of Eq. 1 in ``masked_l1``: ``n_properties`` (the
+            default: the number of properties N, as Eq. 1 is printed and as the paper's code
+            computes it, ``L1Loss`` over ``pred * delta``) or ``known`` (each structure's count
+            of known properties, so every structure weighs the same). See
+            :mod:`tlsearch.training.losses`.
+        early_stopping_patience: stop after this many epochs without a better validation value
+            (the MAE; with ``masked_l1`` the validation masked loss, the training objective,
+            not the MAE pooled over properties); ``None`` disables early stopping.
         val_fraction: share of the training data held out for validation (the paper's 90:10).
         seed: seeds the split, the weights and the batch order.
         device: ``auto`` picks CUDA when present, else CPU.
@@ -62,6 +69,7 @@ class TrainConfig(BaseModel):
     scheduler: Literal["onecycle", "none"] = "onecycle"
     pct_start: float = Field(0.3, gt=0, lt=1)
     loss: Literal["mse", "l1", "masked_l1"] = "mse"
+    mpt_loss_denominator: Literal["n_properties", "known"] = "n_properties"
     early_stopping_patience: int | None = Field(50, ge=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = Field(0, ge=0)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from tlsearch.graphs.batch import GraphBatch
 from tlsearch.training.config import TrainConfig
-from tlsearch.training.losses import masked_l1
+from tlsearch.training.losses import MPTLossDenominator, masked_l1
 from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -170,18 +170,21 @@ def masked_loss(
     target: torch.Tensor,
     mask: torch.Tensor | None = None,
     kind: str = "mse",
+    denominator: MPTLossDenominator = "n_properties",
 ) -> torch.Tensor:
     """Mean squared (``mse``) or absolute (``l1``) error over the known entries.
 
     ``mask`` (same shape, bool) marks known targets; ``None`` means all are known. With no known
     entry the loss is 0 (and carries no gradient signal). ``masked_l1`` is the MPT loss of the
-    paper's Eq. 1 (per structure over its known properties, then over structures): see
-    :func:`tlsearch.training.losses.masked_l1`.
+    paper's Eq. 1 (per structure, summed over its known properties and divided by
+    ``denominator``, then averaged over structures): see
+    :func:`tlsearch.training.losses.masked_l1` (``denominator`` is used by it only).
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
     if kind == "masked_l1":
-        return masked_l1(pred, target, mask if mask is not None else torch.isfinite(target))
+        known = mask if mask is not None else torch.isfinite(target)
+        return masked_l1(pred, target, known, denominator)
     diff = pred - target
     if kind == "mse":
         err = diff**2
@@ -239,8 +242,13 @@ def train_one_epoch(
     loss_kind: str,
     device: torch.device,
     epoch: int,
+    denominator: MPTLossDenominator = "n_properties",
 ) -> EpochStats:
-    """One pass over ``loader`` (scheduler stepped every batch); stops at a non-finite loss."""
+    """One pass over ``loader`` (scheduler stepped every batch); stops at a non-finite loss.
+
+    The epoch loss averages the batch losses weighted by what each averages over: known
+    entries (``mse``/``l1``) or structures with a known property (``masked_l1``).
+    """
     model.train()
     start = time.perf_counter()
     total, weight, structures = 0.0, 0.0, 0
@@ -249,7 +257,7 @@ def train_one_epoch(
         if batch.targets is None:
             raise ValueError("training batches need targets")
         pred = forward_training(model, batch)
-        loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind)
+        loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind, denominator)
         value = float(loss.detach())
         if not math.isfinite(value):
             return EpochStats(value, structures, time.perf_counter() - start, diverged=True)
@@ -258,15 +266,20 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        known = (
-            float(batch.target_mask.sum())
-            if batch.target_mask is not None
-            else batch.targets.numel()
-        )
+        known = _batch_weight(batch, loss_kind)
         total += value * known
         weight += known
         structures += batch.num_graphs
     return EpochStats(total / max(weight, 1.0), structures, time.perf_counter() - start)
+
+
+def _batch_weight(batch: GraphBatch, loss_kind: str) -> float:
+    """How many terms the batch loss averages: known entries, or (``masked_l1``) structures."""
+    if batch.target_mask is None:
+        return float(batch.targets.numel() if loss_kind != "masked_l1" else batch.num_graphs)
+    if loss_kind == "masked_l1":
+        return float(batch.target_mask.any(dim=1).sum())
+    return float(batch.target_mask.sum())
 
 
 @torch.no_grad()
@@ -297,28 +310,67 @@ def predict_batches(
 
 
 def validate(
-    model: nn.Module, val: BatchSource, device: torch.device, loss_kind: str
+    model: nn.Module,
+    val: BatchSource,
+    device: torch.device,
+    loss_kind: str,
+    denominator: MPTLossDenominator = "n_properties",
 ) -> tuple[float, float]:
     """(loss, MAE) of ``model`` on ``val`` in normalised units, over the known targets."""
     _, pred, true = predict_batches(model, val, device)
     if true is None:
         raise ValueError("validation batches need targets")
-    return validation_scores(pred, true, loss_kind)
+    return validation_scores(pred, true, loss_kind, denominator)
 
 
-def validation_scores(pred: np.ndarray, target: np.ndarray, loss_kind: str) -> tuple[float, float]:
-    """(loss, MAE) over the known entries of ``target`` (NaN = unknown)."""
+def validation_scores(
+    pred: np.ndarray,
+    target: np.ndarray,
+    loss_kind: str,
+    denominator: MPTLossDenominator = "n_properties",
+) -> tuple[float, float]:
+    """(loss, MAE) over the known entries of ``target`` (NaN = unknown).
+
+    The loss is the training objective on the whole validation set: the mean squared error
+    (``mse``), the MAE (``l1``), or (``masked_l1``) :func:`masked_l1` with ``denominator``,
+    i.e. the mean over validation structures of Eq. 1. The MAE is pooled over every known
+    entry, so with several properties the largest dataset dominates it.
+    """
     known = np.isfinite(target)
     if not known.any():
         return math.nan, math.nan
     diff = pred[known] - target[known]
     mae = float(np.mean(np.abs(diff)))
-    loss = float(np.mean(diff**2)) if loss_kind == "mse" else mae
+    if loss_kind == "masked_l1":
+        loss = float(
+            masked_l1(
+                torch.from_numpy(np.asarray(pred, dtype=np.float64)),
+                torch.from_numpy(np.where(known, target, 0.0).astype(np.float64)),
+                torch.from_numpy(known),
+                denominator,
+            )
+        )
+    else:
+        loss = float(np.mean(diff**2)) if loss_kind == "mse" else mae
     return loss, mae
 
 
+def monitored_metric(loss_kind: str) -> str:
+    """The history column early stopping and the best epoch watch for a run with ``loss_kind``.
+
+    ``val_mae`` for single-property runs (the paper's); ``val_loss`` for ``masked_l1`` (MPT):
+    the validation value of the training objective. A MAE pooled over all properties' entries
+    would be dominated by the property with the most structures (formation energy, ~100k), so
+    a model could keep "improving" on it while the other properties get worse. The paper's
+    scripts do the same in effect: their validation ``MeanAbsoluteError`` runs on the masked
+    outputs, so it equals their masked ``L1Loss``.
+    """
+    return "val_loss" if loss_kind == "masked_l1" else "val_mae"
+
+
 class EarlyStopping:
-    """Track the lowest validation MAE; stop after ``patience`` epochs without a new one.
+    """Track the lowest monitored validation value (:func:`monitored_metric`); stop after
+    ``patience`` epochs without a new one.
 
     ``patience=None`` never stops. Non-finite values never count as an improvement.
     """
@@ -347,8 +399,8 @@ class FitResult:
     """Outcome of :func:`fit`; the model holds ``best_state`` afterwards (when there is one).
 
     Attributes:
-        best_epoch: 1-based epoch of the lowest validation MAE (None if no finite one).
-        best_val_mae: that MAE, in normalised units.
+        best_epoch: 1-based epoch of the lowest monitored value (None if no finite one).
+        best_val_mae: the validation MAE of that epoch, in normalised units.
         epochs_run: epochs started (the last one may have diverged part-way).
         early_stopped: stopped by patience before ``cfg.epochs``.
         diverged: a non-finite training loss or validation MAE stopped training.
@@ -356,6 +408,9 @@ class FitResult:
         train_seconds: wall time of the whole loop (training and validation).
         train_structures_per_second: training structures per second of training steps.
         best_state: copy of the best weights (``state_dict``), or None.
+        monitor: the history column that chose ``best_epoch`` and early stopping
+            (:func:`monitored_metric`: ``val_mae``, or ``val_loss`` for ``masked_l1``).
+        best_val_loss: the validation loss of the best epoch (normalised units).
     """
 
     best_epoch: int | None
@@ -367,6 +422,8 @@ class FitResult:
     train_seconds: float
     train_structures_per_second: float
     best_state: dict[str, Any] | None = field(default=None, repr=False)
+    monitor: str = "val_mae"
+    best_val_loss: float = math.nan
 
 
 def _progress_bar(total: int, enabled: bool) -> tqdm:
@@ -409,6 +466,8 @@ def fit(
     )
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=max(len(train), 1))
     stopper = EarlyStopping(cfg.early_stopping_patience)
+    monitor = monitored_metric(cfg.loss)
+    denominator = cfg.mpt_loss_denominator
     history: list[dict[str, float]] = []
     best_state: dict[str, Any] | None = None
     diverged = early_stopped = False
@@ -419,7 +478,9 @@ def fit(
     with contextlib.closing(bar):
         for epoch in range(1, cfg.epochs + 1):
             lr = float(optimizer.param_groups[0]["lr"])
-            stats = train_one_epoch(model, train, optimizer, scheduler, cfg.loss, device, epoch)
+            stats = train_one_epoch(
+                model, train, optimizer, scheduler, cfg.loss, device, epoch, denominator
+            )
             step_seconds += stats.seconds
             structures += stats.structures
             if stats.diverged:
@@ -429,16 +490,16 @@ def fit(
                 history.append(_row(epoch, stats, math.nan, math.nan, lr))
                 diverged = True
                 break
-            val_loss, val_mae = validate(model, val, device, cfg.loss)
+            val_loss, val_mae = validate(model, val, device, cfg.loss, denominator)
             history.append(_row(epoch, stats, val_loss, val_mae, lr))
-            if stopper.update(epoch, val_mae):
+            if stopper.update(epoch, history[-1][monitor]):
                 best_state = copy.deepcopy(model.state_dict())
             bar.update(1)
             bar.set_postfix(train_loss=f"{stats.loss:.4g}", val_mae=f"{val_mae:.4g}")
             if epoch % cfg.log_every == 0 or epoch == 1:
                 logger.info(
-                    "epoch %d/%d train_loss %.5g val_loss %.5g val_mae %.5g (best %.5g @ %s)",
-                    epoch, cfg.epochs, stats.loss, val_loss, val_mae, stopper.best,
+                    "epoch %d/%d train_loss %.5g val_loss %.5g val_mae %.5g (best %s %.5g @ %s)",
+                    epoch, cfg.epochs, stats.loss, val_loss, val_mae, monitor, stopper.best,
                     stopper.best_epoch,
                 )  # fmt: skip
             if not math.isfinite(val_mae):
@@ -450,16 +511,17 @@ def fit(
             if stopper.should_stop:
                 early_stopped = epoch < cfg.epochs
                 logger.info(
-                    "early stopping at epoch %d: no better validation MAE for %d epochs",
-                    epoch, stopper.bad_epochs,
+                    "early stopping at epoch %d: no better %s for %d epochs",
+                    epoch, monitor, stopper.bad_epochs,
                 )  # fmt: skip
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
     seconds = time.perf_counter() - start
+    best_row = history[stopper.best_epoch - 1] if stopper.best_epoch is not None else {}
     return FitResult(
         best_epoch=stopper.best_epoch,
-        best_val_mae=stopper.best,
+        best_val_mae=best_row.get("val_mae", math.inf),
         epochs_run=epoch,
         early_stopped=early_stopped,
         diverged=diverged,
@@ -467,6 +529,8 @@ def fit(
         train_seconds=seconds,
         train_structures_per_second=structures / step_seconds if step_seconds > 0 else math.nan,
         best_state=best_state,
+        monitor=monitor,
+        best_val_loss=best_row.get("val_loss", math.inf),
     )
 
 

@@ -288,6 +288,12 @@ def base_metrics(
         "test": None,
         "best_epoch": result.best_epoch,
         "best_val_mae_normalised": result.best_val_mae,
+        "early_stopping_monitor": result.monitor,  # what chose best_epoch: val_mae or val_loss
+        "best_val_loss_normalised": result.best_val_loss,
+        "loss": cfg.train.loss,
+        "mpt_loss_denominator": (
+            cfg.train.mpt_loss_denominator if cfg.train.loss == "masked_l1" else None
+        ),
         "epochs_run": result.epochs_run,
         "early_stopped": result.early_stopped,
         "diverged": result.diverged,

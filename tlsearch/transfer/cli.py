@@ -92,6 +92,12 @@ def add_parsers(sub: Any, add_train_args: Any, add_runtime: Any, add_common: Any
         help="the target's FT and test sets: every matching structure is removed from the corpus",
     )
     arg("--head-layers", type=int, default=1, metavar="K", help="MLP layers per head (1)")
+    arg(
+        "--loss-denominator",
+        choices=["n_properties", "known"],
+        help="divisor of Eq. 1 per structure: n_properties (default; the paper's Eq. 1 and "
+        "code) or known (the structure's known-property count); train.mpt_loss_denominator",
+    )
     add_runtime(mpre)
     add_common(mpre)
 
@@ -148,6 +154,9 @@ def cmd_mpt(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, An
         raise ValueError("mpt pretrain needs --data NAME=SPEC ...")
     datasets = parse_named_specs(args.data)
     overrides = {**overrides, "data": "mpt:" + "+".join(datasets)}
+    if args.loss_denominator is not None:
+        train = {**overrides.get("train", {}), "mpt_loss_denominator": args.loss_denominator}
+        overrides["train"] = train
     cfg = run_config(args, overrides)
     return mpt_pretrain_run(
         cfg,

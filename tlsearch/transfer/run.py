@@ -210,7 +210,13 @@ def mpt_pretrain_run(
     head_layers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Multi-property pre-training (Sec. 2.6): one trunk, one head per property, masked L1."""
+    """Multi-property pre-training (Sec. 2.6): one trunk, one head per property, masked L1.
+
+    The loss is Eq. 1 with ``run.train.mpt_loss_denominator`` (``n_properties``, the paper's,
+    or ``known``); early stopping and the best epoch follow the validation value of that loss
+    (``early_stopping_monitor: val_loss`` in ``metrics.json``), not the MAE pooled over
+    properties. ``metrics.json`` records ``loss`` and ``mpt_loss_denominator``.
+    """
     corpus, report = build_mpt_corpus(datasets, exclude, exclude_specs, run.data_home)
     records = LoadResult(corpus.records, [], source="mpt:" + "+".join(corpus.properties))
     train = run.train.model_copy(update={"loss": "masked_l1"})

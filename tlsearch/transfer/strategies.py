@@ -127,7 +127,10 @@ def interaction_2b(model: nn.Module) -> list[str]:
     "The two body interaction layers (bond graphs) corresponding to the 4th and the 5th layers
     of ALIGNN ... are allowed to be unfrozen while keeping the rest of the model constant."
     Trainable: every ``ALIGNNConv.node_update`` (layer 4) and ``gcn_layers`` conv (layer 5);
-    ``fc`` stays frozen as the text says (the paper's scripts leave ``fc`` trainable too).
+    ``fc`` stays frozen as the text says (the paper's scripts leave ``fc`` trainable too),
+    except when :func:`prepare_finetune` gives the model a new, freshly initialised ``fc`` for
+    a target of another width: that head trains (a random frozen head maps every feature to
+    noise).
     """
     return set_trainable(model, lambda name: bool(_BOND_GRAPH.match(name)))
 
@@ -137,7 +140,9 @@ def interaction_3b(model: nn.Module) -> list[str]:
 
     "... or the three body interaction layers (line graphs) within the 4th layer are allowed to
     be unfrozen while keeping the rest of the model constant." Trainable: every
-    ``ALIGNNConv.edge_update``; ``fc`` frozen (trainable in the paper's scripts).
+    ``ALIGNNConv.edge_update``; ``fc`` frozen (trainable in the paper's scripts), except a new,
+    freshly initialised ``fc`` (a target of another width), which trains: see
+    :func:`interaction_2b`.
     """
     return set_trainable(model, lambda name: bool(_LINE_GRAPH.match(name)))
 
@@ -264,6 +269,21 @@ def install_frozen_eval(model: nn.Module, enabled: bool = True) -> RemovableHand
     return None if installed else model.register_forward_pre_hook(_frozen_eval_hook)
 
 
+def _train_new_head(model: nn.Module, strategy: str, names: list[str]) -> list[str]:
+    """Make a freshly initialised ``fc`` trainable; the trainable names afterwards."""
+    fc = model.trunk.fc if isinstance(model, HeadedALIGNN) else model.fc
+    if all(p.requires_grad for p in fc.parameters()):
+        return names
+    logger.info(
+        "FT strategy %s freezes the head, but the FT target's width needs a new randomly "
+        "initialised head: it trains (a frozen random head would be useless)",
+        strategy,
+    )
+    for param in fc.parameters():
+        param.requires_grad_(True)
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
 def prepare_finetune(
     pretrained: ALIGNN,
     strategy: str,
@@ -282,7 +302,11 @@ def prepare_finetune(
         freeze_batchnorm_stats: keep the BatchNorm running statistics of frozen modules fixed
             (see the module docstring); ``False`` reproduces the paper's code.
         output_features: width of the FT target; when it differs from the PT head's, ``fc`` is
-            replaced by a freshly initialised ``Linear(hidden, output_features)``.
+            replaced by a freshly initialised ``Linear(hidden, output_features)``, and that head
+            always trains, whatever the strategy: strategy 4 (``interaction_2b``/``3b``) would
+            freeze it, and a frozen random head makes the fine-tuned layers fit through a
+            fixed random projection (the paper's own strategy-4 scripts train ``fc`` anyway).
+            The log says so.
 
     Raises:
         ValueError: unknown strategy, or a strategy that leaves no parameter trainable.
@@ -291,11 +315,14 @@ def prepare_finetune(
     if not isinstance(pretrained, ALIGNN):
         raise TypeError(f"pretrained must be an ALIGNN, got {type(pretrained).__name__}")
     model = copy.deepcopy(pretrained) if spec.pretrained else ALIGNN(pretrained.config)
-    if output_features is not None and output_features != model.config.output_features:
+    new_fc = output_features is not None and output_features != model.config.output_features
+    if new_fc:
         model.fc = nn.Linear(model.config.hidden_features, output_features)
         model.config = model.config.model_copy(update={"output_features": output_features})
     ft_model = HeadedALIGNN(model, spec.new_layers) if spec.new_layers else model
     names = spec.apply(ft_model)
+    if new_fc:
+        names = _train_new_head(ft_model, strategy, names)
     if not names:
         raise ValueError(f"strategy {strategy!r} leaves no trainable parameter in this model")
     install_frozen_eval(ft_model, enabled=freeze_batchnorm_stats)
