@@ -30,6 +30,7 @@ EXPECTED = {
     "ood_2d": (35, 6),
     "best_pair": (200, 6),
     "pairwise_cpu": (18, 2),
+    "paper_scratch_cpu": (6, 0),
 }
 
 
