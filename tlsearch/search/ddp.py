@@ -124,7 +124,7 @@ def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     start, structures, diverged, epoch = time.perf_counter(), 0, False, 0
     for epoch in range(1, train_cfg.epochs + 1):
         model.train()
-        bad = torch.zeros(1)
+        bad = torch.zeros(1, device=device)  # NCCL reduces tensors on the rank's GPU only
         for batch in loader.batches(epoch):
             batch = batch.to(device)
             loss = masked_loss(model(batch), batch.targets, batch.target_mask, train_cfg.loss)
