@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -108,7 +109,7 @@ def test_writer_failing_midway_leaves_nothing(tmp_path, monkeypatch):
     store.write(full_row(run_id="good-s0"))
 
     def broken_write(table, where, **kwargs):
-        Path(where).write_bytes(b"PAR1 half a file")
+        where.write(b"PAR1 half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(store_mod.pq, "write_table", broken_write)
@@ -162,6 +163,10 @@ def test_process_killed_while_writing_leaves_no_visible_file(tmp_path):
     assert any(n.startswith("_tmp-") for n in os.listdir(store.path))
     table = store.table()
     assert table.column("run_id").to_pylist() == ["good-s0"]
+    # other readers miss the half-written file too: pandas, and globs like DuckDB's
+    assert pd.read_parquet(store.path)["run_id"].tolist() == ["good-s0"]
+    assert sorted(p.name for p in Path(store.path).glob("*.parquet")) == ["good-s0.parquet"]
+    assert store.remove_stale_temp(older_than_s=3600) == 0  # maybe a live writer's: kept
     assert store.remove_stale_temp(older_than_s=0) == 1
 
 
@@ -191,3 +196,77 @@ def test_write_table_atomic_to_fresh_folder(tmp_path):
     write_table_atomic(pa.table({"x": [1, 2]}), path)
     assert pq.read_table(path).num_rows == 2
     assert RUN_SCHEMA.metadata[b"tlsearch.schema_version"].decode() == schema_mod.SCHEMA_VERSION
+
+
+def test_the_temporary_file_is_synced_before_the_rename(tmp_path, monkeypatch):
+    """fsync(temp file) -> rename -> fsync(folder): a crash never leaves an empty final file."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "fsync", fsync)
+    monkeypatch.setattr(store_mod.os, "replace", replace)
+    store = RunStore.for_search(tmp_path, "demo")
+    final = store.write(full_row())
+    temp = events[1][1]
+    assert events == [("fsync", temp), ("replace", temp), ("fsync", str(Path(final).parent))]
+    name = Path(temp).name
+    assert name.startswith("_tmp-") and not name.endswith(".parquet")
+
+
+def _write_version(folder: Path, run_id: str, version: str, drop: tuple[str, ...], **extra):
+    """A one-row file as an older (or newer, with ``extra`` columns) tlsearch wrote it."""
+    fields = [f for f in RUN_SCHEMA if f.name not in drop]
+    fields += [pa.field(k, pa.string()) for k in extra]
+    schema = pa.schema(fields, metadata={"tlsearch.schema_version": version})
+    row = {**validate_row(full_row(run_id=run_id, wall_seconds=2.5)), **extra}
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([row], schema=schema), folder / f"{run_id}.parquet")
+
+
+V2_COLUMNS = ("wall_seconds", "graph_cache_hits", "graph_cache_misses", "pt_cache_hit")
+V3_COLUMNS = ("rehearsal", "data_note")
+
+
+def test_a_folder_of_several_schema_versions_reads_with_the_union_schema(tmp_path):
+    runs = tmp_path / "runs"
+    _write_version(runs, "a-v1-s0", "1", V2_COLUMNS + V3_COLUMNS)
+    _write_version(runs, "b-v2-s0", "2", V3_COLUMNS)
+    RunStore(runs).write(full_row(run_id="c-v3-s0", rehearsal=True))
+    _write_version(runs, "d-v9-s0", "9", (), future_column="from a newer tlsearch")
+    table = read_runs(runs)
+    assert table.column_names == [*COLUMNS, "future_column"]
+    rows = {r["run_id"]: r for r in table.to_pylist()}
+    assert [rows[k]["wall_seconds"] for k in sorted(rows)] == [None, 2.5, None, 2.5]
+    assert [rows[k]["rehearsal"] for k in sorted(rows)] == [None, None, True, None]
+    assert rows["d-v9-s0"]["future_column"] == "from a newer tlsearch"
+    assert rows["a-v1-s0"]["future_column"] is None
+    assert read_runs(runs, columns=["run_id", "data_note"]).num_rows == 4
+
+
+def test_old_files_are_upgraded_so_single_schema_readers_see_every_column(tmp_path):
+    runs = tmp_path / "runs"
+    _write_version(runs, "a-v1-s0", "1", V2_COLUMNS + V3_COLUMNS)
+    _write_version(runs, "b-v2-s0", "2", V3_COLUMNS)
+    store = RunStore(runs)
+    store.write(full_row(run_id="c-v3-s0"))
+    _write_version(runs, "d-v9-s0", "9", (), future_column="x")
+    # pandas takes the schema of one file: the columns added later vanish
+    assert "wall_seconds" not in pd.read_parquet(runs).columns
+    before = read_runs(runs).to_pylist()
+    current = os.stat(runs / "c-v3-s0.parquet").st_mtime_ns
+    assert store.upgrade_old_files() == 2  # v1 and v2; the newer file is left alone
+    assert store.upgrade_old_files() == 0
+    assert os.stat(runs / "c-v3-s0.parquet").st_mtime_ns == current
+    frame = pd.read_parquet(runs).set_index("run_id")
+    assert set(COLUMNS) - {"run_id"} <= set(frame.columns)
+    assert frame.loc["b-v2-s0", "wall_seconds"] == 2.5
+    assert read_runs(runs).to_pylist() == before
+    assert pq.read_schema(runs / "a-v1-s0.parquet").metadata[b"tlsearch.schema_version"] == b"3"

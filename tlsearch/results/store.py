@@ -4,15 +4,23 @@ Layout: ``<storage>/<search name>/runs/<run_id>.parquet``. ``run_id`` is determi
 run-config hash and the seed), so a retried run overwrites its own file and never adds a
 duplicate. Writes are atomic:
 
-- local disk / NFS: written to ``_tmp-<uuid>.parquet`` in the same folder, then ``os.replace``d
-  (atomic on one POSIX filesystem); a writer killed mid-way leaves only the ``_tmp-`` file;
+- local disk / NFS: written to ``_tmp-<uuid>.parquet.part`` in the same folder, flushed to disk
+  (``fsync``), then ``os.replace``d (atomic on one POSIX filesystem) and the folder ``fsync``ed,
+  so a crash never leaves a renamed but empty file; a writer killed mid-way leaves only the
+  ``_tmp-`` file;
 - object stores (``s3://``, ``gs://``): written straight to the final key (an upload becomes
   visible only when it completes; there is no rename).
 
-``pyarrow.dataset`` skips names starting with ``_`` or ``.``, so readers never see temporary
-files. Readers pass :data:`~tlsearch.results.schema.RUN_SCHEMA`, so files written before a
-column was added read with nulls. pandas (``pd.read_parquet(folder)``) and DuckDB
-(``read_parquet('runs/*.parquet', union_by_name=true)``) read the folder as well.
+Temporary files are invisible to every reader: ``pyarrow.dataset`` (so ``pd.read_parquet``)
+skips names starting with ``_`` or ``.``, and they do not end in ``.parquet``, so globs such as
+DuckDB's ``read_parquet('runs/*.parquet')`` miss them. The driver deletes those of killed
+writers when a search starts (:meth:`RunStore.remove_stale_temp`).
+
+Schemas: readers get :data:`~tlsearch.results.schema.RUN_SCHEMA` (files written before a column
+was added read with nulls) plus any column a newer writer added (:func:`read_from`). When a
+search starts, the driver rewrites its files of older schema versions to the current one
+(:meth:`RunStore.upgrade_old_files`), so readers that take the schema from one file (pandas'
+``pd.read_parquet(folder)``, DuckDB without ``union_by_name=true``) see every column too.
 """
 
 from __future__ import annotations
@@ -31,12 +39,15 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tlsearch.results.schema import RUN_SCHEMA, conform, row_table
+from tlsearch.results.schema import RUN_SCHEMA, SCHEMA_VERSION, conform, row_table
 
 logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = "_tmp-"
+#: Temporary files end in ``.part``, never ``.parquet``, so ``runs/*.parquet`` globs miss them.
+TEMP_SUFFIX = ".parquet.part"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+COLUMN_SET = frozenset(RUN_SCHEMA.names)
 
 
 # --- storage locations -------------------------------------------------------------------------
@@ -110,15 +121,33 @@ def write_to(table: pa.Table, fs: pafs.FileSystem, path: str) -> str:
     if not isinstance(fs, pafs.LocalFileSystem):
         pq.write_table(table, path, filesystem=fs)
         return path
-    tmp = os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet")
+    tmp = os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}")
     try:
-        pq.write_table(table, tmp)
+        with open(tmp, "wb") as out:
+            pq.write_table(table, out)
+            out.flush()
+            os.fsync(out.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_dir(parent)
     return path
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (best effort: some filesystems refuse it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_runs(uri: str | Path, columns: list[str] | None = None) -> pa.Table:
@@ -128,11 +157,29 @@ def read_runs(uri: str | Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def read_from(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
-    """:func:`read_runs` on an already resolved filesystem and path."""
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+    """:func:`read_runs` on an already resolved filesystem and path.
+
+    The table has every :data:`RUN_SCHEMA` column (with its type; nulls where a file predates
+    it), then any other column some file holds (written by a newer tlsearch), in file order.
+    """
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
         return RUN_SCHEMA.empty_table().select(columns or RUN_SCHEMA.names)
-    dataset = ds.dataset(path, schema=RUN_SCHEMA, format="parquet", filesystem=fs)
+    if info.type == pafs.FileType.File:
+        factory = ds.FileSystemDatasetFactory(fs, [path], ds.ParquetFileFormat())
+    else:
+        selector = pafs.FileSelector(path, recursive=True)
+        options = ds.FileSystemFactoryOptions(selector_ignore_prefixes=[".", "_"])
+        factory = ds.FileSystemDatasetFactory(fs, selector, ds.ParquetFileFormat(), options)
+    found = factory.inspect(promote_options="permissive", fragments=None)
+    dataset = factory.finish(union_schema(found))
     return dataset.to_table(columns=columns)
+
+
+def union_schema(found: pa.Schema) -> pa.Schema:
+    """:data:`RUN_SCHEMA` followed by the columns of ``found`` it does not have."""
+    extra = [field.with_nullable(True) for field in found if field.name not in COLUMN_SET]
+    return pa.schema([*RUN_SCHEMA, *extra], metadata=RUN_SCHEMA.metadata)
 
 
 # --- the store of one search -------------------------------------------------------------------
@@ -192,13 +239,56 @@ class RunStore:
         return self.table().to_pylist()
 
     def remove_stale_temp(self, older_than_s: float = 3600.0) -> int:
-        """Delete ``_tmp-`` files left by killed writers (local only); returns how many."""
+        """Delete ``_tmp-`` files left by killed writers (local only); returns how many.
+
+        Only files not modified for ``older_than_s`` seconds: a live writer's file is younger.
+        Temporary files of earlier tlsearch versions (``_tmp-<uuid>.parquet``) go too.
+        """
         if not isinstance(self.fs, pafs.LocalFileSystem) or not os.path.isdir(self.path):
             return 0
         removed = 0
         for name in os.listdir(self.path):
             full = os.path.join(self.path, name)
-            if name.startswith(TEMP_PREFIX) and time.time() - os.path.getmtime(full) > older_than_s:
-                os.remove(full)
-                removed += 1
+            if not name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                if time.time() - os.path.getmtime(full) > older_than_s:
+                    os.remove(full)
+                    removed += 1
+            except FileNotFoundError:  # its writer renamed or removed it meanwhile
+                continue
+        if removed:
+            logger.info("removed %d stale temporary file(s) from %s", removed, self.path)
         return removed
+
+    def upgrade_old_files(self) -> int:
+        """Rewrite rows written with an older schema version in the current one; returns how
+        many files were rewritten.
+
+        Readers that take the schema from one file (``pd.read_parquet(folder)``) then see every
+        column. Rows keep their values (new columns are null); a file with columns this version
+        does not know (a newer writer) is left as it is.
+        """
+        if self.fs.get_file_info(self.path).type != pafs.FileType.Directory:
+            return 0
+        selector = pafs.FileSelector(self.path, recursive=False)
+        upgraded = 0
+        for info in self.fs.get_file_info(selector):
+            name = info.base_name
+            if info.type != pafs.FileType.File or name.startswith(("_", ".")):
+                continue
+            if not name.endswith(".parquet"):
+                continue
+            schema = pq.read_schema(info.path, filesystem=self.fs)
+            version = (schema.metadata or {}).get(b"tlsearch.schema_version", b"").decode()
+            if version == SCHEMA_VERSION or not set(schema.names) <= COLUMN_SET:
+                continue
+            table = pq.read_table(info.path, filesystem=self.fs)
+            write_to(conform(table), self.fs, info.path)
+            upgraded += 1
+        if upgraded:
+            logger.info(
+                "rewrote %d row file(s) of older schema versions in %s with schema %s",
+                upgraded, self.path, SCHEMA_VERSION,
+            )  # fmt: skip
+        return upgraded
