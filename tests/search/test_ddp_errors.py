@@ -46,3 +46,20 @@ def test_run_ddp_pretrain_raises_the_deterministic_cause(tmp_path, monkeypatch):
     monkeypatch.setattr(ray.train.torch, "TorchTrainer", FlakyTrainer)
     with pytest.raises(train_errors.WorkerGroupError):  # transient: Tune retries it
         ddp.run_ddp_pretrain(_job(tmp_path), tmp_path / "w")
+
+
+def test_a_ray_without_return_value_is_refused_before_training(tmp_path, monkeypatch):
+    class OldResult:  # Ray 2.50's Train Result: no return_value
+        error = None
+
+    class MustNotRun:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("trained on a Ray that cannot hand the model back")
+
+    import ray.train
+    import ray.train.torch
+
+    monkeypatch.setattr(ray.train, "Result", OldResult)
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", MustNotRun)
+    with pytest.raises(NotImplementedError, match="return_value; this node runs ray"):
+        ddp.run_ddp_pretrain(_job(tmp_path), tmp_path / "w")

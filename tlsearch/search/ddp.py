@@ -28,6 +28,7 @@ def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
 
     if job.data is None:
         raise ValueError("a pretrain job needs data")
+    require_return_value()
     run = training_run_config(job, job.data, workdir)
     per_worker = {"CPU": job.cpus_per_worker}
     if job.gpus_per_worker:
@@ -54,6 +55,24 @@ def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
     output = result.return_value
     (workdir / "model.pt").write_bytes(output["model"])
     return output["metrics"]
+
+
+def require_return_value() -> None:
+    """Refuse, before any training, a Ray whose Train ``Result`` has no ``return_value``.
+
+    Rank 0 hands the model back as its return value; on an older Ray every DDP PT job would
+    train to the end, fail with ``AttributeError`` and be retried. ``NotImplementedError`` is
+    deterministic: the job is recorded as failed once, naming the fix.
+    """
+    import ray
+    from ray.train import Result
+
+    if not hasattr(Result, "return_value"):
+        raise NotImplementedError(
+            f"DDP PT jobs (num_workers > 1) need a Ray whose Train Result has return_value; "
+            f"this node runs ray {ray.__version__}: install the version pyproject.toml pins "
+            "(pip install -e '.[search]'; cluster/Dockerfile and the cluster configs pin the same)"
+        )
 
 
 def deterministic_cause(exc: BaseException) -> ValueError | None:
