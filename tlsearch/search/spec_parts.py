@@ -10,7 +10,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from tlsearch.transfer.names import STRATEGY_NAMES
 
@@ -23,6 +31,7 @@ OptunaAxis = Literal["pt_source", "strategy", "sampling", "lr"]
 PAPER_CODES = ("BG", "FE", "GV", "PH", "DC", "PZ", "EBG")
 PLACEHOLDERS = ("size", "trial", "seed")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+RAY_RESOURCE_UNIT = 1e-4  # Ray rounds resource requests to this unit
 
 
 class StrictModel(BaseModel):
@@ -158,11 +167,33 @@ class SearchAlgorithm(StrictModel):
         return self
 
 
+def check_gpu_count(value: float, name: str) -> float:
+    """``value`` as Ray accepts a GPU request: a fraction of one GPU, or whole GPUs.
+
+    Raises:
+        ValueError: a fraction above 1 (``1.5``), or finer than Ray's 0.0001 unit.
+    """
+    if value > 1 and not float(value).is_integer():
+        raise ValueError(
+            f"{name} {value:g}: above 1 a GPU request must be a whole number (Ray's rule: a "
+            "fraction of one GPU, such as 0.25, or whole GPUs, such as 2)"
+        )
+    if 0 < value < RAY_RESOURCE_UNIT:
+        raise ValueError(f"{name} {value:g}: Ray's smallest resource unit is 0.0001")
+    return value
+
+
 class Resources(StrictModel):
-    """Ray resources of one trial (``gpu`` may be a fraction such as 0.25)."""
+    """Ray resources of one trial (one process): ``gpu`` may be a fraction such as 0.25 (the
+    trial then caps its CUDA memory at that share of the GPU); above 1 whole GPUs only."""
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, value: float) -> float:
+        return check_gpu_count(value, "gpu")
 
 
 class PretrainSpec(StrictModel):
@@ -173,7 +204,10 @@ class PretrainSpec(StrictModel):
             FT seed k uses a PT model trained with seed k.
         train: training-recipe overrides for PT jobs (on top of the spec's ``train``).
         num_workers: more than 1 runs PT as a Ray Train ``TorchTrainer`` (DDP) from its trial.
-        cpus_per_worker / gpus_per_worker: resources of each DDP worker.
+        cpus_per_worker / gpus_per_worker: resources of each DDP worker; ``gpus_per_worker``
+            only with ``num_workers > 1`` and then whole GPUs (NCCL rejects two ranks on one
+            GPU). A one-worker PT job trains in its trial: give it a GPU (or a fraction of
+            one) with ``resources``.
         resources: resources of a PT trial (default: the spec's ``resources``).
     """
 
@@ -184,6 +218,24 @@ class PretrainSpec(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     resources: Resources | None = None
+
+    @model_validator(mode="after")
+    def _ddp_gpus(self) -> PretrainSpec:
+        gpus, workers = self.gpus_per_worker, self.num_workers
+        check_gpu_count(gpus, "gpus_per_worker")
+        if gpus and workers == 1:
+            raise ValueError(
+                f"gpus_per_worker {gpus:g} with num_workers 1: gpus_per_worker is what each "
+                "DDP worker gets (num_workers > 1); a one-worker PT job trains in its trial, "
+                f"so give the trial the GPU instead: pretrain: {{resources: {{gpu: {gpus:g}}}}}"
+            )
+        if 0 < gpus < 1:
+            raise ValueError(
+                f"gpus_per_worker {gpus:g} with num_workers {workers}: DDP workers need whole "
+                "GPUs (NCCL rejects two ranks on one GPU); use gpus_per_worker: 1, or "
+                f"num_workers: 1 with pretrain: {{resources: {{gpu: {gpus:g}}}}}"
+            )
+        return self
 
 
 class TestingHooks(StrictModel):
