@@ -37,6 +37,7 @@ from tlsearch.search.compile import (
     is_pretrain_point,
 )
 from tlsearch.search.jobs import absolute_spec
+from tlsearch.search.points import resolve_datasets
 from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.startup import (
@@ -101,7 +102,8 @@ def run_search(
     _check_fresh(search_dir, plan, resume)
     write_plan(search_dir, plan)
     jobs = {pretrain_key(job): job for job in plan.pretrain_jobs}
-    env = TrialEnv(spec=spec, base_dir=base, job_fn=spec.testing.job_fn, pretrain_jobs=jobs)
+    trial_spec = resolve_datasets(spec, base)  # trials run in their own folders
+    env = TrialEnv(spec=trial_spec, base_dir=base, job_fn=spec.testing.job_fn, pretrain_jobs=jobs)
     logger.info(
         "search %s: %d planned seed-runs in %d experiment(s), %d PT job(s); results in %s",
         spec.name,

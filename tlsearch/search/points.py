@@ -1,18 +1,23 @@
 """Configurations (:class:`Point`) and the jobs they run: ids, data, recipes, PT jobs.
 
-A configuration's id (:func:`config_hash`) hashes the point and the recipe it runs with, so a
-seed-run's ``run_id`` (``<config hash>-s<seed>``) names the same work in every attempt, retry and
-resume, and changes when the recipe changes.
+A configuration's id (:func:`config_hash`) hashes the point, the recipe it runs with and the
+identity of the data it reads (:func:`dataset_identity`: file contents, not paths), so a
+seed-run's ``run_id`` (``<config hash>-s<seed>``) names the same work in every attempt, retry,
+resume and machine, and changes when the recipe or the data changes.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
+import string
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from tlsearch.search.jobs import DataRef, JobConfig, absolute_spec
+from tlsearch.search.jobs import SCHEMES, DataRef, JobConfig, absolute_spec
 from tlsearch.search.spec import LogUniform, PretrainSource, SearchSpec
 
 SCRATCH = "scratch"
@@ -98,15 +103,22 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def config_hash(spec: SearchSpec, point: Point) -> str:
-    """16 hex digits naming a configuration and the recipe it runs with (not the seed)."""
-    used = {point.target} | source_datasets(spec, point)
+def config_hash(spec: SearchSpec, point: Point, base_dir: str | None = None) -> str:
+    """16 hex digits naming a configuration, the recipe it runs with and the data it reads
+    (not the seed).
+
+    ``base_dir``: the folder relative data paths are resolved against (default: the current
+    one; trials get a spec whose paths are absolute, see :func:`resolve_datasets`).
+    """
     recipe: dict[str, Any] = {
         "point": point.as_config(),
         "train": spec.train,
         "model": spec.model,
         "graphs": spec.graphs,
-        "datasets": {n: spec.datasets[n].model_dump(exclude={"note"}) for n in sorted(used)},
+        "datasets": [
+            [name, size, dataset_identity(spec, name, size, base_dir)]
+            for name, size in data_used(spec, point)
+        ],
     }
     if point.uses_pretraining:
         recipe["source"] = spec.source(str(point.pt_source)).model_dump()
@@ -114,9 +126,118 @@ def config_hash(spec: SearchSpec, point: Point) -> str:
     return stable_hash(recipe)[:16]
 
 
-def run_id_for(spec: SearchSpec, point: Point, seed: int) -> str:
+def run_id_for(spec: SearchSpec, point: Point, seed: int, base_dir: str | None = None) -> str:
     """The seed-run's id and file name: ``<config hash>-s<seed>``."""
-    return f"{config_hash(spec, point)}-s{seed}"
+    return f"{config_hash(spec, point, base_dir)}-s{seed}"
+
+
+def data_used(spec: SearchSpec, point: Point) -> list[tuple[str, int | None]]:
+    """``(dataset, size)`` of every dataset a configuration reads: its FT target at the FT
+    size, its PT source's dataset at the PT size, an MPT mix's datasets whole."""
+    used = {(point.target, point.ft_size)}
+    if point.uses_pretraining:
+        source = spec.source(str(point.pt_source))
+        size = point.pt_size if source.kind == "dataset" else None
+        used |= {(name, size) for name in pt_datasets(spec, point.pt_source)}
+    return sorted(used, key=lambda item: (item[0], -1 if item[1] is None else item[1]))
+
+
+# --- data identity ----------------------------------------------------------------------------
+
+
+def dataset_identity(
+    spec: SearchSpec, name: str, size: int | None, base_dir: str | None = None
+) -> dict[str, Any]:
+    """What dataset ``name`` at ``size`` is, the same on every machine holding the same files.
+
+    The dataset's fields (but its free-text ``note``), with ``data``/``test`` as
+    :func:`source_identity` and a ``data_home`` file (a local copy of a download) as its
+    content hash: ``vars`` and the files they point at are part of it, where they live is not.
+    """
+    ds = spec.datasets[name]
+    values = {**spec.vars, "size": "" if size is None else size}
+    identity = ds.model_dump(exclude={"note", "data", "test", "data_home"})
+    identity["data"] = source_identity(ds.data, values, base_dir)
+    identity["test"] = source_identity(ds.test, values, base_dir)
+    home = absolute_spec(ds.data_home, base_dir or os.getcwd()) if ds.data_home else None
+    identity["data_home"] = _path_identity(Path(home)) if home and Path(home).is_file() else None
+    return identity
+
+
+def source_identity(text: str | None, values: dict[str, Any], base_dir: str | None) -> Any:
+    """A data spec's identity: a ``scheme:``/URI spec as written (``values`` filled in); a local
+    file as the sha256 of its bytes; a folder as its files' names and hashes; a pattern with
+    ``{trial}``/``{seed}`` as its part below its fixed folder plus every file it matches there.
+    """
+    if text is None:
+        return None
+    filled = fill_fields(text, values)
+    if filled.startswith(SCHEMES) or "://" in filled:
+        return filled
+    path = absolute_spec(filled, base_dir or os.getcwd())
+    pieces = list(string.Formatter().parse(path))
+    if all(field is None for _, field, _, _ in pieces):
+        return _path_identity(Path(_unescape(path)))
+    root = os.path.dirname(pieces[0][0])
+    pattern = "".join(glob.escape(lit) + ("*" if f is not None else "") for lit, f, _, _ in pieces)
+    below = path[len(_escape(root)) :].lstrip(os.sep)
+    matches = sorted(glob.glob(pattern))
+    return {
+        "pattern": below,
+        "files": [[os.path.relpath(m, root), _path_identity(Path(m))] for m in matches],
+    }
+
+
+def _path_identity(path: Path) -> Any:
+    from tlsearch.search.pretrain_cache import file_digest
+
+    if path.is_file():
+        return file_digest(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {"folder": [[p.relative_to(path).as_posix(), file_digest(p)] for p in files]}
+    return {"missing": path.name}
+
+
+def fill_fields(text: str, values: dict[str, Any]) -> str:
+    """``text`` with its ``{name}`` fields found in ``values`` filled in and the others kept
+    (``{trial}`` stays ``{trial}``); braces stay escaped, so ``.format`` can fill the rest."""
+    out = []
+    for literal, field, spec, conversion in string.Formatter().parse(text):
+        out.append(_escape(literal))
+        if field is None:
+            continue
+        code = field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        if field in values:
+            out.append(_escape(("{" + code.replace(field, "0", 1) + "}").format(values[field])))
+        else:
+            out.append("{" + code + "}")
+    return "".join(out)
+
+
+def resolve_datasets(spec: SearchSpec, base_dir: str) -> SearchSpec:
+    """``spec`` with its datasets' ``vars`` filled in and their local paths absolute.
+
+    Trials get this spec: they run in folders of their own, where relative paths (and so
+    :func:`config_hash`'s data identity) would not resolve. Jobs and ids are unchanged.
+    """
+    datasets = {}
+    for name, ds in spec.datasets.items():
+        update: dict[str, Any] = {"data": absolute_spec(fill_fields(ds.data, spec.vars), base_dir)}
+        if ds.test is not None:
+            update["test"] = absolute_spec(fill_fields(ds.test, spec.vars), base_dir)
+        if ds.data_home is not None:
+            update["data_home"] = absolute_spec(ds.data_home, base_dir)
+        datasets[name] = ds.model_copy(update=update)
+    return spec.model_copy(update={"datasets": datasets})
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("{{", "{").replace("}}", "}")
 
 
 def source_datasets(spec: SearchSpec, point: Point) -> set[str]:

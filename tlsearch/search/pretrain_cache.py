@@ -88,7 +88,13 @@ def data_fingerprint(spec: str | None) -> str | None:
     return spec
 
 
-@functools.lru_cache(maxsize=256)
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (memoised per path, size and modification time)."""
+    stat = os.stat(path)
+    return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
 def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
