@@ -6,11 +6,14 @@ A trial runs one seed-run, or every seed of its configuration in turn (see
 skipped (its metric is read back), so a retried, resumed or re-run trial never trains a finished
 seed again. Deterministic failures (:data:`~tlsearch.search.rows.DETERMINISTIC_ERRORS`) become
 ``failed`` rows and the trial goes on; any other exception propagates and Tune retries the trial
-(``FailureConfig(max_failures)``).
+(``FailureConfig(max_failures)``). A trial holding a fraction of a GPU caps its CUDA memory at
+that share, and a run that runs out of CUDA memory is retried once at half its batch size, then
+recorded as ``failed`` with the reason (:mod:`tlsearch.search.gpu_memory`), never ``diverged``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -25,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tlsearch.locking import file_lock
 from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
 from tlsearch.search.compile import is_pretrain_point
+from tlsearch.search.gpu_memory import cap_gpu_memory, retry_out_of_memory, trial_gpu_share
 from tlsearch.search.jobs import JobConfig, absolute_spec, resolve_job_fn
 from tlsearch.search.points import (
     Point,
@@ -141,6 +145,7 @@ def search_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None = N
     if is_pretrain_point(raw):
         pretrain_trial(config, env, job_fn)
         return
+    cap_gpu_memory(trial_gpu_share(env.spec.resources.gpu))
     fn = job_fn or resolve_job_fn(env.job_fn)
     point = Point.from_config(raw, env.spec)
     trial_id = _trial_id()
@@ -161,6 +166,7 @@ def pretrain_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None =
     from ray import tune
 
     fn = job_fn or resolve_job_fn(env.job_fn)
+    cap_gpu_memory(trial_gpu_share((env.spec.pretrain.resources or env.spec.resources).gpu))
     if "scratch" in config["point"]:
         point = Point.from_config(config["point"]["scratch"], env.spec)
         trial_id = _trial_id()
@@ -204,8 +210,16 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
             pretrained, row["pt_run_id"] = pretrained_checkpoint(env, point, seed, job_fn, trial_id)
         job = build_job(spec, point, seed, env.base_dir, pretrained)
         row["config_json"] = job.model_dump_json()
-        workdir = env.workdir(run_id)
-        row.update(outcome_columns(job_fn(job, workdir)))
+
+        def attempt(job: JobConfig) -> tuple[Path, dict[str, Any]]:
+            workdir = env.workdir(run_id)  # emptied: a retry starts clean
+            return workdir, job_fn(job, workdir)
+
+        (workdir, metrics), job, note = retry_out_of_memory(job, attempt, f"seed-run {run_id}")
+        row["config_json"] = job.model_dump_json()  # the batch size it trained at
+        row.update(outcome_columns(metrics))
+        if note and row["status"] == "ok":
+            row["error"] = note
         row["checkpoint_uri"] = env.publish(workdir, run_id)
     except DETERMINISTIC_ERRORS as exc:
         logger.warning("seed-run %s failed (recorded, not retried): %s", run_id, error_text(exc))
@@ -257,6 +271,7 @@ def _ensure_pt_row(
     row = store.read_row(run_id)
     if row is not None and row["status"] != "ok":
         return row, None
+    job = _as_recorded(job, row)
     identity = {
         "config_hash": run_id[3:],
         "seed": job.seed,
@@ -271,7 +286,9 @@ def _ensure_pt_row(
     }
     start = time.perf_counter()
     try:
-        pretrained = ensure_pretrained(job, env.spec.storage, job_fn)
+        pretrained, trained, note = retry_out_of_memory(
+            job, lambda j: ensure_pretrained(j, env.spec.storage, job_fn), f"PT job {run_id}"
+        )
     except DETERMINISTIC_ERRORS as exc:
         logger.warning("PT job %s failed (recorded, not retried): %s", run_id, error_text(exc))
         row = base_row(run_id, env.spec.name, trial_id, **identity, error=error_text(exc))
@@ -279,11 +296,25 @@ def _ensure_pt_row(
         store.write(finish(row))
         return row, None
     if row is None:
+        identity["config_json"] = trained.model_dump_json()  # a smaller batch after an OOM
         row = base_row(run_id, env.spec.name, trial_id, **identity)
         row.update(outcome_columns(pretrained.metrics))
+        if note and row["status"] == "ok":
+            row["error"] = note
         row.update(wall_seconds=time.perf_counter() - start, pt_cache_hit=pretrained.cache_hit)
         if pretrained.cache_hit:  # metrics of the run that trained it; nothing was opened here
             row.update(graph_cache_hits=0, graph_cache_misses=0)
         row["checkpoint_uri"] = join(pretrained.uri, "model.pt")
         store.write(finish(row))
     return row, pretrained
+
+
+def _as_recorded(job: JobConfig, row: dict[str, Any] | None) -> JobConfig:
+    """``job`` at the batch size its recorded row trained at: a PT job retried at a smaller
+    batch after a CUDA out-of-memory has its model cached under that job's key."""
+    if row is None or not row.get("config_json"):
+        return job
+    recorded = json.loads(row["config_json"]).get("train", {}).get("batch_size")
+    if recorded is None or recorded == job.train.get("batch_size"):
+        return job
+    return job.model_copy(update={"train": {**job.train, "batch_size": recorded}})

@@ -211,6 +211,36 @@ class EpochStats:
 BATCHNORM_ONE_VALUE = "Expected more than 1 value per channel when training"
 
 
+class TrainingOutOfMemoryError(RuntimeError):
+    """The device ran out of memory in a training or evaluation batch.
+
+    A resource problem, never a diverged model: :func:`fit` lets it propagate (no ``diverged``
+    result), and a search retries the run once at a smaller batch
+    (:mod:`tlsearch.search.gpu_memory`). ``batch_size`` is the loader's.
+    """
+
+    def __init__(self, message: str, batch_size: int | None = None) -> None:
+        super().__init__(message, batch_size)  # both in args: survives pickling (Ray)
+        self.batch_size = batch_size
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@contextlib.contextmanager
+def out_of_memory_named(loader: Any, device: torch.device, what: str) -> Iterator[None]:
+    """Re-raise a CUDA out-of-memory as :class:`TrainingOutOfMemoryError` with the batch size."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        batch_size = getattr(loader, "batch_size", None)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingOutOfMemoryError(
+            f"{device} out of memory in a {what} batch (batch_size {batch_size}): {first}",
+            batch_size,
+        ) from exc
+
+
 def forward_training(model: nn.Module, batch: GraphBatch) -> torch.Tensor:
     """``model(batch)`` in training mode; a BatchNorm fed one row raises a clear ``ValueError``.
 
@@ -252,24 +282,25 @@ def train_one_epoch(
     model.train()
     start = time.perf_counter()
     total, weight, structures = 0.0, 0.0, 0
-    for batch in loader.batches(epoch):
-        batch = batch.to(device)
-        if batch.targets is None:
-            raise ValueError("training batches need targets")
-        pred = forward_training(model, batch)
-        loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind, denominator)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            return EpochStats(value, structures, time.perf_counter() - start, diverged=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        known = _batch_weight(batch, loss_kind)
-        total += value * known
-        weight += known
-        structures += batch.num_graphs
+    with out_of_memory_named(loader, device, "training"):  # an OOM is no divergence
+        for batch in loader.batches(epoch):
+            batch = batch.to(device)
+            if batch.targets is None:
+                raise ValueError("training batches need targets")
+            pred = forward_training(model, batch)
+            loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind, denominator)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                return EpochStats(value, structures, time.perf_counter() - start, diverged=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            known = _batch_weight(batch, loss_kind)
+            total += value * known
+            weight += known
+            structures += batch.num_graphs
     return EpochStats(total / max(weight, 1.0), structures, time.perf_counter() - start)
 
 
@@ -296,14 +327,15 @@ def predict_batches(
     ids: list[str] = []
     preds: list[np.ndarray] = []
     targets: list[np.ndarray] = []
-    for batch in loader.batches(0):
-        ids.extend(batch.ids)
-        preds.append(model(batch.to(device)).detach().cpu().double().numpy())
-        if batch.targets is not None:
-            t = batch.targets.double().numpy()
-            if batch.target_mask is not None:
-                t = np.where(batch.target_mask.numpy(), t, np.nan)
-            targets.append(t)
+    with out_of_memory_named(loader, device, "evaluation"):
+        for batch in loader.batches(0):
+            ids.extend(batch.ids)
+            preds.append(model(batch.to(device)).detach().cpu().double().numpy())
+            if batch.targets is not None:
+                t = batch.targets.double().numpy()
+                if batch.target_mask is not None:
+                    t = np.where(batch.target_mask.numpy(), t, np.nan)
+                targets.append(t)
     if not preds:
         return ids, np.zeros((0, 0)), None
     return ids, np.concatenate(preds), (np.concatenate(targets) if targets else None)
