@@ -50,3 +50,34 @@ def test_one_ray_version_pinned_everywhere_is_the_one_installed():
         assert pins == [("==", version)], f"{name}: Ray installs {pins}"
         for key in ("head_setup_commands", "worker_setup_commands", "initialization_commands"):
             assert not RAY_REQUIREMENT.findall(" ; ".join(config.get(key) or [])), (name, key)
+
+
+def _nodes(name: str) -> tuple[dict, list[dict]]:
+    config = yaml.safe_load((CLUSTER / name).read_text())
+    nodes = config["available_node_types"]
+    head = nodes[config["head_node_type"]]
+    return head, [n for k, n in nodes.items() if k != config["head_node_type"]]
+
+
+def test_gcp_workers_state_their_resources():
+    """Ray's GCP provider does not read CPUs and GPUs from the machine type: without explicit
+    resources the autoscaler never starts a worker for a GPU trial."""
+    _, workers = _nodes("gcp.yaml")
+    for worker in workers:
+        gpus = sum(a["acceleratorCount"] for a in worker["node_config"]["guestAccelerators"])
+        cpus = int(worker["node_config"]["machineType"].rsplit("-", 1)[1])
+        assert worker["resources"] == {"CPU": cpus, "GPU": gpus}
+
+
+def test_the_head_has_its_own_role_and_the_readme_lists_the_autoscalers_permissions():
+    head, workers = _nodes("aws.yaml")
+    head_profile = head["node_config"]["IamInstanceProfile"]["Arn"]
+    assert all(w["node_config"]["IamInstanceProfile"]["Arn"] != head_profile for w in workers)
+    head, workers = _nodes("gcp.yaml")
+    head_account = head["node_config"]["serviceAccounts"][0]["email"]
+    assert all(w["node_config"]["serviceAccounts"][0]["email"] != head_account for w in workers)
+    readme = (CLUSTER / "README.md").read_text()
+    for permission in ("ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags",
+                       "ec2:DescribeInstances", "iam:PassRole", "roles/compute.admin",
+                       "roles/iam.serviceAccountUser", "roles/storage.objectAdmin"):  # fmt: skip
+        assert f"`{permission}`" in readme, permission
