@@ -12,6 +12,10 @@ Sub-benchmarks (all by default):
   time, graph-cache hits, PT jobs run vs requested (:mod:`tlsearch.bench.search`).
 - ``packing [--per-device K]`` (run alone, not by default): N fine-tuning runs K per device
   (``gpu: 1/K`` each) vs one at a time, aggregate structures/s (:mod:`tlsearch.bench.packing`).
+- ``gpu`` (run alone, not by default; ``scripts/gpu_check.sh``): the GPU check of a CUDA node,
+  one table: training throughput vs alignn on CUDA, peak memory of a ``gpu: 0.25`` trial, the
+  DDP path on NCCL, packing 4 trials per GPU; exits 2 with one line on a CPU-only node
+  (:mod:`tlsearch.bench.gpu`).
 
 Ratios are what to read; absolute times on shared machines are noise.
 """
@@ -37,11 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "which",
         nargs="*",
-        choices=["graphs", "train", "search", "packing", []],
+        choices=["graphs", "train", "search", "packing", "gpu", []],
         default=[],
-        help="sub-benchmarks to run (default: graphs and train); 'search [SPEC] [--storage DIR]' "
-        "and 'packing' run alone with their own options (tlsearch bench search --help, "
-        "tlsearch bench packing --help)",
+        help="sub-benchmarks to run (default: graphs and train); 'search [SPEC] [--storage DIR]', "
+        "'packing' and 'gpu' run alone with their own options (tlsearch bench search --help, "
+        "tlsearch bench packing --help, tlsearch bench gpu --help)",
     )
     p.add_argument(
         "--datasets",
@@ -77,11 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         from tlsearch.bench.packing import main as packing_main
 
         return packing_main(argv[1:])
+    if argv and argv[0] == "gpu":
+        from tlsearch.bench.gpu import main as gpu_main
+
+        return gpu_main(argv[1:])
     args = _parser().parse_args(argv)
-    if "search" in args.which or "packing" in args.which:
+    if {"search", "packing", "gpu"} & set(args.which):
         raise SystemExit(
-            "tlsearch bench: 'search' and 'packing' run alone: tlsearch bench search [SPEC], "
-            "tlsearch bench packing"
+            "tlsearch bench: 'search', 'packing' and 'gpu' run alone: tlsearch bench search "
+            "[SPEC], tlsearch bench packing, tlsearch bench gpu"
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     which = args.which or ["graphs", "train"]

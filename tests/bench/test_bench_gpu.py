@@ -1,0 +1,162 @@
+"""``tlsearch bench gpu`` / ``scripts/gpu_check.sh``: on a node without a usable CUDA GPU one
+line and exit 2 (nothing runs); on a GPU node every check gets a table row, a failing check
+does not hide the others and makes the exit status 1."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tlsearch import bench
+from tlsearch.bench import gpu
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def no_ray_start(monkeypatch):
+    from tlsearch.search import driver
+
+    def refuse(address):
+        raise AssertionError("the GPU check started Ray on a node it refuses")
+
+    monkeypatch.setattr(driver, "connect", refuse)
+
+
+def test_a_cpu_only_torch_is_refused_with_one_line(monkeypatch, capsys, no_ray_start):
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert bench.main(["gpu"]) == gpu.NO_GPU_EXIT
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"tlsearch bench gpu: torch {torch.__version__} is a CPU-only build")
+    assert "--index-url https://download.pytorch.org/whl/cu" in line
+
+
+def test_a_cuda_torch_without_a_visible_gpu_is_refused(monkeypatch, capsys, no_ray_start):
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu.main(["--only", "ddp"]) == gpu.NO_GPU_EXIT
+    out = capsys.readouterr().out
+    assert out.startswith("tlsearch bench gpu: no CUDA GPU visible (torch ")
+    assert "CUDA 12.8" in out and out.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU node runs the check itself")
+def test_the_script_exits_2_on_this_cpu_node():
+    done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.startswith("tlsearch bench gpu: ")
+    assert "run the GPU check on a GPU node" in done.stdout
+
+
+def test_every_check_gets_a_row_and_a_failure_sets_the_exit_status():
+    def ok(args):
+        return gpu.CheckResult("train (tlsearch vs alignn)", "ok", "batch 16: 900 vs 400")
+
+    def broken(args):
+        raise RuntimeError("NCCL error: unhandled system error")
+
+    def skipped(args):
+        raise gpu.SkipCheck("alignn is not installed")
+
+    functions = {"train": ok, "ddp": broken, "memory": skipped}
+    results = gpu.run_checks(["train", "ddp", "memory"], argparse.Namespace(), functions)
+    assert [(r.name, r.status) for r in results] == [
+        ("train (tlsearch vs alignn)", "ok"), ("ddp", "FAILED"), ("memory", "skipped"),
+    ]  # fmt: skip
+    assert results[1].result == "RuntimeError: NCCL error: unhandled system error"
+    assert gpu.exit_status(results) == 1 and gpu.exit_status([results[0], results[2]]) == 0
+    table = gpu.format_table("GPU check on 1 x H200", results)
+    lines = table.splitlines()
+    assert lines[0] == "GPU check on 1 x H200" and len(lines) == 3 + len(results)
+    assert "NCCL error" in table and "alignn is not installed" in table
+
+
+def test_the_checks_the_issue_asks_for_are_wired():
+    assert set(gpu.CHECK_FUNCTIONS) == set(gpu.CHECKS) == {"train", "memory", "ddp", "packing"}
+
+
+def _args(**over) -> argparse.Namespace:
+    args = gpu._parser().parse_args([])
+    args.cpus, args.address = 16.0, None
+    for key, value in over.items():
+        setattr(args, key, value)
+    return args
+
+
+class _Props:
+    name, total_memory = "NVIDIA H200", 140 * gpu.GIB
+
+
+def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
+    """The GPU-side plumbing on this CPU node: the benches and CUDA's counters are stand-ins."""
+    import tlsearch.bench.packing as packing
+    import tlsearch.bench.train as train
+    import tlsearch.search.ddp as ddp
+    import tlsearch.search.jobs as jobs
+    from tlsearch.search import driver, gpu_memory
+
+    calls: dict[str, object] = {}
+
+    def fake_bench_train(records, ns):
+        result = {"tlsearch_structures_per_s": 900.0, "alignn_structures_per_s": 400.0,
+                  "speedup": 2.25, "device": ns.device}  # fmt: skip
+        calls[f"train{ns.batch_size}"] = result
+        return result
+
+    monkeypatch.setattr(train, "bench_train", fake_bench_train)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: _Props())
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("empty_cache", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * gpu.GIB)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: 4 * gpu.GIB)
+    fractions: list = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda share, index: fractions.append(share))  # fmt: skip
+    monkeypatch.setattr(gpu_memory, "cap_gpu_memory", lambda share: fractions.append(share))
+
+    def fake_run_job(job, workdir):
+        calls["memory"] = job
+        return {"device": "cuda", "train_structures_per_second": 700.0}
+
+    def fake_ddp(job, workdir):
+        calls["ddp"] = job
+        (workdir / "model.pt").write_bytes(b"m")
+        return {"device": "cuda:0", "epochs_run": 2, "diverged": False, "val": {"mae": 0.12},
+                "train_structures_per_second": 1500.0, "scaler": {}}  # fmt: skip
+
+    monkeypatch.setattr(jobs, "run_job", fake_run_job)
+    monkeypatch.setattr(ddp, "run_ddp_pretrain", fake_ddp)
+    monkeypatch.setattr(gpu, "_nccl_available", lambda: True)
+    monkeypatch.setitem(driver.LAST_PHASES, "cluster", {"CPU": 16.0, "GPU": 1.0})
+    report = {"phases": {"alone": {"structures_per_second": 300.0, "peak_concurrent_runs": 1},
+                         "packed": {"structures_per_second": 960.0, "peak_concurrent_runs": 4}},
+              "ratio": 3.2, "goal_met": True}  # fmt: skip
+
+    def fake_packing(setup, storage, address=None):
+        calls["packing"] = setup
+        return report
+
+    monkeypatch.setattr(packing, "run_packing", fake_packing)
+    results = gpu.run_checks(gpu.CHECKS, _args())
+    assert [r.status for r in results] == ["ok"] * 4, [r.result for r in results]
+    train_row, memory, ddp_row, packed = results
+    assert "batch 16: 900 vs 400 structures/s (2.25x)" in train_row.result
+    assert calls["train16"]["device"] == calls["train64"]["device"] == "cuda"
+    assert memory.result.startswith("peak 3.00 GiB allocated, 4.00 GiB reserved, of the 35.0")
+    assert calls["memory"].train["batch_size"] == 16 and calls["memory"].data.size == 800
+    assert fractions == [0.25, 1.0]  # capped for the run, the cap lifted afterwards
+    assert ddp_row.name == "ddp (NCCL, 1 worker)" and "2 epochs on cuda:0" in ddp_row.result
+    assert (calls["ddp"].num_workers, calls["ddp"].gpus_per_worker) == (1, 1)
+    assert "3.20x (goal 3x: met)" in packed.result
+    assert (calls["packing"].per_device, calls["packing"].runs) == (4, 4)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: 40 * gpu.GIB)
+    (over,) = gpu.run_checks(["memory"], _args())
+    assert over.status == "FAILED"  # more than a gpu: 0.25 trial's share
