@@ -1,5 +1,7 @@
 """Slow reliability tests (``pytest -m slow tests/search``): the driver killed mid-search and
-resumed, a worker node removed mid-search, and the quickstart across a 2-node Ray cluster.
+resumed, a worker node removed mid-search, the quickstart across a 2-node Ray cluster, and the
+search command's exit status under stress (``TLSEARCH_STRESS_ROUNDS`` complete runs and
+kill/resume rounds of a small real search, ~30 min for 20 + 20 on 2 busy CPUs).
 
 "Nothing lost": planned == completed + failed + diverged, no duplicate run_id, and no seed-run
 recorded before an interruption is trained again.
@@ -194,3 +196,149 @@ def test_quickstart_on_a_two_node_cluster(tmp_path, two_node_cluster):
     assert (status.planned, status.completed, status.failed) == (12, 12, 0)
     nodes = {r["node"] for r in RunStore.for_search(spec.storage, spec.name).rows()}
     assert len(nodes) == 2, nodes  # trials ran on both worker nodes
+
+
+# --- exit status under stress: the real command, a real (tiny) search, killed and resumed ----
+
+STRESS_ROUNDS = int(os.environ.get("TLSEARCH_STRESS_ROUNDS", "20"))
+STRESS_SEED_RUNS = 4
+
+
+def stress_spec(tmp_path: Path) -> Path:
+    """A small real search: generated data, a 1+1-layer 16-wide ALIGNN, 2 epochs; 1 PT job +
+    2 configurations x 2 seeds = 4 seed-runs. One graph cache for every round."""
+    spec = {
+        "name": "stress",
+        "storage": str(tmp_path / "unused"),
+        "graph_cache": str(tmp_path / "graphs"),
+        "datasets": {
+            "source": {"data": "generated:60:11"},
+            "target": {"data": "generated:40:12", "test": "generated:16:13"},
+        },
+        "targets": ["target"],
+        "pt_sources": ["source"],
+        "pt_sizes": [48],
+        "ft_sizes": [20],
+        "scratch": True,
+        "strategies": ["last_layer"],
+        "seeds": [0, 1],
+        "train": {"epochs": 2, "batch_size": 16, "early_stopping_patience": None},
+        "model": {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16,
+                  "embedding_features": 16},
+        "graphs": {"max_neighbors": 8},
+        "pretrain": {"train": {"epochs": 2}},
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_failures": 2,
+    }  # fmt: skip
+    path = tmp_path / "stress.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _tlsearch(spec_path: Path, storage: Path, *extra: str) -> subprocess.Popen:
+    """The console command as a user runs it (status table, plot), in its own process group."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlsearch.cli", "search", str(spec_path), "--storage",
+         str(storage), *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _finished(proc: subprocess.Popen, timeout: float = 900) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return out
+
+
+def _check_complete(proc: subprocess.Popen, out: str, store: RunStore, where: str) -> list[dict]:
+    """Exit 0, planned = completed, no duplicate run ids, nothing of Ray's shutdown."""
+    tail = f"{where}:\n{out[-3000:]}"
+    assert proc.returncode == 0, tail
+    assert f"planned {STRESS_SEED_RUNS}, completed {STRESS_SEED_RUNS}, failed 0" in out, tail
+    assert "remaining 0" in out and "duplicate" not in out, tail
+    assert "core worker has already been shutdown" not in out, tail
+    rows = store.rows()
+    ids = [r["run_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == STRESS_SEED_RUNS + 1, (ids, tail)  # + the PT job
+    return rows
+
+
+def _report(name: str, summary: dict) -> None:
+    import json
+
+    line = json.dumps({"test": name, **summary})
+    sys.stderr.write(line + "\n")
+    path = os.environ.get("TLSEARCH_STRESS_REPORT")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+
+
+def test_stress_complete_runs_exit_0(tmp_path):
+    """``TLSEARCH_STRESS_ROUNDS`` (20) complete runs of the small spec: each exits 0, planned =
+    completed, no duplicate run id."""
+    _no_ray_here()
+    spec_path = stress_spec(tmp_path)
+    codes = Counter()
+    for i in range(STRESS_ROUNDS):
+        storage = tmp_path / f"run{i}"
+        proc = _tlsearch(spec_path, storage)
+        out = _finished(proc)
+        codes[proc.returncode] += 1
+        _check_complete(proc, out, RunStore.for_search(str(storage), "stress"), f"run {i}")
+    _report("complete", {"rounds": STRESS_ROUNDS, "exit_codes": dict(codes)})
+
+
+def test_stress_killed_at_a_random_point_then_resumed_exits_0(tmp_path):
+    """``TLSEARCH_STRESS_ROUNDS`` (20) rounds of: start, SIGKILL the process group at a random
+    point (during Ray's start, a PT job or any seed-run), ``--resume``. Each resume exits 0
+    with the whole plan recorded once, keeps every row recorded before the kill, says what it
+    found, and prints none of Tune's "Could not fetch metrics" lines for unstarted trials."""
+    import random
+
+    _no_ray_here()
+    spec_path = stress_spec(tmp_path)
+    rng = random.Random(int(os.environ.get("TLSEARCH_STRESS_SEED", "17")))
+    codes, rows_at_kill, finished_first = Counter(), Counter(), 0
+    for i in range(STRESS_ROUNDS):
+        storage = tmp_path / f"round{i}"
+        store = RunStore.for_search(str(storage), "stress")
+        first = _tlsearch(spec_path, storage)
+        wanted = rng.randint(0, STRESS_SEED_RUNS)  # rows (PT job included) before the kill
+        deadline = time.monotonic() + 600
+        while len(store.rows()) < wanted and first.poll() is None:
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0, 3))
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        else:
+            finished_first += 1
+        _finished(first, timeout=60)
+        before = {r["run_id"]: r for r in store.rows()}
+        rows_at_kill[len(before)] += 1
+
+        resumed = _tlsearch(spec_path, storage, "--resume")
+        out = _finished(resumed)
+        codes[resumed.returncode] += 1
+        rows = _check_complete(resumed, out, store, f"round {i} ({len(before)} rows at kill)")
+        recorded = sum(r["kind"] != "pretrain" for r in before.values())
+        assert f"{recorded} seed-run(s) already recorded" in out, out[-3000:]
+        assert "Could not fetch metrics" not in out, out[-3000:]
+        after = {r["run_id"]: repr(r) for r in rows}  # repr: NaN equals NaN
+        assert all(after[k] == repr(v) for k, v in before.items()), f"round {i}: a row changed"
+    _report(
+        "killed+resumed",
+        {
+            "rounds": STRESS_ROUNDS,
+            "resume_exit_codes": dict(codes),
+            "rows_at_kill": dict(sorted(rows_at_kill.items())),
+            "first_run_finished_before_kill": finished_first,
+        },
+    )

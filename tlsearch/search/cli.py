@@ -21,6 +21,8 @@ from tlsearch.logutil import add_verbosity_flags, setup_logging
 logger = logging.getLogger("tlsearch.search.cli")
 
 EXIT_INTERRUPTED = 130
+#: The search ran to its end but planned seed-runs have no row (or rows are duplicated).
+EXIT_INCOMPLETE = 3
 
 
 def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +37,9 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         "writes one Parquet row "
         "under <storage>/<name>/runs/. Without --address a local Ray is started (its "
         "dashboard URL is logged). Stopped searches "
-        "continue with --resume; recorded seed-runs are never run again.",
+        "continue with --resume; recorded seed-runs are never run again. Exit status: 0 when "
+        "every planned seed-run has a row (ok, failed or diverged), 3 when some have none at "
+        "the end (reason on the last line), 130 when interrupted, 2 for bad input.",
     )
     p.add_argument("spec", type=Path, metavar="SPEC.yaml", help="search spec (search_spaces/)")
     p.add_argument(
@@ -53,7 +57,16 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted search (Tuner.restore; errored trials rerun)",
+        help="continue an interrupted search (Tuner.restore; errored trials rerun); refused "
+        "when the spec or its data files changed since the search started (the difference is "
+        "shown)",
+    )
+    p.add_argument(
+        "--allow-changed-spec",
+        action="store_true",
+        help="with --resume: continue even though the spec or its data changed (finished "
+        "trials keep their rows; the others run with the new spec); configurations of a "
+        "started experiment cannot change",
     )
     p.add_argument(
         "--smoke",
@@ -146,11 +159,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
         status = run_search(
-            spec, address=args.address, resume=args.resume, verbose=min(max(verbosity + 1, 0), 2)
+            spec,
+            address=args.address,
+            resume=args.resume,
+            verbose=min(max(verbosity + 1, 0), 2),
+            allow_changed_spec=args.allow_changed_spec,
         )
     except SearchInterruptedError as exc:
+        _stop_own_ray(own_ray)
         sys.stderr.write(f"tlsearch: interrupted: {exc}\n")
         return EXIT_INTERRUPTED
+    except BaseException:
+        _stop_own_ray(own_ray)  # before the error line, so that it is the last line
+        raise
     stopping = stop_ray_in_background() if own_ray and ray.is_initialized() else None
     try:
         sys.stdout.write(format_status(status) + "\n")
@@ -163,7 +184,39 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         if stopping is not None:
             stopping.join()
-    return 0
+    return _exit_status(status)
+
+
+def _stop_own_ray(own_ray: bool) -> None:
+    import ray
+
+    if own_ray and ray.is_initialized():
+        ray.shutdown()
+
+
+def _exit_status(status: Any) -> int:
+    """0 when every planned seed-run has a row (ok, failed or diverged: the search's failure
+    policy), else :data:`EXIT_INCOMPLETE` with the reason as the last line on stderr."""
+    problem = incomplete_reason(status)
+    if problem is None:
+        return 0
+    sys.stdout.flush()
+    sys.stderr.write(f"tlsearch: search incomplete: {problem}\n")
+    return EXIT_INCOMPLETE
+
+
+def incomplete_reason(status: Any) -> str | None:
+    """Why a search that ran to its end is not complete (None when it is)."""
+    if status.duplicates:
+        return f"{status.duplicates} duplicate run_id row(s) in {status.search_dir}/runs"
+    if status.planned is None:
+        return f"no plan.json in {status.search_dir}"
+    if status.remaining:
+        return (
+            f"{status.remaining} of {status.planned} planned seed-run(s) have no row (their "
+            "trials errored after every retry, see the log above); --resume runs them again"
+        )
+    return None
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

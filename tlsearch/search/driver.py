@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from tlsearch.results.store import is_remote, join, resolve
+from tlsearch.results.store import RunStore, is_remote, join, resolve
 from tlsearch.search.compile import (
     PRETRAIN_EXPERIMENT,
     Choice,
@@ -39,15 +39,17 @@ from tlsearch.search.compile import (
 from tlsearch.search.jobs import absolute_spec
 from tlsearch.search.points import resolve_datasets
 from tlsearch.search.pretrain_cache import pretrain_key
+from tlsearch.search.resume import capped, check_resume
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.startup import (
     NO_PRESTART_ENV,
     explicit_loggers_only,
     has_explicit_loggers,
+    quiet_pending_trials,
     scoped_env,
     tune_callbacks,
 )
-from tlsearch.search.status import SearchStatus, search_status
+from tlsearch.search.status import SearchStatus, resume_summary, search_status
 from tlsearch.search.trainable import TrialEnv, search_trial
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ def run_search(
     job_fn: Callable[..., dict[str, Any]] | None = None,
     base_dir: str | None = None,
     verbose: int = 1,
+    allow_changed_spec: bool = False,
 ) -> SearchStatus:
     """Run (or resume) ``spec`` on Ray and return its status.
 
@@ -86,23 +89,29 @@ def run_search(
         job_fn: replaces :func:`tlsearch.search.jobs.run_job` (tests).
         base_dir: folder for relative paths in the spec (default: the current directory).
         verbose: Tune's console verbosity (0-2).
+        allow_changed_spec: resume even when the spec or its data changed since the search
+            started (:func:`tlsearch.search.resume.check_resume`).
 
     Raises:
         SearchExistsError: the search has Tune state and ``resume`` is False.
+        SpecChangedError: ``resume`` with another spec or data than the search started with.
         SearchInterruptedError: the run was stopped before finishing.
     """
     base = os.path.abspath(base_dir or os.getcwd())
     spec = resolve_storage(spec, base)
     plan = compile_spec(spec, base)
     search_dir = join(spec.storage, spec.name)
+    trial_spec = resolve_datasets(spec, base)  # trials run in their own folders
+    if resume:
+        check_resume(search_dir, plan, trial_spec, base, allow_changed_spec)
     LAST_PHASES.clear()
     LAST_PHASES.update(connect=[time.time()], experiments=[])
     connect(address)
     LAST_PHASES["connect"].append(time.time())
     _check_fresh(search_dir, plan, resume)
     write_plan(search_dir, plan)
+    tidy_run_log(search_dir)
     jobs = {pretrain_key(job): job for job in plan.pretrain_jobs}
-    trial_spec = resolve_datasets(spec, base)  # trials run in their own folders
     env = TrialEnv(spec=trial_spec, base_dir=base, job_fn=spec.testing.job_fn, pretrain_jobs=jobs)
     logger.info(
         "search %s: %d planned seed-runs in %d experiment(s), %d PT job(s); results in %s",
@@ -112,6 +121,8 @@ def run_search(
         len(jobs),
         join(search_dir, "runs"),
     )
+    if resume:
+        logger.info("resuming search %s: %s", spec.name, resume_summary(search_status(search_dir)))
     experiments = list(plan.experiments)
     pt_points = [{"pt_key": k} for k in jobs]
     if jobs and merge_pretrain(plan, resume and _restorable(env, PRETRAIN_EXPERIMENT)):
@@ -194,6 +205,13 @@ def write_plan(search_dir: str, plan: SearchPlan) -> None:
             out.write(text.encode("utf-8"))
 
 
+def tidy_run_log(search_dir: str) -> None:
+    """Delete temporary row files of killed writers; rewrite rows of older schema versions."""
+    store = RunStore(join(search_dir, "runs"))
+    store.remove_stale_temp()
+    store.upgrade_old_files()
+
+
 def experiment_path(env: TrialEnv, name: str) -> str:
     """Where Tune keeps one experiment's state."""
     return join(env.search_dir, "tune", name)
@@ -224,23 +242,30 @@ def run_experiment(
     """Run (or restore and finish) one Tune experiment; returns its ``ResultGrid``."""
     from ray import tune
 
+    from tlsearch.search.restore_limits import cap_restored
+
     phase = [experiment.name, time.time()]
     LAST_PHASES.setdefault("experiments", []).append(phase)
+    path = experiment_path(env, experiment.name)
+    restoring = resume and tune.Tuner.can_restore(path)
+    if restoring and env.spec.max_concurrent:  # Tune restarts pending trials without a limit
+        trial_fn = capped(trial_fn, env.spec.max_concurrent)
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, env=env, job_fn=job_fn),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
-    path = experiment_path(env, experiment.name)
-    if resume and tune.Tuner.can_restore(path):
-        logger.info("restoring experiment %s from %s", experiment.name, path)
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        check_searcher(tuner, experiment)
-    else:
-        tuner = new_tuner(experiment, trainable, env, verbose)
-    with explicit_loggers_only(has_explicit_loggers(tuner)):
-        results = tuner.fit()
-    phase.append(time.time())
-    saved = saved_trials(path)
+    with quiet_pending_trials():
+        if restoring:
+            logger.info("restoring experiment %s from %s", experiment.name, path)
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+            check_searcher(tuner, experiment)
+            cap_restored(tuner, env.spec.max_concurrent)
+        else:
+            tuner = new_tuner(experiment, trainable, env, verbose)
+        with explicit_loggers_only(has_explicit_loggers(tuner)):
+            results = tuner.fit()
+        phase.append(time.time())
+        saved = saved_trials(path)
     statuses = [status for status, _ in saved]
     unfinished = sum(s not in ("TERMINATED", "ERROR") for s in statuses)
     missing = experiment.algorithm == "grid" and len(saved) < expected_grid_trials(

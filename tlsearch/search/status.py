@@ -103,6 +103,18 @@ def search_status(path: str) -> SearchStatus:
     )
 
 
+def resume_summary(status: SearchStatus) -> str:
+    """What a resume finds: ``N seed-runs already recorded (...), M to run; PT jobs: ...``."""
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(status.counts.items()))
+    remaining = "?" if status.remaining is None else status.remaining
+    pt_done = sum(status.pretrain_counts.values())
+    return (
+        f"{status.recorded} seed-run(s) already recorded"
+        + (f" ({counts})" if counts else "")
+        + f", {remaining} to run; PT jobs: {pt_done} of {_cell(status.planned_pretrain)} recorded"
+    )
+
+
 def _read_plan(search_dir: str) -> dict[str, Any]:
     text = read_text(join(search_dir, "plan.json"))
     return json.loads(text) if text else {}
