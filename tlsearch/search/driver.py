@@ -36,6 +36,7 @@ from tlsearch.search.compile import (
     compile_spec,
     is_pretrain_point,
 )
+from tlsearch.search.datacheck import check_plan_data
 from tlsearch.search.jobs import absolute_spec
 from tlsearch.search.points import resolve_datasets
 from tlsearch.search.pretrain_cache import pretrain_key
@@ -95,6 +96,7 @@ def run_search(
     Raises:
         SearchExistsError: the search has Tune state and ``resume`` is False.
         SpecChangedError: ``resume`` with another spec or data than the search started with.
+        DataUnavailableError: data the plan reads is missing or cannot be downloaded here.
         SearchInterruptedError: the run was stopped before finishing.
     """
     base = os.path.abspath(base_dir or os.getcwd())
@@ -104,6 +106,7 @@ def run_search(
     trial_spec = resolve_datasets(spec, base)  # trials run in their own folders
     if resume:
         check_resume(search_dir, plan, trial_spec, base, allow_changed_spec)
+    check_plan_data(plan, trial_spec, base)  # one clear error now, not a failed row per run
     LAST_PHASES.clear()
     LAST_PHASES.update(connect=[time.time()], experiments=[])
     connect(address)
