@@ -262,7 +262,7 @@ def run_experiment(
             logger.info("restoring experiment %s from %s", experiment.name, path)
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
             check_searcher(tuner, experiment)
-            cap_restored(tuner, env.spec.max_concurrent)
+            cap_restored(tuner, experiment_concurrency(experiment, env.spec))
         else:
             tuner = new_tuner(experiment, trainable, env, verbose)
         with explicit_loggers_only(has_explicit_loggers(tuner)):
@@ -316,6 +316,18 @@ def expected_grid_trials(experiment: ExperimentPlan, saved_points: list[dict[str
     return pt_trials + (len(experiment.points) - pt_trials) // len(experiment.seeds)
 
 
+def experiment_concurrency(experiment: ExperimentPlan, spec: SearchSpec) -> int | None:
+    """``max_concurrent``, and for the PT experiment of DDP jobs what their workers leave room
+    for (:func:`tlsearch.search.ddp_limits.ddp_trial_limit`)."""
+    import ray
+
+    from tlsearch.search.ddp_limits import ddp_trial_limit
+
+    if experiment.name != PRETRAIN_EXPERIMENT:
+        return spec.max_concurrent
+    return ddp_trial_limit(spec, ray.cluster_resources()) or spec.max_concurrent
+
+
 def new_tuner(experiment: ExperimentPlan, trainable: Any, env: TrialEnv, verbose: int) -> Any:
     """A fresh ``tune.Tuner`` for ``experiment``."""
     from ray import tune
@@ -331,7 +343,7 @@ def new_tuner(experiment: ExperimentPlan, trainable: Any, env: TrialEnv, verbose
         search_alg=optuna_searcher(spec) if experiment.algorithm == "optuna" else None,
         scheduler=asha_scheduler(spec) if asha else None,
         num_samples=experiment.num_samples if experiment.algorithm == "optuna" else 1,
-        max_concurrent_trials=spec.max_concurrent,
+        max_concurrent_trials=experiment_concurrency(experiment, spec),
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,  # a trial process imports torch once, not once per configuration
     )
