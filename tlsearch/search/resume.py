@@ -132,7 +132,10 @@ def _what_changed(
     if rerun:
         why = "their configuration, recipe or data changed"
         if not changes:
-            why = "the spec is the same, so the data files they read changed"
+            why = (
+                "the spec is the same, so the data files they read changed, or they were "
+                "recorded by a tlsearch that named runs differently"
+            )
         parts.append(f"{rerun} of {recorded} recorded seed-run(s) would run again ({why})")
     elif recorded:
         parts.append(f"the run ids of all {recorded} recorded seed-run(s) are unchanged")
