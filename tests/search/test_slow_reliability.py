@@ -10,6 +10,7 @@ recorded before an interruption is trained again.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -256,6 +257,23 @@ def _finished(proc: subprocess.Popen, timeout: float = 900) -> str:
     return out
 
 
+#: Ray's own start-up giving up (a 30 s wait for its raylet, hard-coded in ``ray._private.node``):
+#: seen on a 2-CPU machine shared with other Ray clusters, before the search starts.
+RAY_START_TIMEOUT = "The current node timed out during startup"
+
+
+def _run_to_end(spec_path: Path, storage: Path, *extra: str, retried: Counter) -> tuple:
+    """Run the command to its end; a run whose Ray did not start (:data:`RAY_START_TIMEOUT`,
+    nothing of the search ran) is run again, at most twice, and counted in ``retried``."""
+    for _ in range(3):
+        proc = _tlsearch(spec_path, storage, *extra)
+        out = _finished(proc)
+        if proc.returncode == 0 or RAY_START_TIMEOUT not in out:
+            break
+        retried["ray_start_timeout"] += 1
+    return proc, out
+
+
 def _check_complete(proc: subprocess.Popen, out: str, store: RunStore, where: str) -> list[dict]:
     """Exit 0, planned = completed, no duplicate run ids, nothing of Ray's shutdown."""
     tail = f"{where}:\n{out[-3000:]}"
@@ -285,14 +303,15 @@ def test_stress_complete_runs_exit_0(tmp_path):
     completed, no duplicate run id."""
     _no_ray_here()
     spec_path = stress_spec(tmp_path)
-    codes = Counter()
+    codes, retried = Counter(), Counter()
     for i in range(STRESS_ROUNDS):
         storage = tmp_path / f"run{i}"
-        proc = _tlsearch(spec_path, storage)
-        out = _finished(proc)
+        proc, out = _run_to_end(spec_path, storage, retried=retried)
         codes[proc.returncode] += 1
         _check_complete(proc, out, RunStore.for_search(str(storage), "stress"), f"run {i}")
-    _report("complete", {"rounds": STRESS_ROUNDS, "exit_codes": dict(codes)})
+    _report(
+        "complete", {"rounds": STRESS_ROUNDS, "exit_codes": dict(codes), "retried": dict(retried)}
+    )
 
 
 def test_stress_killed_at_a_random_point_then_resumed_exits_0(tmp_path):
@@ -305,7 +324,8 @@ def test_stress_killed_at_a_random_point_then_resumed_exits_0(tmp_path):
     _no_ray_here()
     spec_path = stress_spec(tmp_path)
     rng = random.Random(int(os.environ.get("TLSEARCH_STRESS_SEED", "17")))
-    codes, rows_at_kill, finished_first = Counter(), Counter(), 0
+    codes, rows_at_kill, finished_first, retried = Counter(), Counter(), 0, Counter()
+    late_rows = 0  # rounds where a seed-run was recorded after the kill
     for i in range(STRESS_ROUNDS):
         storage = tmp_path / f"round{i}"
         store = RunStore.for_search(str(storage), "stress")
@@ -324,12 +344,17 @@ def test_stress_killed_at_a_random_point_then_resumed_exits_0(tmp_path):
         before = {r["run_id"]: r for r in store.rows()}
         rows_at_kill[len(before)] += 1
 
-        resumed = _tlsearch(spec_path, storage, "--resume")
-        out = _finished(resumed)
+        resumed, out = _run_to_end(spec_path, storage, "--resume", retried=retried)
         codes[resumed.returncode] += 1
         rows = _check_complete(resumed, out, store, f"round {i} ({len(before)} rows at kill)")
-        recorded = sum(r["kind"] != "pretrain" for r in before.values())
-        assert f"{recorded} seed-run(s) already recorded" in out, out[-3000:]
+        # what the resume found; trial processes (own process groups) may still record a
+        # seed-run after the kill, so it can be more than the rows seen at the kill
+        found = re.search(r"(\d+) seed-run\(s\) already recorded.*?, (\d+) to run", out)
+        assert found, out[-3000:]
+        recorded, to_run = int(found[1]), int(found[2])
+        assert recorded + to_run == STRESS_SEED_RUNS, found[0]
+        assert recorded >= sum(r["kind"] != "pretrain" for r in before.values()), found[0]
+        late_rows += recorded > sum(r["kind"] != "pretrain" for r in before.values())
         assert "Could not fetch metrics" not in out, out[-3000:]
         after = {r["run_id"]: repr(r) for r in rows}  # repr: NaN equals NaN
         assert all(after[k] == repr(v) for k, v in before.items()), f"round {i}: a row changed"
@@ -340,5 +365,7 @@ def test_stress_killed_at_a_random_point_then_resumed_exits_0(tmp_path):
             "resume_exit_codes": dict(codes),
             "rows_at_kill": dict(sorted(rows_at_kill.items())),
             "first_run_finished_before_kill": finished_first,
+            "rows_recorded_after_the_kill": late_rows,
+            "retried": dict(retried),
         },
     )
