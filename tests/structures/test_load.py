@@ -104,7 +104,7 @@ def test_unknown_specs(tmp_path: Path) -> None:
         load_data("jarvis:dft_3d")
     with pytest.raises(FileNotFoundError):
         load_data(tmp_path / "missing.json")
-    odd = tmp_path / "x.xyz"
+    odd = tmp_path / "x.mol"  # (.xyz is extended XYZ, tlsearch.structures.ase_io)
     odd.write_text("1\n\nH 0 0 0\n")
     with pytest.raises(ValueError, match="unsupported file type"):
         load_data(odd)

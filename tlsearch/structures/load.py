@@ -8,6 +8,11 @@ with several target columns, see :mod:`tlsearch.structures.id_prop`):
 - ``path/to/file.json.zip``: a zipped jarvis dataset array (how jarvis-tools downloads them,
   e.g. ``d2-12-12-2022.json.zip`` for dft_2d: pass ``target="optb88vdw_bandgap"``).
 - ``path/to/folder``: ALIGNN ``id_prop.csv`` folder (or bare structure files for prediction).
+- ``path/to/file.cif`` / ``POSCAR`` / ``CONTCAR`` / ``*.vasp``: one structure, no target (for
+  prediction; id = the file name).
+- ``path/to/data.db``: an ASE database; ``path/to/frames.extxyz`` / ``.xyz``: extended XYZ;
+  ``target=<key>`` names the property (a row key / ``info`` or calculator key such as
+  ``energy``), see :mod:`tlsearch.structures.ase_io`.
 - ``path/to/table.pkl[.gz]`` / ``.csv[.gz]``: a DataFrame with a ``"structure"`` column.
 - ``matminer:CODE`` (BG, FE, GV, PH, DC, PZ, EBG) or ``matminer:<dataset_name>``.
 - ``jarvis:dft_2d``: JARVIS-DFT 2D (default target ``optb88vdw_bandgap``).
@@ -39,6 +44,8 @@ ACCEPTED_FORMS = (
     "a .json/.json.gz file (jarvis dataset array or matminer DataFrame JSON)",
     "a .json.zip file (zipped jarvis dataset array, as jarvis-tools downloads it)",
     "a directory (id_prop.csv + CIF/POSCAR files, or structure files for prediction)",
+    "one .cif/POSCAR/CONTCAR/.vasp file (a structure to predict)",
+    "an ASE database .db or an extended XYZ .extxyz/.xyz file, with target=<property key>",
     "a .pkl/.pkl.gz/.csv/.csv.gz DataFrame with a 'structure' column",
     "matminer:CODE (BG, FE, GV, PH, DC, PZ, EBG) or matminer:<dataset_name>",
     "jarvis:dft_2d",
@@ -88,6 +95,12 @@ def _load_zip(path: Path, target: str | None, require_targets: bool) -> LoadResu
 
 
 def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadResult:
+    from tlsearch.structures.ase_io import (
+        ASE_DB_SUFFIXES,
+        EXTXYZ_SUFFIXES,
+        load_ase_db,
+        load_extxyz,
+    )
     from tlsearch.structures.dataframe import load_dataframe_file
     from tlsearch.structures.id_prop import load_id_prop
 
@@ -102,11 +115,34 @@ def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadRes
         return _load_json(path, target, require_targets)
     if name.endswith(".zip"):
         return _load_zip(path, target, require_targets)
+    if name.endswith(ASE_DB_SUFFIXES):
+        return load_ase_db(path, target, require_targets=require_targets)
+    if name.endswith(EXTXYZ_SUFFIXES):
+        return load_extxyz(path, target, require_targets=require_targets)
+    if is_structure_file(path):
+        return _load_structure_file(path, require_targets)
     if name.endswith((".pkl", ".pkl.gz", ".pickle", ".csv", ".csv.gz")):
         if target is None and require_targets:
             raise ValueError(f"{path}: a DataFrame file needs target=<column name>")
         return load_dataframe_file(path, targets=target, require_targets=require_targets)
     raise _unknown(str(path), "unsupported file type")
+
+
+def is_structure_file(path: Path) -> bool:
+    """Whether ``path`` names one CIF/POSCAR structure file (by its name)."""
+    name = path.name.lower()
+    return name.endswith((".cif", ".vasp")) or name.startswith(("poscar", "contcar"))
+
+
+def _load_structure_file(path: Path, require_targets: bool) -> LoadResult:
+    from tlsearch.structures.objects import records_from_objects
+
+    if require_targets:
+        raise ValueError(
+            f"{path}: one structure file has no target; to train, use a folder of such files "
+            "with id_prop.csv (rows 'filename,target')"
+        )
+    return records_from_objects([path], errors="skip", source=str(path))
 
 
 def _load_generated(spec: str, scheme: str, rest: str) -> LoadResult:
