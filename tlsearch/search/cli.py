@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,13 +131,11 @@ def add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """``tlsearch search``."""
+    """``tlsearch search`` (the same calls as ``tlsearch.search()``)."""
     from tlsearch.results.store import is_remote
-    from tlsearch.search.compile import smoke_spec
-    from tlsearch.search.driver import SearchInterruptedError, run_search
-    from tlsearch.search.rehearse import apply_modes, rehearsal_report
-    from tlsearch.search.spec import load_spec
-    from tlsearch.search.startup import stop_ray_in_background
+    from tlsearch.search.driver import SearchInterruptedError
+    from tlsearch.search.rehearse import rehearsal_report
+    from tlsearch.search.session import prepare_spec, run_owning_ray
     from tlsearch.search.status import format_status
 
     overrides = {
@@ -147,32 +144,23 @@ def cmd_search(args: argparse.Namespace) -> int:
         "max_concurrent": args.max_concurrent,
         "tensorboard": args.tensorboard or None,
     }
-    spec = load_spec(args.spec, overrides)
-    if args.smoke:
-        spec = smoke_spec(spec)
-    spec = apply_modes(
-        spec, base_dir=os.getcwd(), rehearse=args.rehearse, offline=args.offline, seeds=args.seeds
-    )
-    import ray
-
-    own_ray = not ray.is_initialized()  # run_search connects; this command then owns Ray
+    spec = prepare_spec(
+        args.spec, overrides, smoke=args.smoke, rehearse=args.rehearse, offline=args.offline,
+        seeds=args.seeds,
+    )  # fmt: skip
     try:
         verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
-        status = run_search(
+        status, stopping = run_owning_ray(
             spec,
+            background_stop=True,
             address=args.address,
             resume=args.resume,
             verbose=min(max(verbosity + 1, 0), 2),
             allow_changed_spec=args.allow_changed_spec,
         )
-    except SearchInterruptedError as exc:
-        _stop_own_ray(own_ray)
+    except SearchInterruptedError as exc:  # Ray is stopped: this is the last line
         sys.stderr.write(f"tlsearch: interrupted: {exc}\n")
         return EXIT_INTERRUPTED
-    except BaseException:
-        _stop_own_ray(own_ray)  # before the error line, so that it is the last line
-        raise
-    stopping = stop_ray_in_background() if own_ray and ray.is_initialized() else None
     try:
         sys.stdout.write(format_status(status) + "\n")
         if spec.rehearsal:
@@ -185,13 +173,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         if stopping is not None:
             stopping.join()
     return _exit_status(status)
-
-
-def _stop_own_ray(own_ray: bool) -> None:
-    import ray
-
-    if own_ray and ray.is_initialized():
-        ray.shutdown()
 
 
 def _exit_status(status: Any) -> int:
