@@ -133,6 +133,7 @@ def add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_search(args: argparse.Namespace) -> int:
     """``tlsearch search`` (the same calls as ``tlsearch.search()``)."""
     from tlsearch.results.store import is_remote
+    from tlsearch.search.console import command_monitor
     from tlsearch.search.driver import SearchInterruptedError
     from tlsearch.search.rehearse import rehearsal_report
     from tlsearch.search.session import prepare_spec, run_owning_ray
@@ -148,16 +149,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         args.spec, overrides, smoke=args.smoke, rehearse=args.rehearse, offline=args.offline,
         seeds=args.seeds,
     )  # fmt: skip
+    verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
+    monitor = command_monitor(spec, verbosity)
     try:
-        verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
-        status, stopping = run_owning_ray(
-            spec,
-            background_stop=True,
-            address=args.address,
-            resume=args.resume,
-            verbose=min(max(verbosity + 1, 0), 2),
-            allow_changed_spec=args.allow_changed_spec,
-        )
+        with monitor:  # the progress display ends before the table (or the error)
+            status, stopping = run_owning_ray(
+                spec,
+                background_stop=True,
+                address=args.address,
+                resume=args.resume,
+                verbose=min(max(verbosity + 1, 0), 2),
+                allow_changed_spec=args.allow_changed_spec,
+                monitor=monitor,
+            )
     except SearchInterruptedError as exc:  # Ray is stopped: this is the last line
         sys.stderr.write(f"tlsearch: interrupted: {exc}\n")
         return EXIT_INTERRUPTED

@@ -17,6 +17,7 @@ cache in ``<storage>/graphs/`` (local storage) so later searches reuse both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from tlsearch.search.compile import (
 )
 from tlsearch.search.datacheck import check_plan_data
 from tlsearch.search.jobs import absolute_spec
+from tlsearch.search.monitor import SearchMonitor, without_ray_banner
 from tlsearch.search.points import resolve_datasets
 from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.resume import capped, check_resume
@@ -79,6 +81,7 @@ def run_search(
     base_dir: str | None = None,
     verbose: int = 1,
     allow_changed_spec: bool = False,
+    monitor: SearchMonitor | None = None,
 ) -> SearchStatus:
     """Run (or resume) ``spec`` on Ray and return its status.
 
@@ -92,6 +95,8 @@ def run_search(
         verbose: Tune's console verbosity (0-2).
         allow_changed_spec: resume even when the spec or its data changed since the search
             started (:func:`tlsearch.search.resume.check_resume`).
+        monitor: watches the run log and Tune's trials while the experiments run (the console
+            display, trackers; :mod:`tlsearch.search.monitor`); the caller closes it.
 
     Raises:
         SearchExistsError: the search has Tune state and ``resume`` is False.
@@ -126,6 +131,8 @@ def run_search(
     )
     if resume:
         logger.info("resuming search %s: %s", spec.name, resume_summary(search_status(search_dir)))
+    if monitor is not None:
+        monitor.start(search_dir, plan, LAST_PHASES.get("dashboard"))
     experiments = list(plan.experiments)
     pt_points = [{"pt_key": k} for k in jobs]
     if jobs and merge_pretrain(plan, resume and _restorable(env, PRETRAIN_EXPERIMENT)):
@@ -136,9 +143,11 @@ def run_search(
     elif jobs:
         pt_plan = ExperimentPlan(PRETRAIN_EXPERIMENT, "grid", [0], points=pt_points)
         resources = spec.pretrain.resources or spec.resources
-        run_experiment(pt_plan, search_trial, env, resources, resume, job_fn, verbose)
+        run_experiment(pt_plan, search_trial, env, resources, resume, job_fn, verbose, monitor)
     for experiment in experiments:
-        run_experiment(experiment, search_trial, env, spec.resources, resume, job_fn, verbose)
+        run_experiment(
+            experiment, search_trial, env, spec.resources, resume, job_fn, verbose, monitor
+        )
     status = search_status(search_dir)
     logger.info("search %s finished: %s", spec.name, status.counts_line())
     return status
@@ -186,11 +195,12 @@ def connect(address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():
-        with scoped_env(NO_PRESTART_ENV if address is None else {}):
+        with scoped_env(NO_PRESTART_ENV if address is None else {}), without_ray_banner():
             context = ray.init(address=address)
         url = getattr(context, "dashboard_url", None)
         if url:
-            logger.info("Ray dashboard: http://%s", url.removeprefix("http://"))
+            LAST_PHASES["dashboard"] = "http://" + url.removeprefix("http://")
+            logger.info("Ray dashboard: %s", LAST_PHASES["dashboard"])
     LAST_PHASES["cluster"] = ray.cluster_resources()
     logger.info("Ray resources: %s", LAST_PHASES["cluster"])
 
@@ -241,6 +251,7 @@ def run_experiment(
     resume: bool,
     job_fn: Callable[..., dict[str, Any]] | None,
     verbose: int,
+    monitor: SearchMonitor | None = None,
 ) -> Any:
     """Run (or restore and finish) one Tune experiment; returns its ``ResultGrid``."""
     from ray import tune
@@ -265,7 +276,8 @@ def run_experiment(
             cap_restored(tuner, experiment_concurrency(experiment, env.spec))
         else:
             tuner = new_tuner(experiment, trainable, env, verbose)
-        with explicit_loggers_only(has_explicit_loggers(tuner)):
+        watching = monitor.fitting(tuner) if monitor is not None else contextlib.nullcontext()
+        with explicit_loggers_only(has_explicit_loggers(tuner)), watching:
             results = tuner.fit()
         phase.append(time.time())
         saved = saved_trials(path)
