@@ -104,6 +104,21 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="skip <search>/test_mae.png at the end (local storage only)",
     )
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="default",
+        metavar="URI",
+        help="log the search to MLflow as a parent run, each seed-run and PT job as a child "
+        "run (configuration, metrics, per-epoch history, model file); URI: a tracking server or "
+        "store, default an mlruns/ file store beside the results (<storage>/mlruns)",
+    )
+    p.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="log every Tune trial to Weights & Biases project PROJECT (Ray's "
+        "WandbLoggerCallback; needs wandb; WANDB_MODE=offline keeps the runs local)",
+    )
     add_verbosity_flags(p)
     p.set_defaults(handler=cmd_search)
     return p
@@ -150,7 +165,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         seeds=args.seeds,
     )  # fmt: skip
     verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
-    monitor = command_monitor(spec, verbosity)
+    monitor = command_monitor(spec, verbosity, args.mlflow, args.wandb)
     try:
         with monitor:  # the progress display ends before the table (or the error)
             status, stopping = run_owning_ray(

@@ -191,16 +191,29 @@ class ConsoleProgress(Sink):
         self._best.refresh()
 
 
-def command_monitor(spec: Any, verbosity: int = 0) -> Any:
+def command_monitor(
+    spec: Any, verbosity: int = 0, mlflow: str | None = None, wandb: str | None = None
+) -> Any:
     """The :class:`~tlsearch.search.monitor.SearchMonitor` of ``tlsearch search``.
 
     Args:
-        spec: the search.
+        spec: the search (its storage places the default MLflow store).
         verbosity: ``-v`` count minus ``-q`` count: 0 live display (plain lines off a terminal)
             and Tune's tables in ``<search>/tune.log``; 1 or more plain lines and Tune's tables
             on the console too; below 0 failures and the last line only.
+        mlflow: ``--mlflow``'s value (:data:`tlsearch.search.tracking.DEFAULT_MLFLOW` or a URI).
+        wandb: ``--wandb``'s project.
+
+    Raises:
+        ValueError: a tracker's package is not installed, or no default MLflow store fits.
     """
     from tlsearch.search.monitor import SearchMonitor
+    from tlsearch.search.tracking import MlflowTracker, WandbTracker, mlflow_uri
 
     console = ConsoleProgress(live=False if verbosity > 0 else None, progress=verbosity >= 0)
-    return SearchMonitor([console], tune_output="both" if verbosity > 0 else "file")
+    sinks: list[Sink] = [console]
+    if mlflow is not None:
+        sinks.append(MlflowTracker(mlflow_uri(mlflow, spec.storage)))
+    if wandb is not None:
+        sinks.append(WandbTracker(wandb))
+    return SearchMonitor(sinks, tune_output="both" if verbosity > 0 else "file")
