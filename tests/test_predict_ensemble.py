@@ -13,7 +13,7 @@ from tlsearch.cli import main
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.config import ALIGNNConfig
-from tlsearch.predict import model_files, predict
+from tlsearch.prediction import model_files, predict
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import TrainConfig
 from tlsearch.training.scaler import TargetScaler

@@ -7,7 +7,6 @@ line on stderr and exit code 2; ``-v`` adds the traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -291,14 +290,11 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``tlsearch train``."""
-    from tlsearch.training.config import load_run_config
-    from tlsearch.training.run import train_run
+    """``tlsearch train`` (``tlsearch.train``)."""
+    from tlsearch.api import train
 
-    cfg = load_run_config(args.config, train_overrides(args))
-    with log_to_file(cfg.out_dir / "train.log"):
-        metrics = train_run(cfg, progress=not args.no_progress)
-    _print_json(run_summary(metrics, cfg.out_dir))
+    run = train(config=args.config, overrides=train_overrides(args), progress=not args.no_progress)
+    _print_json(run_summary(run.metrics, run.out))
     return 0
 
 
@@ -327,7 +323,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``tlsearch predict``."""
     import torch
 
-    from tlsearch.predict import predict
+    from tlsearch.prediction import predict
     from tlsearch.training.config import default_cache_dir
 
     if args.threads is not None:
@@ -412,7 +408,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    """``tlsearch pretrain``, ``finetune`` and ``mpt pretrain``: like ``train``, other hooks."""
+    """``tlsearch pretrain``, ``finetune`` and ``mpt pretrain`` (``tlsearch.pretrain``...)."""
     from tlsearch.transfer import cli as transfer_cli
 
     handler = {
@@ -420,11 +416,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         "finetune": transfer_cli.cmd_finetune,
         "mpt": transfer_cli.cmd_mpt,
     }[args.command]
-    overrides = train_overrides(args)
-    out = overrides.get("out_dir")
-    with log_to_file(Path(out) / "train.log") if out else contextlib.nullcontext():
-        metrics = handler(args, overrides)
-    _print_json(run_summary(metrics, Path(out or ".")))
+    run = handler(args, train_overrides(args))  # the API's function: it logs to train.log
+    _print_json(run_summary(run.metrics, run.out))
     return 0
 
 

@@ -86,7 +86,9 @@ def test_cli_analyze_best_pair_and_compare(tmp_path, capsys):
     assert (tmp_path / "cmp" / "comparison.csv").is_file()
     args = ["compare-paper", str(tmp_path / "res"), "--anchors", str(anchors)]
     assert main([*args, "--experiment", "mpt"]) == 2
-    assert "--experiment ['mpt']: the anchors have scratch" in capsys.readouterr().err
+    assert "experiment(s) ['mpt'] not in the anchors (--experiment); they have scratch" in (
+        capsys.readouterr().err
+    )
     assert main([*args, "--experiment", "scratch"]) == 0
     assert "| scratch" in capsys.readouterr().out
     assert main(["best-pair", "--target", "XX", "--results", str(tmp_path / "res")]) == 2

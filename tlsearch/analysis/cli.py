@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -118,11 +117,10 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from tlsearch.analysis.frame import load_runs
-    from tlsearch.analysis.report import analyze
+    """``tlsearch analyze`` (``tlsearch.analyze``)."""
+    from tlsearch.api import analyze, load_runs
 
-    results = load_runs(args.results, args.search)
-    path = analyze(results, args.out)
+    path = analyze(load_runs(args.results, args.search), args.out)
     sys.stdout.write(f"report: {path}\nmarkdown: {path.with_suffix('.md')}\n")
     return 0
 
@@ -137,75 +135,30 @@ def _ft_size(text: str) -> int | None | str:
 
 
 def cmd_best_pair(args: argparse.Namespace) -> int:
-    from tlsearch.analysis.best_pair import export_checkpoints, justification, rank, winner_summary
-    from tlsearch.analysis.frame import load_runs
+    """``tlsearch best-pair`` (``tlsearch.best_pair``)."""
+    from tlsearch.api import best_pair
 
-    size = _ft_size(args.ft_size)
-    if args.search is not None:
-        from tlsearch.analysis.fill import run_then_rank
-
-        results, best = run_then_rank(
-            str(args.search),
-            args.target,
-            storage=args.storage,
-            address=args.address,
-            ft_size=size,
-            select_metric=args.metric,
-        )
-    else:
-        results = load_runs(args.results)
-        best = rank(results, args.target, ft_size=size, select_metric=args.metric)
-    out = args.out or Path("best_pair") / args.target
-    out.mkdir(parents=True, exist_ok=True)
-    best.ranking.drop(columns=["run_ids"]).to_csv(out / "ranking.csv", index=False)
-    table = justification(best, args.top)
-    (out / "justification.md").write_text(table.to_markdown(index=False) + "\n")
-    summary = winner_summary(best)
-    if best.winner is not None and not args.no_export:
-        summary["ensemble"] = str(export_checkpoints(best, results, out / "model"))
-    (out / "best_pair.json").write_text(json.dumps(summary, indent=2, default=str))
-    sys.stdout.write(_answer(summary) + "\n\n" + table.to_markdown(index=False) + "\n")
-    sys.stdout.write(f"\nranking: {out / 'ranking.csv'}\n")
+    answer = best_pair(
+        args.target,
+        results=args.results,
+        search=args.search,
+        out=args.out,
+        ft_size=_ft_size(args.ft_size),
+        metric=args.metric,
+        top=args.top,
+        export=not args.no_export,
+        storage=args.storage,
+        address=args.address,
+    )
+    table = answer.justification.to_markdown(index=False)
+    sys.stdout.write(answer.answer() + "\n\n" + table + "\n")
+    sys.stdout.write(f"\nranking: {answer.out / 'ranking.csv'}\n")
     return 0
 
 
-def _answer(summary: dict[str, Any]) -> str:
-    size = summary["ft_size"] if summary["ft_size"] is not None else "all"
-    if summary["winner"] is None:
-        return (
-            f"No eligible configuration for {summary['target']} at FT size {size} "
-            "(every candidate has failed/diverged or missing seeds; see the table)."
-        )
-    win, mae = summary["winner"], summary["test_mae"]
-    gain = summary["improvement_pct"]
-    verdict = (
-        "NEGATIVE TRANSFER: worse than scratch"
-        if summary["negative_transfer"]
-        else (
-            "significantly better than scratch"
-            if summary["significant"]
-            else "not significantly different from scratch"
-        )
-    )
-    gain_text = "no scratch baseline" if gain is None else _mae_change_text(gain)
-    return (
-        f"Best for {summary['target']} (FT size {size}), selected on "
-        f"{summary['selected_on']}: {win['label']}\n  test MAE {mae['mean']:.4g} "
-        f"(n={mae['n']}); {gain_text}; {verdict}"
-        + (f" (paired p={summary['p_value']:.3g})" if summary["p_value"] is not None else "")
-    )
-
-
-def _mae_change_text(improvement_pct: float) -> str:
-    """The paper's percentage change of MAE vs scratch (positive = lower MAE) in words."""
-    if improvement_pct >= 0:
-        return f"test MAE {improvement_pct:.1f}% lower than scratch"
-    return f"test MAE {-improvement_pct:.1f}% higher than scratch"
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    from tlsearch.analysis.compare import DEFAULT_ANCHORS, compare, comparison_table, load_anchors
-    from tlsearch.analysis.frame import load_runs
+    """``tlsearch compare-paper`` (``tlsearch.compare_paper``)."""
+    from tlsearch.api import compare_paper
 
     rename = {}
     for item in args.rename:
@@ -213,25 +166,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not sep or not ours or not paper:
             raise ValueError(f"--rename {item!r}: expected OURS=PAPER")
         rename[ours] = paper
-    anchors = load_anchors(args.anchors or DEFAULT_ANCHORS)
-    if args.experiment:
-        known = sorted(set(anchors["experiment"].dropna()))
-        unknown = sorted(set(args.experiment) - set(known))
-        if unknown:
-            raise ValueError(f"--experiment {unknown}: the anchors have {', '.join(known)}")
-        anchors = anchors[anchors["experiment"].isin(args.experiment)]
-    matched, unmatched = compare(load_runs(args.results), anchors, rename)
-    table = comparison_table(matched)
-    text = table.to_markdown(index=False) if not table.empty else "(no configuration matched)"
-    sys.stdout.write(text + "\n")
-    if len(unmatched):
+    comparison = compare_paper(
+        args.results,
+        anchors=args.anchors,
+        rename=rename,
+        experiments=args.experiment,
+        out=args.out,
+    )
+    sys.stdout.write(comparison.markdown() + "\n")
+    if len(comparison.unmatched):
         sys.stdout.write(
-            f"\n{len(unmatched)} of our configuration(s) have no paper counterpart"
+            f"\n{len(comparison.unmatched)} of our configuration(s) have no paper counterpart"
             " (e.g. other sizes or strategies)\n"
         )
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        matched.to_csv(args.out / "comparison.csv", index=False)
-        (args.out / "comparison.md").write_text(text + "\n")
-        unmatched.to_csv(args.out / "unmatched.csv", index=False)
     return 0

@@ -118,51 +118,45 @@ def parse_named_specs(items: list[str]) -> dict[str, str]:
     return out
 
 
-def run_config(args: argparse.Namespace, overrides: dict[str, Any]):
-    """The RunConfig of a transfer command (``--config`` plus flags)."""
-    from tlsearch.training.config import load_run_config
+def cmd_pretrain(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """``tlsearch pretrain``: :func:`tlsearch.pretrain`; returns its Run."""
+    from tlsearch.api import pretrain
 
-    return load_run_config(args.config, overrides)
-
-
-def cmd_pretrain(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
-    from tlsearch.transfer.run import pretrain_run
-
-    cfg = run_config(args, overrides)
-    return pretrain_run(cfg, size=args.size, progress=not args.no_progress)
+    return pretrain(
+        config=args.config, overrides=overrides, size=args.size, progress=not args.no_progress
+    )
 
 
-def cmd_finetune(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
-    from tlsearch.transfer.run import finetune_run
+def cmd_finetune(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """``tlsearch finetune``: :func:`tlsearch.finetune`; returns its Run."""
+    from tlsearch.api import finetune
 
-    cfg = run_config(args, overrides)
-    return finetune_run(
-        cfg,
+    return finetune(
+        config=args.config,
+        overrides=overrides,
         pretrained=args.pretrained,
         strategy=args.strategy,
         size=args.size,
         sampling=args.sampling,
-        freeze_batchnorm_stats=not args.train_frozen_bn,
+        train_frozen_bn=args.train_frozen_bn,
         progress=not args.no_progress,
     )
 
 
-def cmd_mpt(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
-    from tlsearch.transfer.run import mpt_pretrain_run
+def cmd_mpt(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """``tlsearch mpt pretrain``: :func:`tlsearch.mpt_pretrain`; returns its Run."""
+    from tlsearch.api import mpt_pretrain
 
     if not args.data:
         raise ValueError("mpt pretrain needs --data NAME=SPEC ...")
     datasets = parse_named_specs(args.data)
-    overrides = {**overrides, "data": "mpt:" + "+".join(datasets)}
-    if args.loss_denominator is not None:
-        train = {**overrides.get("train", {}), "mpt_loss_denominator": args.loss_denominator}
-        overrides["train"] = train
-    cfg = run_config(args, overrides)
-    return mpt_pretrain_run(
-        cfg,
+    return mpt_pretrain(
         datasets,
-        exclude=args.exclude_target,
-        exclude_specs=list(args.exclude_data),
+        config=args.config,
+        overrides=overrides,
+        exclude_target=args.exclude_target,
+        exclude_data=list(args.exclude_data),
         head_layers=args.head_layers,
+        loss_denominator=args.loss_denominator,
         progress=not args.no_progress,
     )
