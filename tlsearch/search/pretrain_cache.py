@@ -6,13 +6,13 @@ the model: the source data's content (file bytes, or the spec string for ``matmi
 ``generated:``...), the size, the seed, the recipe and the architecture; not where or how it
 ran (workers, threads, cache folders).
 
-Concurrency: on local disk and NFS a file lock (``<key>.lock``) makes concurrent trials run a PT
-job once: the first runs it into ``_tmp-<key>-<uuid>/`` and renames it into place, the others
-wait and then reuse it. Object stores (``s3://``, ``gs://``) have no locks: the lock is then per
-node, so two nodes may both train the same model; the result is the same and the upload of
-``_COMPLETE.json`` last makes a half-uploaded model invisible. A search runs each PT job in
-one trial (and its other trials wait on the job's row lock), so this happens only when
-searches overlap.
+Concurrency: a PT job runs once cluster-wide, held by :func:`tlsearch.search.claims.exclusive`
+on ``pretrained/<key>``: on local disk and NFS a file lock (``<key>.lock``), on object stores
+(``s3://``, ``gs://``) a leased claim (``<key>.claim``, see :mod:`tlsearch.search.claims`). The
+holder runs the job into a local ``_tmp-<key>-<uuid>/`` and moves it into place (on object
+stores: uploads it with ``_COMPLETE.json`` last, so a half-uploaded model is invisible); the
+others wait and then reuse it; when a holder dies, a waiter takes the claim over when its lease
+runs out. Downloads into a node's local cache are under a per-node file lock.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import pyarrow.fs as pafs
 
 from tlsearch.locking import file_lock
 from tlsearch.results.store import is_remote, join, resolve
+from tlsearch.search.claims import exclusive
 from tlsearch.search.jobs import SCHEMES, JobConfig
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def ensure_pretrained(
 
 def _ensure_local(job: JobConfig, key: str, final: Path, run_fn: JobFn) -> Pretrained:
     final.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(final.parent / f"{key}.lock"):
+    with exclusive(str(final)):  # the file lock <key>.lock beside it
         if (final / COMPLETE).is_file():
             logger.info("pre-trained model %s found in the cache", key)
             return Pretrained(key, str(final / "model.pt"), str(final), _read(final), True)
@@ -153,20 +154,35 @@ def _ensure_remote(
     job: JobConfig, key: str, uri: str, local_root: Path, run_fn: JobFn
 ) -> Pretrained:
     fs, path = resolve(uri)
-    local = local_root / key
     local_root.mkdir(parents=True, exist_ok=True)
-    with file_lock(local_root / f"{key}.lock"):
-        if fs.get_file_info(f"{path}/{COMPLETE}").type == pafs.FileType.File:
-            if not (local / COMPLETE).is_file():
-                shutil.rmtree(local, ignore_errors=True)
-                pafs.copy_files(path, str(local), source_filesystem=fs)
-            return Pretrained(key, str(local / "model.pt"), uri, _read(local), True)
+    if _stored(fs, path):
+        return _download(key, uri, local_root)
+    with exclusive(uri):  # cluster-wide: one node trains, the others wait for its upload
+        if _stored(fs, path):
+            return _download(key, uri, local_root)
         tmp = local_root / f"_tmp-{key}-{uuid.uuid4().hex[:8]}"
         metrics = _run_into(job, tmp, run_fn)
         _upload_complete_last(tmp, fs, path)
-        shutil.rmtree(local, ignore_errors=True)
-        os.replace(tmp, local)
+        local = local_root / key
+        with file_lock(local_root / f"{key}.lock"):
+            shutil.rmtree(local, ignore_errors=True)
+            os.replace(tmp, local)
     return Pretrained(key, str(local / "model.pt"), uri, metrics, False)
+
+
+def _stored(fs: Any, path: str) -> bool:
+    return fs.get_file_info(f"{path}/{COMPLETE}").type == pafs.FileType.File
+
+
+def _download(key: str, uri: str, local_root: Path) -> Pretrained:
+    """The stored model ``uri``, copied into this node's cache once (per-node file lock)."""
+    fs, path = resolve(uri)
+    local = local_root / key
+    with file_lock(local_root / f"{key}.lock"):
+        if not (local / COMPLETE).is_file():
+            shutil.rmtree(local, ignore_errors=True)
+            pafs.copy_files(path, str(local), source_filesystem=fs)
+    return Pretrained(key, str(local / "model.pt"), uri, _read(local), True)
 
 
 def _run_into(job: JobConfig, folder: Path, run_fn: JobFn) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tlsearch.locking import file_lock
 from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
+from tlsearch.search.claims import exclusive
 from tlsearch.search.compile import is_pretrain_point
 from tlsearch.search.gpu_memory import cap_gpu_memory, retry_out_of_memory, trial_gpu_share
 from tlsearch.search.jobs import JobConfig, absolute_spec, resolve_job_fn
@@ -91,16 +91,11 @@ class TrialEnv(BaseModel):
         folder.mkdir(parents=True)
         return folder
 
-    def pt_lock(self, key: str) -> AbstractContextManager[None]:
-        """The lock of PT job ``key``'s row in this search: in the search folder on local
-        storage (NFS included), per node on object stores (no locks there; the model cache
-        then keeps two nodes' copies of a job identical, see :mod:`.pretrain_cache`)."""
-        if is_remote(self.spec.storage):
-            folder = Path(tempfile.gettempdir()) / "tlsearch-locks" / self.spec.name
-        else:
-            folder = Path(resolve(join(self.search_dir, "locks"))[1])
-        folder.mkdir(parents=True, exist_ok=True)
-        return file_lock(folder / f"pt-{key}.lock")
+    def pt_lock(self, key: str) -> AbstractContextManager[object]:
+        """The lock of PT job ``key``'s row in this search, cluster-wide
+        (:func:`tlsearch.search.claims.exclusive` on ``<search>/locks/pt-<key>``: a file
+        lock on local storage and NFS, a leased claim on object stores)."""
+        return exclusive(join(self.search_dir, "locks", f"pt-{key}"))
 
     def publish(self, workdir: Path, run_id: str) -> str:
         """Copy a run's folder to storage (object stores); returns its checkpoint URI."""
