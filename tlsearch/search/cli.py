@@ -54,6 +54,15 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="override the spec's search name")
     p.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set one of the spec's vars (repeatable), e.g. --var paper=/data/paper where the "
+        "paper's files are mounted elsewhere than vars.paper says (relative paths: against the "
+        "current directory)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted search (Tuner.restore; errored trials rerun); refused "
@@ -162,7 +171,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     }
     spec = prepare_spec(
         args.spec, overrides, smoke=args.smoke, rehearse=args.rehearse, offline=args.offline,
-        seeds=args.seeds,
+        seeds=args.seeds, variables=parse_vars(args.var),
     )  # fmt: skip
     verbosity = getattr(args, "verbose_sub", 0) - getattr(args, "quiet_sub", 0)
     monitor = command_monitor(spec, verbosity, args.mlflow, args.wandb)
@@ -192,6 +201,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         if stopping is not None:
             stopping.join()
     return _exit_status(status)
+
+
+def parse_vars(items: Sequence[str]) -> dict[str, str]:
+    """``--var NAME=VALUE`` switches as a mapping (a malformed one is refused)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--var {item!r}: expected NAME=VALUE, e.g. --var paper=/data/paper")
+        out[name.strip()] = value
+    return out
 
 
 def _exit_status(status: Any) -> int:

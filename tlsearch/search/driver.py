@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from tlsearch.results.store import RunStore, is_remote, join, resolve
+from tlsearch.search.cluster_fit import check_cluster_fits
 from tlsearch.search.compile import (
     PRETRAIN_EXPERIMENT,
     Choice,
@@ -102,6 +103,9 @@ def run_search(
         SearchExistsError: the search has Tune state and ``resume`` is False.
         SpecChangedError: ``resume`` with another spec or data than the search started with.
         DataUnavailableError: data the plan reads is missing or cannot be downloaded here.
+        ClusterTooSmallError: a trial or PT job asks for more than any node (or, for a DDP
+            job, the nodes together) of the cluster can give, and no autoscaler can add it
+            (:func:`tlsearch.search.cluster_fit.check_cluster_fits`).
         SearchInterruptedError: the run was stopped before finishing.
     """
     base = os.path.abspath(base_dir or os.getcwd())
@@ -116,6 +120,7 @@ def run_search(
     LAST_PHASES.update(connect=[time.time()], experiments=[])
     connect(address)
     LAST_PHASES["connect"].append(time.time())
+    check_cluster_fits(plan)  # a trial or PT job no node can ever hold: refused now
     _check_fresh(search_dir, plan, resume)
     write_plan(search_dir, plan)
     tidy_run_log(search_dir)

@@ -27,6 +27,7 @@ def prepare_spec(
     offline: bool = False,
     seeds: int | None = None,
     base_dir: str | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> SearchSpec:
     """The spec to run: a YAML path, a mapping or a :class:`SearchSpec`, then the modes.
 
@@ -37,6 +38,9 @@ def prepare_spec(
         rehearse, offline, seeds: as ``tlsearch search --rehearse/--offline/--seeds N``
             (:func:`tlsearch.search.rehearse.apply_modes`).
         base_dir: folder of relative paths (default: the current directory).
+        variables: values replacing some of the spec's ``vars`` (``--var NAME=VALUE``), e.g.
+            ``{"paper": "/data/paper"}`` where the data is mounted elsewhere; a name the spec
+            has no var of is refused.
 
     Raises:
         ValueError / FileNotFoundError: an invalid or missing spec (fields named).
@@ -52,10 +56,21 @@ def prepare_spec(
         loaded = SearchSpec.model_validate({**spec, **given})
     else:
         loaded = load_spec(spec, given)
+    if variables:
+        loaded = with_vars(loaded, variables)
     if smoke:
         loaded = smoke_spec(loaded)
     base = base_dir or os.getcwd()
     return apply_modes(loaded, base_dir=base, rehearse=rehearse, offline=offline, seeds=seeds)
+
+
+def with_vars(spec: SearchSpec, variables: Mapping[str, str]) -> SearchSpec:
+    """``spec`` with some of its ``vars`` replaced (names it has no var of are refused)."""
+    unknown = sorted(set(variables) - set(spec.vars))
+    if unknown:
+        have = ", ".join(sorted(spec.vars)) or "none"
+        raise ValueError(f"--var {', '.join(unknown)}: the spec has no such var (its vars: {have})")
+    return SearchSpec.model_validate({**spec.model_dump(), "vars": {**spec.vars, **variables}})
 
 
 def run_owning_ray(
