@@ -16,11 +16,42 @@ from tlsearch.graphs.settings import GraphSettings, default_cache_dir
 from tlsearch.model.config import ALIGNNConfig
 from tlsearch.yamlfile import read_yaml_mapping
 
-__all__ = ["RunConfig", "TrainConfig", "default_cache_dir", "load_run_config"]
+__all__ = [
+    "FrozenTrunkConfig",
+    "RunConfig",
+    "TrainConfig",
+    "default_cache_dir",
+    "load_run_config",
+]
 
 PAPER_SMALL_BATCH = 16
 PAPER_LARGE_BATCH = 64
 PAPER_LARGE_THRESHOLD = 1000
+
+
+class FrozenTrunkConfig(BaseModel):
+    """Fine-tuning with a frozen trunk: compute it once, train the head on cached features.
+
+    A fine-tuning strategy whose trainable parameters all come after ALIGNN's readout
+    (``last_layer``, ``new_head``, ``new_head_freeze_6``) with frozen batch-norm statistics
+    sees the same pooled trunk features for a structure in every epoch: they are computed once
+    per (PT model, dataset) and only the head trains on them, with the same batches, optimiser,
+    schedule and outputs (:mod:`tlsearch.transfer.frozen_trunk`). Exact, so on by default;
+    where it would not be exact the run takes the graph path and ``metrics.json`` says why.
+
+    Attributes:
+        enabled: use cached trunk features where exact (``False``: always the graph path).
+        cache: keep the features on disk under ``<cache_dir>/frozen_trunk``, keyed by the PT
+            trunk's weights and the graph cache key, for the next seed-run (``False``: compute
+            them in every run, keep nothing).
+        max_cache_mb: bound of that folder; least recently used entries are removed beyond it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    cache: bool = True
+    max_cache_mb: float = Field(4096.0, gt=0)
 
 
 class TrainConfig(BaseModel):
@@ -57,6 +88,8 @@ class TrainConfig(BaseModel):
             pool) before any sample is drawn, so every run on it shares the units. Metrics are
             reported in physical units and, when a scaler is used, also in normalised units.
         log_every: write a log line every this many epochs.
+        frozen_trunk: fine-tuning only: train a frozen trunk's head on cached features where
+            that is exact (:class:`FrozenTrunkConfig`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -77,6 +110,7 @@ class TrainConfig(BaseModel):
     num_threads: int | None = Field(None, ge=1)
     target_normalisation: Literal["none", "paper", "standardise"] = "none"
     log_every: int = Field(10, ge=1)
+    frozen_trunk: FrozenTrunkConfig = Field(default_factory=FrozenTrunkConfig)
 
     def resolve_batch_size(self, n_structures: int) -> int:
         """The batch size for a training set of ``n_structures`` (``batch_size`` when set).

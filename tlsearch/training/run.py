@@ -15,11 +15,12 @@ import json
 import logging
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from tlsearch.structures.records import LoadResult, StructureRecord
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import RunConfig
 from tlsearch.training.loop import (
+    BatchSource,
     FitResult,
     GraphLoader,
     fit,
@@ -54,6 +56,60 @@ ModelFactory = Callable[[RunConfig, list[str]], torch.nn.Module]
 PoolSelector = Callable[["PreparedData"], np.ndarray]
 
 
+class TrainingForm(Protocol):
+    """The module and batch form that :func:`fit` trains and evaluation predicts with.
+
+    The default, :class:`GraphForm`, is the model itself on graph batches. Another form (e.g.
+    :class:`tlsearch.transfer.frozen_trunk.FrozenTrunkForm`: the head on cached trunk
+    features) must give the same predictions and share the model's parameters, so the model
+    that is saved is the one that trained.
+
+    Attributes:
+        module: what ``fit`` trains and ``predict_batches`` runs.
+        info: recorded in ``metrics.json`` under ``frozen_trunk`` when not empty.
+    """
+
+    module: torch.nn.Module
+    info: dict[str, Any]
+
+    def loader(
+        self,
+        data: PreparedData,
+        indices: np.ndarray,
+        targets: np.ndarray | None,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> BatchSource: ...
+
+
+FormFactory = Callable[[torch.nn.Module, RunConfig, torch.device], TrainingForm]
+
+
+class GraphForm:
+    """The model trained and evaluated on graph batches (:class:`GraphLoader`)."""
+
+    def __init__(self, model: torch.nn.Module, info: dict[str, Any] | None = None) -> None:
+        self.module = model
+        self.info = dict(info or {})
+
+    def loader(
+        self,
+        data: PreparedData,
+        indices: np.ndarray,
+        targets: np.ndarray | None,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> GraphLoader:
+        return GraphLoader(data.store, indices, targets, batch_size, shuffle=shuffle, seed=seed)
+
+
+def graph_form(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> GraphForm:
+    """The default :data:`FormFactory`: the model on graph batches."""
+    return GraphForm(model)
+
+
 def train_run(
     cfg: RunConfig,
     *,
@@ -62,6 +118,7 @@ def train_run(
     select_pool: PoolSelector | None = None,
     provenance: dict[str, Any] | None = None,
     train_records: LoadResult | None = None,
+    training_form: FormFactory | None = None,
 ) -> dict[str, Any]:
     """Train, validate and (if ``cfg.test``) test one model; returns the ``metrics.json`` dict.
 
@@ -78,6 +135,9 @@ def train_run(
             target scaler is fitted before it, on the whole training data (:func:`pool_scaler`).
         provenance: recorded in ``model.pt`` and ``metrics.json`` (PT source, strategy...).
         train_records: training records already in memory (``cfg.data`` then only names them).
+        training_form: wraps the built model into what :func:`fit` trains and evaluation
+            predicts with (default :func:`graph_form`: the model on graph batches); the model
+            itself is saved.
     """
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -109,9 +169,10 @@ def train_run(
         len(train_idx), len(val_idx), resolved.train.batch_size, device, names,
     )  # fmt: skip
 
-    model, result = train_model(
-        resolved, train_data, scaler, train_idx, val_idx, device, progress, model_factory
-    )
+    model, result, form = train_model(
+        resolved, train_data, scaler, train_idx, val_idx, device, progress, model_factory,
+        training_form,
+    )  # fmt: skip
     write_history_csv(out / "history.csv", result.history)
     save_model(
         out / "model.pt",
@@ -127,25 +188,27 @@ def train_run(
     metrics["test_overlap"] = overlap
     if provenance:
         metrics["provenance"] = provenance
+    if form.info:
+        metrics["frozen_trunk"] = form.info  # updated in place by the test loader below
     metrics["n_train"], metrics["n_val"] = len(train_idx), len(val_idx)
-    val_loader = GraphLoader(
-        train_data.store, val_idx, scaler.transform(train_data.targets), resolved.train.batch_size
+    val_loader = form.loader(
+        train_data, val_idx, scaler.transform(train_data.targets), resolved.train.batch_size
     )
     metrics["val"] = evaluate_and_write(
-        model, val_loader, scaler, names, device, out / "predictions_val.csv"
+        form.module, val_loader, scaler, names, device, out / "predictions_val.csv"
     )
     write_rejected_csv(out / "rejected.csv", train_data, test_data)
     write_json(out / "metrics.json", metrics)
     if test_data is not None:
         try:
-            test_loader = GraphLoader(
-                test_data.store,
+            test_loader = form.loader(
+                test_data,
                 np.arange(len(test_data.store)),
                 scaler.transform(test_data.targets),
                 resolved.train.batch_size,
             )
             metrics["test"] = evaluate_and_write(
-                model, test_loader, scaler, names, device, out / "predictions_test.csv"
+                form.module, test_loader, scaler, names, device, out / "predictions_test.csv"
             )
         except Exception as exc:
             metrics["test_error"] = f"{type(exc).__name__}: {exc}"
@@ -220,30 +283,37 @@ def train_model(
     device: torch.device,
     progress: bool,
     model_factory: ModelFactory | None = None,
-) -> tuple[torch.nn.Module, FitResult]:
-    """Seed, build the model (default: a fresh ALIGNN) and fit it; returns it with its best
-    weights."""
+    training_form: FormFactory | None = None,
+) -> tuple[torch.nn.Module, FitResult, TrainingForm]:
+    """Seed, build the model (default: a fresh ALIGNN), put it in its training form (default:
+    graphs) and fit it; returns the model with its best weights, the result and the form.
+
+    ``result.train_seconds`` includes building the form's loaders (e.g. computing cached
+    trunk features).
+    """
     seed_everything(cfg.train.seed)
     model = ALIGNN(cfg.model) if model_factory is None else model_factory(cfg, data.target_names)
+    start = time.perf_counter()
+    form = (training_form or graph_form)(model, cfg, device)
     targets = scaler.transform(data.targets)
     batch_size = cfg.train.resolve_batch_size(len(train_idx) + len(val_idx))  # the pool
-    train = GraphLoader(
-        data.store, train_idx, targets, batch_size, shuffle=True, seed=cfg.train.seed
-    )
-    val = GraphLoader(data.store, val_idx, targets, batch_size)
-    result = fit(model, train, val, cfg.train, device=device, progress=progress)
+    train = form.loader(data, train_idx, targets, batch_size, shuffle=True, seed=cfg.train.seed)
+    val = form.loader(data, val_idx, targets, batch_size)
+    prepare_seconds = time.perf_counter() - start
+    result = fit(form.module, train, val, cfg.train, device=device, progress=progress)
+    result.train_seconds += prepare_seconds
     logger.info(
         "trained %d epochs in %.1f s (best epoch %s, val MAE %.5g normalised%s%s)",
         result.epochs_run, result.train_seconds, result.best_epoch, result.best_val_mae,
         ", early stopped" if result.early_stopped else "",
         ", DIVERGED" if result.diverged else "",
     )  # fmt: skip
-    return model, result
+    return model, result, form
 
 
 def evaluate_and_write(
     model: torch.nn.Module,
-    loader: GraphLoader,
+    loader: BatchSource,
     scaler: TargetScaler,
     names: list[str],
     device: torch.device,

@@ -25,6 +25,7 @@ from tlsearch.structures.records import LoadResult, StructureRecord
 from tlsearch.training.checkpoint import FORMAT, bundle_from_payload, model_from_bundle
 from tlsearch.training.config import RunConfig
 from tlsearch.training.run import PreparedData, train_run
+from tlsearch.transfer.frozen_trunk import frozen_trunk_form
 from tlsearch.transfer.mpt_corpus import MPTCorpus, build_corpus, exclude_target
 from tlsearch.transfer.mpt_model import MultiPropertyALIGNN, to_finetune
 from tlsearch.transfer.sampling import sample_indices
@@ -141,6 +142,11 @@ def finetune_run(
         size: FT training set size drawn from ``run.data`` (None: all of it).
         sampling: ``random``, ``weighted`` or ``uniform`` (:mod:`tlsearch.transfer.sampling`).
         freeze_batchnorm_stats: keep frozen layers' BatchNorm statistics fixed.
+
+    With frozen layers 1-6 and fixed statistics (``last_layer``, ``new_head``...), the trunk
+    is computed once and the head trains on cached features, exactly
+    (:mod:`tlsearch.transfer.frozen_trunk`; ``run.train.frozen_trunk`` turns it off);
+    ``metrics.json``'s ``frozen_trunk`` says whether it was used and why not.
     """
     get_strategy(strategy)  # unknown names fail before any work
     provenance: dict[str, Any] = {
@@ -172,8 +178,9 @@ def finetune_run(
     widths = pt_model.config.model_dump(exclude={"output_features"})
     run = run.model_copy(update={"model": type(pt_model.config)(**widths)})
     return train_run(
-        run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance
-    )
+        run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
+        training_form=frozen_trunk_form,
+    )  # fmt: skip
 
 
 def build_mpt_corpus(
