@@ -14,6 +14,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tlsearch.analysis import figures, tables
@@ -22,6 +23,11 @@ from tlsearch.analysis.frame import Results
 
 logger = logging.getLogger(__name__)
 
+HEATMAP_CELLS = (
+    "Each cell: test R2 lower-left, test MAE upper-right (means over seeds, n = ok seeds), "
+    "blue where good on both colour bars; MAE is coloured relative to the spread of its "
+    "target's test values, so targets in different units compare."
+)
 VERSIONED = ("tlsearch", "torch", "ray", "optuna", "pyarrow", "pandas", "numpy", "pymatgen")
 
 
@@ -60,7 +66,9 @@ def _heatmap_section(lines, title, caption, stem, out, highlight=()) -> Section 
     r2 = tables.grid(lines, "row", "column", "test_r2")
     mae = tables.grid(lines, "row", "column", "test_mae")
     counts = lines.pivot_table(index="row", columns="column", values="n_ok", aggfunc="first")
-    paths = figures.triangle_heatmap(r2, mae, title, out / "figures" / stem, highlight, counts)
+    paths = figures.triangle_heatmap(
+        r2, mae, title, out / "figures" / stem, highlight, counts, _mae_scale(lines)
+    )
     cells = tables.grid(lines, "row", "column", "test_r2", text=True)
     cells_mae = tables.grid(lines, "row", "column", "test_mae", text=True)
     section = Section(title, caption, [p.relative_to(out) for p in paths if p.suffix == ".png"])
@@ -68,6 +76,26 @@ def _heatmap_section(lines, title, caption, stem, out, highlight=()) -> Section 
         md = write_table(frame, out / "tables" / name)
         section.tables.append((name, frame, md.relative_to(out)))
     return section
+
+
+def target_spread(lines: pd.DataFrame) -> pd.Series:
+    """Per FT target, the standard deviation of its test values, recovered from the metrics
+    (``RMSE^2 = (1 - R2) * var`` on one test set): the median over the target's lines."""
+    r2 = pd.to_numeric(lines.get("test_r2_mean"), errors="coerce")
+    rmse = pd.to_numeric(lines.get("test_rmse_mean"), errors="coerce")
+    spread = rmse / np.sqrt((1.0 - r2).where(r2 < 1.0))
+    return spread.groupby(lines["ft_target"]).median()
+
+
+def _mae_scale(lines: pd.DataFrame) -> pd.DataFrame | None:
+    """Per heatmap cell, the spread of its target's test values (colours MAE unit-free)."""
+    if not {"test_r2_mean", "test_rmse_mean", "ft_target"} <= set(lines.columns):
+        return None
+    spread = target_spread(lines)
+    if spread.dropna().empty:
+        return None
+    cells = lines.assign(spread=lines["ft_target"].map(spread))
+    return cells.pivot_table(index="row", columns="column", values="spread", aggfunc="first")
 
 
 def _pct_sections(summary: pd.DataFrame, out: Path) -> list[Section]:
@@ -193,7 +221,7 @@ def build_sections(results: Results, out: Path) -> list[Section]:
     section = _heatmap_section(
         scratch,
         "Scratch models (Fig. 4a / 6a)",
-        "Rows: FT target; columns: training size.",
+        "Rows: FT target; columns: training size. " + HEATMAP_CELLS,
         "heatmap_scratch",
         out,
     )
@@ -204,7 +232,7 @@ def build_sections(results: Results, out: Path) -> list[Section]:
             group,
             f"PT-FT pairs, strategy {strategy} (Fig. 4b)",
             "Rows: PT(size)-FT pair; columns: FT size. Per cell the lr/"
-            "sampling with the best validation MAE.",
+            "sampling with the best validation MAE. " + HEATMAP_CELLS,
             f"heatmap_pairs_{strategy}",
             out,
         )
@@ -217,7 +245,7 @@ def build_sections(results: Results, out: Path) -> list[Section]:
             "PT x FT matrix, strategy 1 (Fig. 6b)",
             "Rows: PT source; columns: FT target at its largest FT size. "
             "Boxed: best PT per FT column by validation MAE (selection "
-            "never uses the test set).",
+            "never uses the test set). " + HEATMAP_CELLS,
             "heatmap_matrix",
             out,
             best,
@@ -245,8 +273,8 @@ def build_sections(results: Results, out: Path) -> list[Section]:
         sections.append(
             Section(
                 f"Target {target}: scratch, MPT and each PT source (Table 1)",
-                f"{target} is no PT source's dataset (out of distribution for the PT models when "
-                "its property differs, as the paper's 2D band gaps). Each PT source at its best "
+                f"{target} is the dataset of no PT source in these results (the paper's Table 1 "
+                "asks this of its out-of-distribution 2D band gaps). Each PT source at its best "
                 "PT size by validation MAE; largest FT size.",
                 [],
                 [(f"table1_{target}", frame, md.relative_to(out))],
@@ -286,7 +314,7 @@ def analyze(results: Results, out: Path) -> Path:
     md = render_markdown(sections, counts, results)
     (out / "report.md").write_text(md)
     path = out / "report.html"
-    path.write_text(render_html(sections, counts, results))
+    path.write_text(render_html(sections, counts, results, out))
     logger.info("report: %s (%d sections)", path, len(sections))
     return path
 
@@ -336,7 +364,30 @@ def render_markdown(sections: list[Section], counts: pd.DataFrame, results: Resu
     return "\n".join(lines) + "\n"
 
 
-def render_html(sections: list[Section], counts: pd.DataFrame, results: Results) -> str:
+def _img(out: Path | None, path: Path) -> str:
+    """An ``<img>`` shown at 3/4 of its pixels (the PNGs are drawn at 150 dpi)."""
+    width = _png_width(out / path) if out is not None else None
+    size = f" width='{round(width * 3 / 4)}'" if width else ""
+    return f"<img src='{path.as_posix()}'{size}>"
+
+
+def _png_width(path: Path) -> int | None:
+    try:
+        head = path.read_bytes()[:24]
+    except OSError:
+        return None
+    return int.from_bytes(head[16:20], "big") if head[:8] == b"\x89PNG\r\n\x1a\n" else None
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """``frame`` as HTML: a plain 0..n-1 index left out, floats to 4 significant digits."""
+    plain = isinstance(frame.index, pd.RangeIndex)
+    return frame.to_html(index=not plain, float_format=lambda v: f"{v:.4g}", na_rep="–")
+
+
+def render_html(
+    sections: list[Section], counts: pd.DataFrame, results: Results, out: Path | None = None
+) -> str:
     parts = [
         "<html><head><meta charset='utf-8'><title>tlsearch report</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
@@ -345,19 +396,19 @@ def render_html(sections: list[Section], counts: pd.DataFrame, results: Results)
         "<h1>tlsearch report</h1>",
         f"<p>{html.escape(_preamble(results))}</p>",
         "<h2>Runs</h2>",
-        counts.to_html(index=False),
+        html_table(counts),
     ]
     for section in sections:
         parts += [
             f"<h2>{html.escape(section.title)}</h2>",
             f"<p>{html.escape(section.caption)}</p>",
         ]
-        parts += [f"<img src='{p.as_posix()}'>" for p in section.figures]
+        parts += [_img(out, p) for p in section.figures]
         for name, frame, path in section.tables:
             parts += [
                 f"<h4>{html.escape(name)} (<a href='{path.with_suffix('.csv').as_posix()}'>"
                 "csv</a>)</h4>",
-                frame.to_html(),
+                html_table(frame),
             ]
     parts += ["<h2>Software</h2><ul>"]
     parts += [f"<li>{html.escape(k)} {html.escape(v)}</li>" for k, v in versions().items()]
