@@ -101,7 +101,13 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--seeds", type=int, metavar="N", help="run only the spec's first N seeds (e.g. 1)"
     )
-    p.add_argument("--max-concurrent", type=int, metavar="N", help="override max_concurrent")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="override max_concurrent (trials at once; default: no limit for grids, the "
+        "cluster's trial slots for Optuna experiments, so that TPE sees results between waves)",
+    )
     p.add_argument(
         "--tensorboard",
         action="store_true",

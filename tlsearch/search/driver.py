@@ -334,13 +334,18 @@ def expected_grid_trials(experiment: ExperimentPlan, saved_points: list[dict[str
 
 
 def experiment_concurrency(experiment: ExperimentPlan, spec: SearchSpec) -> int | None:
-    """``max_concurrent``, and for the PT experiment of DDP jobs what their workers leave room
-    for (:func:`tlsearch.search.ddp_limits.ddp_trial_limit`)."""
+    """``max_concurrent``; for an Optuna experiment without one, the cluster's trial slots
+    (:func:`tlsearch.search.searchers.optuna_concurrency`: TPE must see results between its
+    suggestions); for the PT experiment of DDP jobs what their workers leave room for
+    (:func:`tlsearch.search.ddp_limits.ddp_trial_limit`)."""
     import ray
 
     from tlsearch.search.ddp_limits import ddp_trial_limit
+    from tlsearch.search.searchers import optuna_concurrency
 
     if experiment.name != PRETRAIN_EXPERIMENT:
+        if experiment.algorithm == "optuna":
+            return optuna_concurrency(spec)
         return spec.max_concurrent
     return ddp_trial_limit(spec, ray.cluster_resources()) or spec.max_concurrent
 
@@ -397,10 +402,11 @@ def param_space(experiment: ExperimentPlan) -> dict[str, Any]:
 
 
 def optuna_searcher(spec: SearchSpec) -> Any:
-    """Tune's ``OptunaSearch`` (TPE), seeded."""
-    from ray.tune.search.optuna import OptunaSearch
+    """TPE, seeded, told of ASHA-stopped configurations as pruned
+    (:class:`tlsearch.search.searchers.FullMeansOptunaSearch`)."""
+    from tlsearch.search.searchers import optuna_searcher as searcher
 
-    return OptunaSearch(seed=spec.search.seed)
+    return searcher(spec)
 
 
 def asha_scheduler(spec: SearchSpec) -> Any:
