@@ -16,6 +16,9 @@ Sub-benchmarks (all by default):
   one table: training throughput vs alignn on CUDA, peak memory of a ``gpu: 0.25`` trial, the
   DDP path on NCCL, packing 4 trials per GPU; exits 2 with one line on a CPU-only node
   (:mod:`tlsearch.bench.gpu`).
+- ``frozen [--epochs N] [--size N]`` (run alone, not by default): FT seed-runs of the head-only
+  strategies with the frozen trunk computed once (cached features) vs every epoch, wall time
+  and ratios (:mod:`tlsearch.bench.frozen`).
 
 Ratios are what to read; absolute times on shared machines are noise.
 """
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from tlsearch.bench.gpu import main as gpu_main
 
         return gpu_main(argv[1:])
+    if argv and argv[0] == "frozen":
+        from tlsearch.bench.frozen import main as frozen_main
+
+        return frozen_main(argv[1:])
     args = _parser().parse_args(argv)
     if {"search", "packing", "gpu"} & set(args.which):
         raise SystemExit(
