@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,25 @@ from tlsearch.structures.records import StructureRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PAPER = REPO.parent / "shared" / "data" / "paper"
+
+
+@pytest.fixture(autouse=True)
+def _restore_tlsearch_logger():
+    """Undo what a CLI call in a test did to the ``tlsearch`` loggers (a console handler,
+    ``propagate = False`` or a raised level hide records from ``caplog`` in later tests)."""
+    logger = logging.getLogger("tlsearch")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    children = {
+        name: child.level
+        for name, child in logging.root.manager.loggerDict.items()
+        if name.startswith("tlsearch.") and isinstance(child, logging.Logger)
+    }
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
+    for name, child in logging.root.manager.loggerDict.items():
+        if name.startswith("tlsearch.") and isinstance(child, logging.Logger):
+            child.setLevel(children.get(name, logging.NOTSET))
 
 
 @pytest.fixture

@@ -114,7 +114,10 @@ def test_fit_stops_at_patience_and_restores_best_weights(store_factory, model_fa
     model = model_factory()
     train, _ = _loaders(store)
     val = WorseningVal(store, model)
-    cfg = TrainConfig(epochs=50, early_stopping_patience=3, learning_rate=1e-2, device="cpu")
+    cfg = TrainConfig(
+        epochs=50, early_stopping_patience=3, early_stopping_after_warmup=False,
+        learning_rate=1e-2, device="cpu",
+    )  # fmt: skip
     result = fit(model, train, val, cfg, device=CPU, progress=False)
     assert result.best_epoch == 1
     assert result.epochs_run == 4 and result.early_stopped and not result.diverged
@@ -231,7 +234,7 @@ def test_mpt_early_stopping_follows_the_validation_masked_loss(
     train, val = _loaders(store_factory())
     cfg = TrainConfig(
         epochs=10, loss="masked_l1", mpt_loss_denominator="known", early_stopping_patience=2,
-        device="cpu",
+        early_stopping_after_warmup=False, device="cpu",
     )  # fmt: skip
     result = fit(model_factory(), train, val, cfg, device=CPU, progress=False)
     assert result.monitor == "val_loss"
@@ -245,7 +248,10 @@ def test_single_property_early_stopping_keeps_the_validation_mae(
 ):
     _scripted_validation(monkeypatch, SCORES)
     train, val = _loaders(store_factory())
-    cfg = TrainConfig(epochs=10, loss="l1", early_stopping_patience=2, device="cpu")
+    cfg = TrainConfig(
+        epochs=10, loss="l1", early_stopping_patience=2, early_stopping_after_warmup=False,
+        device="cpu",
+    )  # fmt: skip
     result = fit(model_factory(), train, val, cfg, device=CPU, progress=False)
     assert result.monitor == "val_mae" and result.best_epoch == 1 and result.epochs_run == 3
 
@@ -278,3 +284,22 @@ def test_masked_l1_fit_records_and_restores_by_the_masked_loss(
     )  # fmt: skip
     assert best["val_loss"] == pytest.approx(float(expected), rel=1e-6)
     assert best["val_loss"] != pytest.approx(best["val_mae"])
+
+
+def test_patience_is_not_counted_during_the_one_cycle_warm_up(store_factory, model_factory):
+    """A run whose validation MAE never improves after epoch 1 stops only after the one-cycle
+    peak (epoch ceil(0.3 x 20) = 6) plus patience 3, not at epoch 4."""
+    store = store_factory()
+    model = model_factory()
+    train, _ = _loaders(store)
+    cfg = TrainConfig(epochs=20, early_stopping_patience=3, learning_rate=1e-2, device="cpu")
+    assert cfg.patience_start_epoch() == 6
+    result = fit(model, train, WorseningVal(store, model), cfg, device=CPU, progress=False)
+    assert result.best_epoch == 1
+    assert result.epochs_run == 9 and result.early_stopped
+
+
+def test_patience_counts_from_epoch_one_without_warm_up_gate():
+    assert TrainConfig(early_stopping_after_warmup=False).patience_start_epoch() == 0
+    assert TrainConfig(scheduler="none").patience_start_epoch() == 0
+    assert TrainConfig().patience_start_epoch() == 150

@@ -191,8 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, log one line per strategy and the JSON; returns 0."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    for name in ("tlsearch.training", "tlsearch.transfer", "tlsearch.graphs"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet = [
+        logging.getLogger(n) for n in ("tlsearch.training", "tlsearch.transfer", "tlsearch.graphs")
+    ]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)  # the runs' own lines would bury the table
+    try:
+        return _run(args)
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="tlsearch-bench-frozen-") as tmp:
         work = args.work or Path(tmp)

@@ -404,11 +404,14 @@ class EarlyStopping:
     """Track the lowest monitored validation value (:func:`monitored_metric`); stop after
     ``patience`` epochs without a new one.
 
-    ``patience=None`` never stops. Non-finite values never count as an improvement.
+    ``patience=None`` never stops. Non-finite values never count as an improvement. Epochs up
+    to ``start_epoch`` (the one-cycle warm-up, :meth:`TrainConfig.patience_start_epoch`) can
+    set the best but never count towards patience.
     """
 
-    def __init__(self, patience: int | None) -> None:
+    def __init__(self, patience: int | None, start_epoch: int = 0) -> None:
         self.patience = patience
+        self.start_epoch = start_epoch
         self.best = math.inf
         self.best_epoch: int | None = None
         self.bad_epochs = 0
@@ -418,7 +421,8 @@ class EarlyStopping:
         if math.isfinite(value) and value < self.best:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
-        self.bad_epochs += 1
+        if epoch > self.start_epoch:
+            self.bad_epochs += 1
         return False
 
     @property
@@ -497,7 +501,7 @@ def fit(
         named_parameters if named_parameters is not None else model.named_parameters(), cfg
     )
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=max(len(train), 1))
-    stopper = EarlyStopping(cfg.early_stopping_patience)
+    stopper = EarlyStopping(cfg.early_stopping_patience, cfg.patience_start_epoch())
     monitor = monitored_metric(cfg.loss)
     denominator = cfg.mpt_loss_denominator
     history: list[dict[str, float]] = []

@@ -366,6 +366,8 @@ def base_metrics(
         ),
         "epochs_run": result.epochs_run,
         "early_stopped": result.early_stopped,
+        # patience counted only after this epoch (the one-cycle warm-up; 0: from epoch 1)
+        "early_stopping_after_epoch": cfg.train.patience_start_epoch(),
         "diverged": result.diverged,
         "train_seconds": result.train_seconds,
         "train_structures_per_second": result.train_structures_per_second,
