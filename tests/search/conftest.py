@@ -1,9 +1,12 @@
-"""Small fake-job specs (the session's local Ray fixtures are in tests/conftest.py)."""
+"""Small fake-job specs and a one-rank stand-in for the DDP worker (the session's local Ray
+fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tlsearch.search.spec import SearchSpec
 
@@ -45,3 +48,66 @@ def executions(tmp_path: Path) -> list[str]:
     """Lines of the fake job's execution log (one per job actually run)."""
     log = tmp_path / "log" / "executions.log"
     return log.read_text().splitlines() if log.exists() else []
+
+
+class OneRankContext:
+    """Ray Train's context for a one-worker job run in-process (tests of the DDP worker)."""
+
+    def get_world_rank(self) -> int:
+        return 0
+
+    def get_world_size(self) -> int:
+        return 1
+
+
+def one_rank_collectives() -> dict[str, Any]:
+    """What torch's collectives do in a world of one rank (no process group needed)."""
+
+    def all_gather(outputs, tensor, *args, **kwargs):
+        for out in outputs:
+            out.copy_(tensor)
+
+    return {
+        "all_reduce": lambda tensor, *args, **kwargs: None,
+        "broadcast": lambda tensor, *args, **kwargs: None,
+        "all_gather": all_gather,
+    }
+
+
+@pytest.fixture
+def one_rank(monkeypatch):
+    """The DDP worker function run in this process as the only rank, on the CPU."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    monkeypatch.setattr(ray.train, "get_context", lambda: OneRankContext())
+    monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
+    for name, fn in one_rank_collectives().items():
+        monkeypatch.setattr(dist, name, fn)
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A head (driver only, no CPU) and two 1-CPU worker nodes on loopback."""
+    from ray.cluster_utils import Cluster
+
+    _no_ray_here()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    import ray
+
+    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _no_ray_here() -> None:
+    """No Ray connection in this process (the tests that start their own)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

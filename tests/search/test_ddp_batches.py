@@ -1,41 +1,22 @@
-"""Issue 13 in the DDP PT loop: a shard whose last batch is a lone 1-atom cell trains, and the
-batch size counts the PT set before its validation split (one worker, in-process: Ray Train's
-context, device and model wrapper replaced by one-rank stand-ins)."""
+"""Issue 13 in the DDP PT worker: a training part whose last batch is a lone 1-atom cell
+trains, and the batch size counts the PT set before its validation split (one worker,
+in-process: Ray Train's context, device and the collectives replaced by one-rank stand-ins,
+the ``one_rank`` fixture)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.training.test_batching import one_atom_cells
 from tlsearch.search import ddp
 from tlsearch.structures.generate import write_jarvis_json
-from tlsearch.training import loop
 from tlsearch.training.config import RunConfig
+from tlsearch.training.distributed import ShardedTrainBatches
 
 pytest.importorskip("ray.train")
 
 TINY = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 8}
 RECIPE = {"epochs": 1, "device": "cpu", "num_threads": 1}
-
-
-class _OneRank:
-    def get_world_rank(self) -> int:
-        return 0
-
-    def get_world_size(self) -> int:
-        return 1
-
-
-@pytest.fixture
-def one_rank(monkeypatch):
-    import ray.train
-    import ray.train.torch
-
-    monkeypatch.setattr(ray.train, "get_context", lambda: _OneRank())
-    monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
-    monkeypatch.setattr(ray.train.torch, "prepare_model", lambda model: model)
-    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor: None)
 
 
 def _loop(tmp_path, n: int) -> dict:
@@ -54,14 +35,11 @@ def test_a_shard_ending_in_a_lone_one_atom_cell_trains(tmp_path, one_rank):
 def test_ddp_batch_size_counts_the_pt_set_before_the_split(tmp_path, one_rank, monkeypatch):
     seen: list[int] = []
 
-    class NoTraining(loop.GraphLoader):  # record the training batch size, skip the steps
-        def batches(self, epoch: int = 0):
-            if self.shuffle:
-                seen.append(self.batch_size)
-                return iter(())
-            return super().batches(epoch)
+    def no_training(self, epoch: int = 0):  # record the global batch size, skip the steps
+        seen.append(self.batch_size)
+        return iter(())
 
-    monkeypatch.setattr(loop, "GraphLoader", NoTraining)
+    monkeypatch.setattr(ShardedTrainBatches, "batches", no_training)
     metrics = _loop(tmp_path, 1050)
     assert (metrics["n_train"], metrics["n_val"]) == (945, 105)
     assert metrics["batch_size"] == 64 and seen == [64]

@@ -1,5 +1,5 @@
 """A DDP PT job normalises with the dataset's pool scaler, as ``train_run`` does (one worker,
-in-process: Ray Train's context, device and model wrapper replaced by one-rank stand-ins)."""
+in-process: Ray Train's context, device and collectives replaced by one-rank stand-ins)."""
 
 from __future__ import annotations
 
@@ -19,22 +19,7 @@ pytest.importorskip("ray.train")
 TINY = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 8}
 
 
-class _OneRank:
-    def get_world_rank(self) -> int:
-        return 0
-
-    def get_world_size(self) -> int:
-        return 1
-
-
-def test_ddp_pretrain_fits_the_scaler_on_the_whole_pool(tmp_path, monkeypatch):
-    import ray.train
-    import ray.train.torch
-
-    monkeypatch.setattr(ray.train, "get_context", lambda: _OneRank())
-    monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
-    monkeypatch.setattr(ray.train.torch, "prepare_model", lambda model: model)
-    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor: None)
+def test_ddp_pretrain_fits_the_scaler_on_the_whole_pool(tmp_path, one_rank):
     ref = DataRef(name="A", data="generated:30:1", size=12, test_fraction=0.2)
     train = {"epochs": 1, "device": "cpu", "target_normalisation": "paper", "num_threads": 1}
     job = JobConfig(kind="pretrain", seed=0, data=ref, train=train, model=TINY)
@@ -45,6 +30,7 @@ def test_ddp_pretrain_fits_the_scaler_on_the_whole_pool(tmp_path, monkeypatch):
     expected = pool_scaler(prepare_run_data(run, run.data, None, "training", False), "paper")
     assert metrics["scaler_id"] == expected.fingerprint()
     assert metrics["scaler"] == expected.to_dict()
-    payload = torch.load(io.BytesIO(out["model"]), map_location="cpu", weights_only=True)
+    model = io.BytesIO(out["files"]["model.pt"])
+    payload = torch.load(model, map_location="cpu", weights_only=True)
     saved = bundle_from_payload(payload, "model.pt")[1].scaler
     np.testing.assert_array_equal(saved.scale, expected.scale)

@@ -97,8 +97,10 @@ def test_failed_pt_job_leaves_nothing(tmp_path):
 def test_pretrain_key_is_content_addressed(tmp_path):
     base = pt_job()
     assert pretrain_key(base) == pretrain_key(
-        base.model_copy(update={"num_workers": 4, "cache_dir": "/x", "label": "other"})
+        base.model_copy(update={"cpus_per_worker": 4, "cache_dir": "/x", "label": "other"})
     )
+    ddp = {n: pretrain_key(base.model_copy(update={"num_workers": n})) for n in (1, 2, 4)}
+    assert ddp[1] == pretrain_key(base) and len(set(ddp.values())) == 3  # per-rank BatchNorm
     assert pretrain_key(base) != pretrain_key(base.model_copy(update={"seed": 1}))
     data = tmp_path / "pt.json"
     data.write_text("[1]")

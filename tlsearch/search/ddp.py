@@ -1,47 +1,72 @@
 """Multi-worker pre-training: a Ray Train (V2) ``TorchTrainer`` started from the PT job's trial.
 
-Each worker builds the same graph store (the shared, locked graph cache builds it once), takes
-every ``world``-th structure of the training part, and trains one ALIGNN wrapped in DDP (gloo on
-CPU, NCCL on GPU) with the shared loss, AdamW and one-cycle schedule. Rank 0 then evaluates on
-the validation and test sets and returns the metrics and the bytes of ``model.pt`` (so the model
-reaches the trial even when rank 0 ran on another node). No early stopping: every epoch runs.
+Every worker runs the same PT run as a one-process PT job
+(:func:`tlsearch.transfer.run.pretrain_run`, the one training loop): the same data, scaler,
+PT subset, split and batch size, and :func:`tlsearch.training.loop.fit` made distributed
+(:mod:`tlsearch.training.distributed`: DDP over gloo on CPU, NCCL on GPU; each global batch of
+the configured size split across the ranks, reshuffled every epoch; validation on all ranks'
+shards each epoch; early stopping and best weights as in one process). Rank 0 then evaluates
+on the validation and test sets and returns what its run wrote (``model.pt``, ``metrics.json``,
+``history.csv``, predictions), so the outputs reach the trial even when rank 0 ran on another
+node.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from tlsearch.results.store import resolve
+from tlsearch.search.checkpoints import StorageCheckpoints
 from tlsearch.search.jobs import JobConfig, training_run_config
 
 logger = logging.getLogger(__name__)
 
 
 def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
-    """Run PT ``job`` on ``job.num_workers`` DDP workers; write ``model.pt`` into ``workdir``."""
-    from ray.train import RunConfig, ScalingConfig
+    """Run PT ``job`` on ``job.num_workers`` DDP workers; write its outputs into ``workdir``.
+
+    With ``job.checkpoint_every``, the ranks checkpoint through Ray Train every that many
+    epochs into the run ``ddp-<PT key>`` under ``job.resume_uri`` (the search's storage): the
+    trainer restarts dead workers from the latest checkpoint (``FailureConfig(max_failures)``)
+    and a retried trial finds it there. The run's folder is removed once the job succeeded.
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from tlsearch.search.pretrain_cache import pretrain_key
 
     if job.data is None:
         raise ValueError("a pretrain job needs data")
     require_return_value()
+    workdir.mkdir(parents=True, exist_ok=True)
     run = training_run_config(job, job.data, workdir)
     per_worker = {"CPU": job.cpus_per_worker}
     if job.gpus_per_worker:
         per_worker["GPU"] = job.gpus_per_worker
+    name = f"ddp-{pretrain_key(job)}"
+    fs, storage = resolve(job.resume_uri or str(workdir / "ray_train"))
+    every = job.checkpoint_every if job.resume_uri else None
     trainer = TorchTrainer(
         ddp_train_loop,
-        train_loop_config={"run": run.model_dump(mode="json"), "size": job.data.size},
+        train_loop_config={
+            "run": run.model_dump(mode="json"),
+            "size": job.data.size,
+            "checkpoint_every": every,
+        },  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=job.num_workers,
             use_gpu=job.gpus_per_worker > 0,
             resources_per_worker=per_worker,
         ),
-        run_config=RunConfig(name=f"ddp-{workdir.name}", storage_path=str(workdir / "ray_train")),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=job.max_failures),
+        ),
     )
     try:
         result = trainer.fit()
@@ -53,7 +78,10 @@ def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
     if result.error is not None:
         raise deterministic_cause(result.error) or result.error
     output = result.return_value
-    (workdir / "model.pt").write_bytes(output["model"])
+    for file, content in output["files"].items():  # rank 0's outputs, model.pt among them
+        (workdir / file).write_bytes(content)
+    if job.resume_uri:  # finished: its checkpoints are not needed
+        StorageCheckpoints(job.resume_uri, 1).clear()
     return output["metrics"]
 
 
@@ -104,123 +132,33 @@ def deterministic_cause(exc: BaseException) -> ValueError | None:
 
 
 def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The per-worker function (rank 0 returns ``{"metrics", "model"}``, the others None)."""
-    import numpy as np
+    """The per-worker function: this rank's part of :func:`tlsearch.transfer.run.pretrain_run`.
+
+    Every rank runs the same PT run (the one training loop, made distributed by
+    :mod:`tlsearch.training.distributed`) into its own temporary folder; rank 0 returns
+    ``{"metrics", "files"}``, every file that run wrote (``model.pt``, ``metrics.json``,
+    ``history.csv``, predictions), so they reach the trial even when rank 0 ran on another
+    node. The other ranks return None.
+    """
     import ray.train
-    import torch
-    import torch.distributed as dist
-    from ray.train.torch import get_device, prepare_model
+    from ray.train.torch import get_device
 
-    from tlsearch.model.alignn import ALIGNN
+    from tlsearch.search.checkpoints import RayTrainCheckpoints
     from tlsearch.training.config import RunConfig
-    from tlsearch.training.loop import GraphLoader, masked_loss, seed_everything
-    from tlsearch.training.optim import build_optimizer, build_scheduler
-    from tlsearch.training.run import pool_scaler, prepare_run_data
-    from tlsearch.training.splits import train_val_split
+    from tlsearch.training.distributed import Distributed
+    from tlsearch.transfer.run import pretrain_run
 
+    context = ray.train.get_context()
+    place = Distributed(context.get_world_rank(), context.get_world_size(), get_device())
     run = RunConfig.model_validate(config["run"])
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    torch.set_num_threads(run.train.num_threads or 1)
-    data = prepare_run_data(run, run.data, names=None, role="training", progress=False)
-    scaler = pool_scaler(data, run.train.target_normalisation)  # the dataset's, as train_run's
-    seed = run.train.seed
-    pool = np.arange(len(data.store))
-    if config["size"] is not None and config["size"] < pool.size:
-        pool = np.sort(np.random.default_rng(seed).choice(pool.size, config["size"], replace=False))
-    train_idx, val_idx = (pool[p] for p in train_val_split(pool.size, run.train.val_fraction, seed))
-    targets = scaler.transform(data.targets)
-    batch_size = run.train.resolve_batch_size(pool.size)  # before the split, as train_run
-    usable = len(train_idx) // world * world  # equal shards: every rank takes the same steps
-    shard = train_idx[:usable][rank::world]
-    model_cfg = run.model.model_copy(update={"output_features": len(data.target_names)})
-    seed_everything(seed)
-    model = prepare_model(ALIGNN(model_cfg))
-    device = get_device()
-    loader = GraphLoader(data.store, shard, targets, batch_size, shuffle=True, seed=seed + rank)
-    train_cfg = run.train.model_copy(update={"batch_size": batch_size})
-    optimizer = build_optimizer(model.named_parameters(), train_cfg)
-    scheduler = build_scheduler(optimizer, train_cfg, steps_per_epoch=max(len(loader), 1))
-    start, structures, diverged, epoch = time.perf_counter(), 0, False, 0
-    for epoch in range(1, train_cfg.epochs + 1):
-        model.train()
-        bad = torch.zeros(1, device=device)  # NCCL reduces tensors on the rank's GPU only
-        for batch in loader.batches(epoch):
-            batch = batch.to(device)
-            loss = masked_loss(model(batch), batch.targets, batch.target_mask, train_cfg.loss)
-            if not math.isfinite(float(loss.detach())):
-                bad += 1
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            structures += batch.num_graphs
-        dist.all_reduce(bad)
-        if bad.item() > 0:
-            diverged = True
-            break
-    seconds = time.perf_counter() - start
-    if rank != 0:
-        return None
-    inner = model.module if hasattr(model, "module") else model
-    metrics = {
-        "epochs_run": epoch,
-        "best_epoch": epoch,
-        "early_stopped": False,
-        "diverged": diverged,
-        "train_seconds": seconds,
-        "train_structures_per_second": structures * world / seconds,
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "batch_size": batch_size,
-        "device": str(device),
-        "ddp_workers": world,
-        "target_normalisation": scaler.mode,
-        "scaler": scaler.to_dict(),
-        "scaler_id": scaler.fingerprint(),
-    }
-    metrics.update(_evaluate(run, inner, data, scaler, val_idx, batch_size, device))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _save(Path(tmp) / "model.pt", inner, model_cfg, scaler, run, data.target_names)
-        model_bytes = path.read_bytes()
-    return {"metrics": metrics, "model": model_bytes}
-
-
-def _evaluate(
-    run: Any, model: Any, data: Any, scaler: Any, val_idx: Any, batch_size: int, device: Any
-) -> dict[str, Any]:
-    """Validation and (when the run has one) test metrics, as ``train_run`` reports them."""
-    import numpy as np
-
-    from tlsearch.training.loop import GraphLoader
-    from tlsearch.training.run import evaluate_and_write, prepare_run_data
-
-    names = data.target_names
-    out_dir = Path(tempfile.mkdtemp())
-    val = GraphLoader(data.store, val_idx, scaler.transform(data.targets), batch_size)
-    metrics = {"val": evaluate_and_write(model, val, scaler, names, device, out_dir / "val.csv")}
-    if run.test:
-        test = prepare_run_data(run, run.test, names=names, role="test", progress=False)
-        loader = GraphLoader(
-            test.store, np.arange(len(test.store)), scaler.transform(test.targets), batch_size
+    every = config.get("checkpoint_every")
+    checkpoints = RayTrainCheckpoints(every, place.rank) if every else None
+    with tempfile.TemporaryDirectory(prefix=f"tlsearch-ddp-rank{place.rank}-") as tmp:
+        run = run.model_copy(update={"out_dir": Path(tmp)})
+        metrics = pretrain_run(
+            run, size=config["size"], progress=False, distributed=place, checkpoints=checkpoints
         )
-        metrics["test"] = evaluate_and_write(
-            model, loader, scaler, names, device, out_dir / "test.csv"
-        )
-        metrics["n_test"] = len(test.store)
-    return metrics
-
-
-def _save(path: Path, model: Any, model_cfg: Any, scaler: Any, run: Any, names: list) -> Path:
-    from tlsearch.training.checkpoint import save_model
-
-    return save_model(
-        path,
-        model,
-        model_cfg,
-        scaler,
-        run.graphs,
-        run.train,
-        list(names),
-        extra={"data": run.data, "kind": "pretrain", "ddp": True},
-    )
+        if not place.is_main:
+            return None
+        files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+    return {"metrics": metrics, "files": files}

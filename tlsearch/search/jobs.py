@@ -66,6 +66,10 @@ class JobConfig(BaseModel):
         cache_dir: the shared graph cache (None: in memory).
         num_workers, cpus_per_worker, gpus_per_worker: PT jobs: DDP workers (> 1: Ray Train).
         label, pt_size: PT jobs: the source's name and size, for the results table.
+        checkpoint_every, resume_uri: save the training state every this many epochs under
+            ``resume_uri`` and resume from it (:mod:`tlsearch.search.checkpoints`); None: no
+            mid-training checkpoints.
+        max_failures: DDP PT jobs: how often Ray Train restarts dead workers (the spec's).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -86,6 +90,9 @@ class JobConfig(BaseModel):
     gpus_per_worker: float = 0.0
     label: str | None = None
     pt_size: int | None = None
+    checkpoint_every: int | None = Field(None, ge=1)
+    resume_uri: str | None = None
+    max_failures: int = Field(2, ge=0)
 
 
 def absolute_spec(text: str, base_dir: str) -> str:
@@ -100,25 +107,40 @@ def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
     """Run ``job`` with its outputs (``model.pt``, metrics, predictions) in ``workdir``."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if job.kind == "scratch":
-        return run_scratch(job, workdir)
     if job.kind == "pretrain" and job.num_workers > 1:
         from tlsearch.search.ddp import run_ddp_pretrain
 
-        return run_ddp_pretrain(job, workdir)
-    return run_transfer(job, workdir)
+        return run_ddp_pretrain(job, workdir)  # Ray Train keeps its checkpoints
+    checkpoints = storage_checkpoints(job)
+    if job.kind == "scratch":
+        metrics = run_scratch(job, workdir, checkpoints)
+    else:
+        metrics = run_transfer(job, workdir, checkpoints)
+    if checkpoints is not None:
+        checkpoints.clear()  # finished: nothing to resume
+    return metrics
 
 
-def run_scratch(job: JobConfig, workdir: Path) -> dict[str, Any]:
+def storage_checkpoints(job: JobConfig) -> Any:
+    """The job's :class:`~tlsearch.search.checkpoints.StorageCheckpoints`, or None."""
+    if job.checkpoint_every is None or job.resume_uri is None:
+        return None
+    from tlsearch.search.checkpoints import StorageCheckpoints
+
+    return StorageCheckpoints(job.resume_uri, job.checkpoint_every)
+
+
+def run_scratch(job: JobConfig, workdir: Path, checkpoints: Any = None) -> dict[str, Any]:
     """Train from scratch on the job's FT-style sample with ``train_run``."""
     from tlsearch.training.run import train_run
 
     ref = _data(job)
     cfg = training_run_config(job, ref, workdir)
-    return train_run(cfg, progress=False, select_pool=ft_selector(ref.size, ref.sampling, job.seed))
+    select = ft_selector(ref.size, ref.sampling, job.seed)
+    return train_run(cfg, progress=False, select_pool=select, checkpoints=checkpoints)
 
 
-def run_transfer(job: JobConfig, workdir: Path) -> dict[str, Any]:
+def run_transfer(job: JobConfig, workdir: Path, checkpoints: Any = None) -> dict[str, Any]:
     """PT / FT / MPT through ``tlsearch.transfer.run`` (imported lazily)."""
     try:
         transfer = importlib.import_module("tlsearch.transfer.run")
@@ -133,11 +155,13 @@ def run_transfer(job: JobConfig, workdir: Path) -> dict[str, Any]:
         first = job.mpt_data[0].model_copy(update={"test": None, "target": None})
         cfg = training_run_config(job, first, workdir, split=False)
         specs = {ref.name: ref.data for ref in job.mpt_data}
-        return transfer.mpt_pretrain_run(cfg, specs, exclude=job.excluded_target, progress=False)
+        return transfer.mpt_pretrain_run(
+            cfg, specs, exclude=job.excluded_target, progress=False, checkpoints=checkpoints
+        )
     ref = _data(job)
     cfg = training_run_config(job, ref, workdir)
     if job.kind == "pretrain":
-        return transfer.pretrain_run(cfg, size=ref.size, progress=False)
+        return transfer.pretrain_run(cfg, size=ref.size, progress=False, checkpoints=checkpoints)
     if not job.pretrained or not job.strategy:
         raise ValueError("a finetune job needs 'pretrained' and 'strategy'")
     return transfer.finetune_run(
@@ -147,6 +171,7 @@ def run_transfer(job: JobConfig, workdir: Path) -> dict[str, Any]:
         size=ref.size,
         sampling=ref.sampling,
         progress=False,
+        checkpoints=checkpoints,
     )
 
 

@@ -3,8 +3,8 @@
 Layout: ``<storage>/pretrained/<key>/`` holding ``model.pt`` (and everything the PT run wrote),
 ``job.json`` and, written last, ``_COMPLETE.json`` (the PT metrics). ``key`` hashes what decides
 the model: the source data's content (file bytes, or the spec string for ``matminer:``,
-``generated:``...), the size, the seed, the recipe and the architecture; not where or how it
-ran (workers, threads, cache folders).
+``generated:``...), the size, the seed, the recipe, the architecture and the DDP worker count
+(when more than one); not where or how else it ran (threads, devices, cache folders).
 
 Concurrency: a PT job runs once cluster-wide, held by :func:`tlsearch.search.claims.exclusive`
 on ``pretrained/<key>``: on local disk and NFS a file lock (``<key>.lock``), on object stores
@@ -46,6 +46,9 @@ EXECUTION_FIELDS = {
     "gpus_per_worker",
     "label",
     "pt_size",
+    "checkpoint_every",
+    "resume_uri",
+    "max_failures",
 }
 EXECUTION_TRAIN_FIELDS = {"num_threads", "device", "log_every"}
 
@@ -105,8 +108,16 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:
 
 
 def pretrain_key(job: JobConfig) -> str:
-    """20 hex digits identifying the model ``job`` produces."""
+    """20 hex digits identifying the model ``job`` produces.
+
+    A DDP job (``num_workers > 1``) runs the one-process recipe (same global batch, schedule,
+    early stopping), but its BatchNorm normalises each rank's slice of a batch, so its model is
+    another one: the worker count enters the key then (and only then, so one-process keys are
+    unchanged).
+    """
     content = job.model_dump(exclude=EXECUTION_FIELDS)
+    if job.num_workers > 1:
+        content["ddp_workers"] = job.num_workers
     content["train"] = {k: v for k, v in job.train.items() if k not in EXECUTION_TRAIN_FIELDS}
     for ref in [content.get("data"), *content.get("mpt_data", [])]:
         if ref:

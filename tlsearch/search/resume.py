@@ -47,6 +47,8 @@ RUN_SETTINGS = (
     "description",
     "max_concurrent",
     "max_failures",
+    "checkpoint_every",
+    "pretrain.checkpoint_every",
     "tensorboard",
     "resources",
     "pretrain.resources",

@@ -77,6 +77,9 @@ class SearchSpec(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: PositiveInt | None = None
     max_failures: int = Field(2, ge=0)
+    #: Seed-runs: save the training state every this many epochs (``<search>/resume/``) so a
+    #: retried trial resumes there; None: never. PT jobs: ``pretrain.checkpoint_every``.
+    checkpoint_every: PositiveInt | None = None
     tensorboard: bool = False
     pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
     testing: TestingHooks = Field(default_factory=TestingHooks)

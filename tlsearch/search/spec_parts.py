@@ -209,6 +209,10 @@ class PretrainSpec(StrictModel):
             GPU). A one-worker PT job trains in its trial: give it a GPU (or a fraction of
             one) with ``resources``.
         resources: resources of a PT trial (default: the spec's ``resources``).
+        checkpoint_every: save a PT job's training state every this many epochs in the
+            storage (``pretrained/_resume/<key>``), so a preempted or failed job resumes
+            there when Tune or Ray Train retries it (:mod:`tlsearch.search.checkpoints`);
+            null: never (a retry starts again from epoch 1).
     """
 
     seed_mode: Literal["shared", "per_seed"] = "shared"
@@ -218,6 +222,7 @@ class PretrainSpec(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     resources: Resources | None = None
+    checkpoint_every: PositiveInt | None = 10
 
     @model_validator(mode="after")
     def _ddp_gpus(self) -> PretrainSpec:

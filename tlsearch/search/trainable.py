@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
+from tlsearch.search.checkpoints import pretrain_resume_uri, seed_run_resume_uri
 from tlsearch.search.claims import exclusive
 from tlsearch.search.compile import is_pretrain_point
 from tlsearch.search.gpu_memory import cap_gpu_memory, retry_out_of_memory, trial_gpu_share
@@ -207,8 +208,8 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
         row["config_json"] = job.model_dump_json()
 
         def attempt(job: JobConfig) -> tuple[Path, dict[str, Any]]:
-            workdir = env.workdir(run_id)  # emptied: a retry starts clean
-            return workdir, job_fn(job, workdir)
+            workdir = env.workdir(run_id)  # emptied: a retry starts clean (or resumes)
+            return workdir, job_fn(with_seed_run_checkpoints(env, job, run_id), workdir)
 
         (workdir, metrics), job, note = retry_out_of_memory(job, attempt, f"seed-run {run_id}")
         row["config_json"] = job.model_dump_json()  # the batch size it trained at
@@ -282,7 +283,9 @@ def _ensure_pt_row(
     start = time.perf_counter()
     try:
         pretrained, trained, note = retry_out_of_memory(
-            job, lambda j: ensure_pretrained(j, env.spec.storage, job_fn), f"PT job {run_id}"
+            job,
+            lambda j: ensure_pretrained(with_pt_checkpoints(env, j), env.spec.storage, job_fn),
+            f"PT job {run_id}",
         )
     except DETERMINISTIC_ERRORS as exc:
         logger.warning("PT job %s failed (recorded, not retried): %s", run_id, error_text(exc))
@@ -302,6 +305,27 @@ def _ensure_pt_row(
         row["checkpoint_uri"] = join(pretrained.uri, "model.pt")
         store.write(finish(row))
     return row, pretrained
+
+
+def with_seed_run_checkpoints(env: TrialEnv, job: JobConfig, run_id: str) -> JobConfig:
+    """``job`` saving its training state every ``checkpoint_every`` epochs (when set)."""
+    every = env.spec.checkpoint_every
+    if every is None:
+        return job
+    uri = seed_run_resume_uri(env.search_dir, run_id)
+    return job.model_copy(update={"checkpoint_every": every, "resume_uri": uri})
+
+
+def with_pt_checkpoints(env: TrialEnv, job: JobConfig) -> JobConfig:
+    """PT ``job`` saving its training state every ``pretrain.checkpoint_every`` epochs (when
+    set) where any retry of it, in any search on this storage, finds it; and restarting dead
+    DDP workers up to ``max_failures`` times."""
+    update: dict[str, Any] = {"max_failures": env.spec.max_failures}
+    every = env.spec.pretrain.checkpoint_every
+    if every is not None:
+        uri = pretrain_resume_uri(env.spec.storage, pretrain_key(job))
+        update.update(checkpoint_every=every, resume_uri=uri)
+    return job.model_copy(update=update)
 
 
 def _as_recorded(job: JobConfig, row: dict[str, Any] | None) -> JobConfig:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from tlsearch.graphs.batch import GraphBatch
 from tlsearch.training.config import TrainConfig
 from tlsearch.training.losses import MPTLossDenominator, masked_l1
 from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
+from tlsearch.training.resume import EpochCheckpoints, recipe_fingerprint, usable_state
+
+if TYPE_CHECKING:
+    from tlsearch.training.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
@@ -145,13 +149,17 @@ class GraphLoader:
     def batches(self, epoch: int = 0) -> Iterator[GraphBatch]:
         """The batches of pass ``epoch`` with ``targets`` and ``target_mask`` set (if known)."""
         for chunk in batch_chunks(self.order(epoch), self.batch_size):
-            batch = self.store.collate(chunk.tolist())
-            if self.targets is not None:
-                values = torch.from_numpy(self.targets[chunk])
-                mask = torch.isfinite(values)
-                batch.targets = torch.where(mask, values, torch.zeros_like(values))
-                batch.target_mask = mask
-            yield batch
+            yield self.batch_of(chunk)
+
+    def batch_of(self, chunk: np.ndarray) -> GraphBatch:
+        """One batch of the store positions ``chunk``, with targets and mask (if known)."""
+        batch = self.store.collate(chunk.tolist())
+        if self.targets is not None:
+            values = torch.from_numpy(self.targets[chunk])
+            mask = torch.isfinite(values)
+            batch.targets = torch.where(mask, values, torch.zeros_like(values))
+            batch.target_mask = mask
+        return batch
 
 
 class BatchSource(Protocol):
@@ -273,15 +281,19 @@ def train_one_epoch(
     device: torch.device,
     epoch: int,
     denominator: MPTLossDenominator = "n_properties",
+    distributed: Distributed | None = None,
 ) -> EpochStats:
     """One pass over ``loader`` (scheduler stepped every batch); stops at a non-finite loss.
 
     The epoch loss averages the batch losses weighted by what each averages over: known
-    entries (``mse``/``l1``) or structures with a known property (``masked_l1``).
+    entries (``mse``/``l1``) or structures with a known property (``masked_l1``). With
+    ``distributed``, a rank whose loss turns non-finite finishes the epoch (its peers wait in
+    the same gradient collectives), and the loss, structures and divergence are summed over
+    the ranks at the end, so every rank returns the same statistics.
     """
     model.train()
     start = time.perf_counter()
-    total, weight, structures = 0.0, 0.0, 0
+    total, weight, structures, bad = 0.0, 0.0, 0, False
     with out_of_memory_named(loader, device, "training"):  # an OOM is no divergence
         for batch in loader.batches(epoch):
             batch = batch.to(device)
@@ -291,17 +303,23 @@ def train_one_epoch(
             loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind, denominator)
             value = float(loss.detach())
             if not math.isfinite(value):
-                return EpochStats(value, structures, time.perf_counter() - start, diverged=True)
+                if distributed is None:
+                    return EpochStats(value, structures, time.perf_counter() - start, True)
+                bad = True
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             known = _batch_weight(batch, loss_kind)
-            total += value * known
+            total += value * known if math.isfinite(value) else 0.0
             weight += known
             structures += batch.num_graphs
-    return EpochStats(total / max(weight, 1.0), structures, time.perf_counter() - start)
+    if distributed is not None:
+        total, weight, count, flags = distributed.sum([total, weight, structures, float(bad)])
+        structures, bad = int(count), flags > 0
+    seconds = time.perf_counter() - start
+    return EpochStats(math.nan if bad else total / max(weight, 1.0), structures, seconds, bad)
 
 
 def _batch_weight(batch: GraphBatch, loss_kind: str) -> float:
@@ -347,10 +365,19 @@ def validate(
     device: torch.device,
     loss_kind: str,
     denominator: MPTLossDenominator = "n_properties",
+    distributed: Distributed | None = None,
 ) -> tuple[float, float]:
-    """(loss, MAE) of ``model`` on ``val`` in normalised units, over the known targets."""
+    """(loss, MAE) of ``model`` on ``val`` in normalised units, over the known targets.
+
+    With ``distributed``, ``val`` is this rank's shard and the scores are those of every
+    rank's predictions together (the same on every rank).
+    """
     _, pred, true = predict_batches(model, val, device)
-    if true is None:
+    if distributed is not None:
+        empty = np.zeros((0, pred.shape[1] if pred.ndim == 2 else 0))
+        pred = distributed.gather_rows(pred)
+        true = distributed.gather_rows(empty if true is None else true)
+    if true is None or true.size == 0 and pred.size > 0:
         raise ValueError("validation batches need targets")
     return validation_scores(pred, true, loss_kind, denominator)
 
@@ -447,6 +474,7 @@ class FitResult:
         monitor: the history column that chose ``best_epoch`` and early stopping
             (:func:`monitored_metric`: ``val_mae``, or ``val_loss`` for ``masked_l1``).
         best_val_loss: the validation loss of the best epoch (normalised units).
+        resumed_from_epoch: the checkpointed epoch training resumed after (None: from 1).
     """
 
     best_epoch: int | None
@@ -460,6 +488,7 @@ class FitResult:
     best_state: dict[str, Any] | None = field(default=None, repr=False)
     monitor: str = "val_mae"
     best_val_loss: float = math.nan
+    resumed_from_epoch: int | None = None
 
 
 def _progress_bar(total: int, enabled: bool) -> tqdm:
@@ -481,6 +510,8 @@ def fit(
     device: torch.device | None = None,
     named_parameters: NamedParameters | None = None,
     progress: bool = True,
+    distributed: Distributed | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``, validating on ``val`` every epoch; restore the best weights.
 
@@ -493,10 +524,20 @@ def fit(
         named_parameters: parameters to optimise (default: ``model.named_parameters()``); only
             those with ``requires_grad`` are used, so frozen layers stay frozen.
         progress: show a tqdm bar over epochs (only on a terminal).
+        distributed: train as one rank of a DDP job (:mod:`tlsearch.training.distributed`):
+            ``model`` is wrapped in ``DistributedDataParallel``, ``train`` yields this rank's
+            slices of the global batches and ``val`` its shard of the validation set; every
+            rank validates on all ranks' predictions and so stops at the same epoch with the
+            same best weights. Only rank 0 logs.
+        checkpoints: save the loop's state every ``checkpoints.every`` epochs and resume from
+            the one it holds (:mod:`tlsearch.training.resume`); ``train_seconds`` then counts
+            the epochs trained before the interruption too.
     """
-    device = device or select_device(cfg.device)
+    device = device or (distributed.device if distributed else select_device(cfg.device))
     seed_everything(cfg.seed)
     model.to(device)
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    main = distributed is None or distributed.is_main
     optimizer = build_optimizer(
         named_parameters if named_parameters is not None else model.named_parameters(), cfg
     )
@@ -507,16 +548,25 @@ def fit(
     history: list[dict[str, float]] = []
     best_state: dict[str, Any] | None = None
     diverged = early_stopped = False
-    step_seconds, structures = 0.0, 0
+    step_seconds, structures, elapsed_before = 0.0, 0, 0.0
+    fingerprint = recipe_fingerprint(cfg, train.num_structures, len(train))
+    state = usable_state(checkpoints, fingerprint, cfg.epochs)
+    if state is not None:
+        best_state, history = state["best_state"], state["history"]
+        step_seconds, structures, elapsed_before = state["counters"]
+        _restore(state, inner, optimizer, scheduler, stopper)
+    first_epoch = 1 if state is None else int(state["epoch"]) + 1
     start = time.perf_counter()
-    bar = _progress_bar(cfg.epochs, progress)
+    bar = _progress_bar(cfg.epochs, progress and main)
+    bar.update(first_epoch - 1)
     epoch = 0
     with contextlib.closing(bar):
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first_epoch, cfg.epochs + 1):
             lr = float(optimizer.param_groups[0]["lr"])
             stats = train_one_epoch(
-                model, train, optimizer, scheduler, cfg.loss, device, epoch, denominator
-            )
+                model, train, optimizer, scheduler, cfg.loss, device, epoch, denominator,
+                distributed,
+            )  # fmt: skip
             step_seconds += stats.seconds
             structures += stats.structures
             if stats.diverged:
@@ -526,13 +576,15 @@ def fit(
                 history.append(_row(epoch, stats, math.nan, math.nan, lr))
                 diverged = True
                 break
-            val_loss, val_mae = validate(model, val, device, cfg.loss, denominator)
+            if distributed is not None:
+                distributed.broadcast_buffers(inner)  # rank 0's BatchNorm statistics
+            val_loss, val_mae = validate(inner, val, device, cfg.loss, denominator, distributed)
             history.append(_row(epoch, stats, val_loss, val_mae, lr))
             if stopper.update(epoch, history[-1][monitor]):
                 best_state = copy.deepcopy(model.state_dict())
             bar.update(1)
             bar.set_postfix(train_loss=f"{stats.loss:.4g}", val_mae=f"{val_mae:.4g}")
-            if epoch % cfg.log_every == 0 or epoch == 1:
+            if main and (epoch % cfg.log_every == 0 or epoch == 1):
                 logger.info(
                     "epoch %d/%d train_loss %.5g val_loss %.5g val_mae %.5g (best %s %.5g @ %s)",
                     epoch, cfg.epochs, stats.loss, val_loss, val_mae, monitor, stopper.best,
@@ -551,9 +603,16 @@ def fit(
                     epoch, monitor, stopper.bad_epochs,
                 )  # fmt: skip
                 break
+            if checkpoints is not None and epoch % checkpoints.every == 0 and epoch < cfg.epochs:
+                counters = (step_seconds, structures, elapsed_before + time.perf_counter() - start)
+                checkpoints.save(
+                    {"fingerprint": fingerprint, "epoch": epoch, "history": history,
+                     "best_state": best_state, "counters": counters,
+                     **_loop_state(inner, optimizer, scheduler, stopper)}
+                )  # fmt: skip
     if best_state is not None:
         model.load_state_dict(best_state)
-    seconds = time.perf_counter() - start
+    seconds = elapsed_before + time.perf_counter() - start
     best_row = history[stopper.best_epoch - 1] if stopper.best_epoch is not None else {}
     return FitResult(
         best_epoch=stopper.best_epoch,
@@ -567,7 +626,44 @@ def fit(
         best_state=best_state,
         monitor=monitor,
         best_val_loss=best_row.get("val_loss", math.inf),
+        resumed_from_epoch=None if state is None else int(state["epoch"]),
     )
+
+
+def _loop_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    stopper: EarlyStopping,
+) -> dict[str, Any]:
+    """What an epoch leaves behind besides the history and the best weights."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "stopper": {
+            "best": stopper.best,
+            "best_epoch": stopper.best_epoch,
+            "bad_epochs": stopper.bad_epochs,
+        },  # fmt: skip
+        "rng": torch.get_rng_state(),
+    }
+
+
+def _restore(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    stopper: EarlyStopping,
+) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    for name, value in state["stopper"].items():
+        setattr(stopper, name, value)
+    torch.set_rng_state(state["rng"])
 
 
 def _row(epoch: int, stats: EpochStats, val_loss: float, val_mae: float, lr: float) -> dict:

@@ -34,6 +34,7 @@ from tlsearch.structures.overlap import check_test_overlap
 from tlsearch.structures.records import LoadResult, StructureRecord
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import RunConfig
+from tlsearch.training.distributed import Distributed, ShardedTrainBatches
 from tlsearch.training.loop import (
     BatchSource,
     FitResult,
@@ -44,6 +45,7 @@ from tlsearch.training.loop import (
     select_device,
 )
 from tlsearch.training.metrics import json_safe, target_metrics
+from tlsearch.training.resume import EpochCheckpoints
 from tlsearch.training.scaler import Mode, TargetScaler
 from tlsearch.training.splits import train_val_split
 
@@ -119,6 +121,8 @@ def train_run(
     provenance: dict[str, Any] | None = None,
     train_records: LoadResult | None = None,
     training_form: FormFactory | None = None,
+    distributed: Distributed | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> dict[str, Any]:
     """Train, validate and (if ``cfg.test``) test one model; returns the ``metrics.json`` dict.
 
@@ -138,12 +142,20 @@ def train_run(
         training_form: wraps the built model into what :func:`fit` trains and evaluation
             predicts with (default :func:`graph_form`: the model on graph batches); the model
             itself is saved.
+        distributed: run as one rank of a DDP job (every rank calls ``train_run`` with the
+            same ``cfg``, each with its own ``out_dir``): the same data, scaler, sample and
+            split on every rank, :func:`fit` trains across them
+            (:mod:`tlsearch.training.distributed`), and only rank 0 evaluates and writes the
+            outputs; the other ranks return ``{"rank": r, "epochs_run": n}`` after training.
+        checkpoints: mid-training checkpoints to save and resume from
+            (:mod:`tlsearch.training.resume`); ``metrics.json``'s ``resumed_from_epoch`` says
+            whether this run resumed.
     """
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads is not None:
         torch.set_num_threads(cfg.train.num_threads)
-    device = select_device(cfg.train.device)
+    device = distributed.device if distributed else select_device(cfg.train.device)
 
     train_data = prepare_run_data(
         cfg, cfg.data, names=None, role="training", progress=progress, loaded=train_records
@@ -171,8 +183,10 @@ def train_run(
 
     model, result, form = train_model(
         resolved, train_data, scaler, train_idx, val_idx, device, progress, model_factory,
-        training_form,
+        training_form, distributed, checkpoints,
     )  # fmt: skip
+    if distributed is not None and not distributed.is_main:
+        return {"rank": distributed.rank, "epochs_run": result.epochs_run}
     write_history_csv(out / "history.csv", result.history)
     save_model(
         out / "model.pt",
@@ -191,6 +205,8 @@ def train_run(
     if form.info:
         metrics["frozen_trunk"] = form.info  # updated in place by the test loader below
     metrics["n_train"], metrics["n_val"] = len(train_idx), len(val_idx)
+    metrics["ddp_workers"] = distributed.world if distributed is not None else 1
+    metrics["resumed_from_epoch"] = result.resumed_from_epoch
     val_loader = form.loader(
         train_data, val_idx, scaler.transform(train_data.targets), resolved.train.batch_size
     )
@@ -284,12 +300,16 @@ def train_model(
     progress: bool,
     model_factory: ModelFactory | None = None,
     training_form: FormFactory | None = None,
+    distributed: Distributed | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> tuple[torch.nn.Module, FitResult, TrainingForm]:
     """Seed, build the model (default: a fresh ALIGNN), put it in its training form (default:
     graphs) and fit it; returns the model with its best weights, the result and the form.
 
     ``result.train_seconds`` includes building the form's loaders (e.g. computing cached
-    trunk features).
+    trunk features). With ``distributed``, the form's module trains wrapped in DDP on this
+    rank's slices of the batches and shard of the validation set; the form and the model
+    returned are unwrapped.
     """
     seed_everything(cfg.train.seed)
     model = ALIGNN(cfg.model) if model_factory is None else model_factory(cfg, data.target_names)
@@ -298,9 +318,17 @@ def train_model(
     targets = scaler.transform(data.targets)
     batch_size = cfg.train.resolve_batch_size(len(train_idx) + len(val_idx))  # the pool
     train = form.loader(data, train_idx, targets, batch_size, shuffle=True, seed=cfg.train.seed)
+    module = form.module
+    if distributed is not None:
+        train = ShardedTrainBatches(train, distributed)
+        val_idx = distributed.shard(val_idx)
+        module = distributed.wrap(module)
     val = form.loader(data, val_idx, targets, batch_size)
     prepare_seconds = time.perf_counter() - start
-    result = fit(form.module, train, val, cfg.train, device=device, progress=progress)
+    result = fit(
+        module, train, val, cfg.train, device=device, progress=progress,
+        distributed=distributed, checkpoints=checkpoints,
+    )  # fmt: skip
     result.train_seconds += prepare_seconds
     logger.info(
         "trained %d epochs in %.1f s (best epoch %s, val MAE %.5g normalised%s%s)",

@@ -24,6 +24,8 @@ from tlsearch.structures.load import load_data
 from tlsearch.structures.records import LoadResult, StructureRecord
 from tlsearch.training.checkpoint import FORMAT, bundle_from_payload, model_from_bundle
 from tlsearch.training.config import RunConfig
+from tlsearch.training.distributed import Distributed
+from tlsearch.training.resume import EpochCheckpoints
 from tlsearch.training.run import PreparedData, train_run
 from tlsearch.transfer.frozen_trunk import frozen_trunk_form
 from tlsearch.transfer.mpt_corpus import MPTCorpus, build_corpus, exclude_target
@@ -105,18 +107,28 @@ def ft_sample(size: int | None, method: str, seed: int):
 # --- runs ------------------------------------------------------------------------------------
 
 
-def pretrain_run(run: RunConfig, size: int | None = None, progress: bool = True) -> dict[str, Any]:
+def pretrain_run(
+    run: RunConfig,
+    size: int | None = None,
+    progress: bool = True,
+    distributed: Distributed | None = None,
+    checkpoints: EpochCheckpoints | None = None,
+) -> dict[str, Any]:
     """Pre-train on ``run.data`` (optionally a random subset of ``size``, as "BG(50K)").
 
     The checkpoint records its provenance: source, size, seed (plus config, scaler and graph
-    settings, as every ``model.pt``).
+    settings, as every ``model.pt``). ``distributed``: this process is one rank of a DDP job;
+    ``checkpoints``: mid-training checkpoints (both: see
+    :func:`tlsearch.training.run.train_run`).
     """
     provenance = {
         "kind": "pretrain", "pt_source": run.data, "pt_size": size, "seed": run.train.seed,
     }  # fmt: skip
+    if distributed is not None:
+        provenance["ddp_workers"] = distributed.world
     return train_run(
         run, progress=progress, select_pool=random_subset(size, run.train.seed),
-        provenance=provenance,
+        provenance=provenance, distributed=distributed, checkpoints=checkpoints,
     )  # fmt: skip
 
 
@@ -128,6 +140,7 @@ def finetune_run(
     sampling: str = "random",
     freeze_batchnorm_stats: bool = True,
     progress: bool = True,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a PT model on ``run.data`` with ``strategy``; scratch when ``pretrained`` is None.
 
@@ -142,6 +155,7 @@ def finetune_run(
         size: FT training set size drawn from ``run.data`` (None: all of it).
         sampling: ``random``, ``weighted`` or ``uniform`` (:mod:`tlsearch.transfer.sampling`).
         freeze_batchnorm_stats: keep frozen layers' BatchNorm statistics fixed.
+        checkpoints: mid-training checkpoints (:func:`tlsearch.training.run.train_run`).
 
     With frozen layers 1-6 and fixed statistics (``last_layer``, ``new_head``...), the trunk
     is computed once and the head trains on cached features, exactly
@@ -157,7 +171,10 @@ def finetune_run(
     if pretrained is None:
         if strategy != "scratch":
             raise ValueError(f"strategy {strategy!r} needs a pre-trained model (or use scratch)")
-        return train_run(run, progress=progress, select_pool=select, provenance=provenance)
+        return train_run(
+            run, progress=progress, select_pool=select, provenance=provenance,
+            checkpoints=checkpoints,
+        )  # fmt: skip
     pt_model, info = load_pretrained(pretrained)
     provenance.update({f"pt_{k}" if not k.startswith("pt_") else k: v for k, v in info.items()})
     if isinstance(pt_model, MultiPropertyALIGNN):
@@ -179,7 +196,7 @@ def finetune_run(
     run = run.model_copy(update={"model": type(pt_model.config)(**widths)})
     return train_run(
         run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
-        training_form=frozen_trunk_form,
+        training_form=frozen_trunk_form, checkpoints=checkpoints,
     )  # fmt: skip
 
 
@@ -216,6 +233,7 @@ def mpt_pretrain_run(
     exclude_specs: Sequence[str] = (),
     head_layers: int = 1,
     progress: bool = True,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> dict[str, Any]:
     """Multi-property pre-training (Sec. 2.6): one trunk, one head per property, masked L1.
 
@@ -223,6 +241,7 @@ def mpt_pretrain_run(
     or ``known``); early stopping and the best epoch follow the validation value of that loss
     (``early_stopping_monitor: val_loss`` in ``metrics.json``), not the MAE pooled over
     properties. ``metrics.json`` records ``loss`` and ``mpt_loss_denominator``.
+    ``checkpoints``: mid-training checkpoints (:func:`tlsearch.training.run.train_run`).
     """
     corpus, report = build_mpt_corpus(datasets, exclude, exclude_specs, run.data_home)
     records = LoadResult(corpus.records, [], source="mpt:" + "+".join(corpus.properties))
@@ -238,5 +257,5 @@ def mpt_pretrain_run(
     }  # fmt: skip
     return train_run(
         run, progress=progress, model_factory=factory, provenance=provenance,
-        train_records=records,
+        train_records=records, checkpoints=checkpoints,
     )  # fmt: skip
