@@ -177,3 +177,16 @@ def test_an_errored_trial_is_named_with_its_last_error_line(tmp_path):
     text = trial_error_text(trial)
     assert "(scratch T:4 seed 2) errored after 3 attempt(s): RuntimeError: node died" in text
     assert str(error) in text
+
+
+def test_the_first_progress_line_comes_soon_after_a_boot(monkeypatch):
+    from tlsearch.search import console as console_module
+
+    monkeypatch.setattr(console_module.time, "monotonic", lambda: 5.0)  # 5 s of uptime
+    stream = io.StringIO()
+    console = ConsoleProgress(stream, interval_s=30)
+    state = SearchState("s", "/x", planned=2, planned_pretrain=0, tune_log=None)
+    console.start(state, [])
+    state.add([_row("a0")])
+    console.rows(state, [_row("a0")])
+    assert stream.getvalue().startswith("[0:00:00] seed-runs 1/2")

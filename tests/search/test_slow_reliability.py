@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.search.conftest import FAKE_JOB, REPO, executions
+from tests.search.conftest import FAKE_JOB, REPO, _no_ray_here, executions
 from tlsearch.results.store import RunStore
 from tlsearch.search.driver import run_search
 from tlsearch.search.spec import SearchSpec, load_spec
@@ -48,13 +48,6 @@ def slow_fake_spec(tmp_path: Path, sleep: float = 1.5, **over) -> dict:
     }
     spec.update(over)
     return spec
-
-
-def _no_ray_here() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def _cli(spec_path: Path, *extra: str) -> subprocess.Popen:
@@ -134,23 +127,6 @@ def _matches(config_json: str | None, lr: float, seed: int) -> bool:
 
     job = json.loads(config_json or "{}")
     return job.get("seed") == seed and job.get("train", {}).get("learning_rate") == lr
-
-
-@pytest.fixture
-def two_node_cluster():
-    """A head (driver only, no CPU) and two 1-CPU worker nodes on loopback."""
-    from ray.cluster_utils import Cluster
-
-    _no_ray_here()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    import ray
-
-    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield cluster, workers
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def test_worker_node_removed_mid_search(tmp_path, two_node_cluster):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -95,7 +96,7 @@ class ConsoleProgress(Sink):
         self._bar: Any = None
         self._best: Any = None
         self._redirect: contextlib.ExitStack | None = None
-        self._last_line = 0.0
+        self._last_line = -math.inf  # monotonic() can be below interval_s after a boot
         self._shown: str | None = None
 
     def start(self, state: SearchState, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,77 @@
+"""Short versions, in the default suite, of the slow fault tests (tests/search/
+test_slow_reliability.py): the driver and its Ray SIGKILLed mid-search then ``--resume``d, and a
+worker node removed mid-search, each on 4 seed-runs of a fake job (issue 14). "Nothing lost":
+planned = completed, no duplicate run id, and nothing recorded before the fault trained again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import yaml
+
+from tests.search.conftest import _no_ray_here, executions
+from tests.search.test_slow_reliability import (
+    _cli,
+    _lr_seed,
+    _matches,
+    _wait_for_rows,
+    slow_fake_spec,
+)
+from tlsearch.results.store import RunStore
+from tlsearch.search.driver import run_search
+from tlsearch.search.spec import SearchSpec
+
+FOUR = {"lr": [1e-3, 2e-3], "seeds": [0, 1]}  # 2 configurations x 2 seeds
+
+
+def test_driver_sigkilled_then_resumed_loses_and_repeats_nothing(tmp_path):
+    _no_ray_here()
+    data = slow_fake_spec(tmp_path, sleep=2.0, max_concurrent=1, **FOUR)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    store = RunStore.for_search(data["storage"], data["name"])
+    proc = _cli(spec_path)
+    try:
+        _wait_for_rows(store, 1, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = {r["run_id"]: r["config_json"] for r in store.rows()}
+    assert 1 <= len(before) < 4, "the search was not interrupted mid-way"
+
+    resumed = _cli(spec_path, "--resume")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out[-3000:]
+    assert "planned 4, completed 4, failed 0, diverged 0, remaining 0" in out
+    rows = store.rows()
+    assert len(rows) == 4 and len({r["run_id"] for r in rows}) == 4
+    ran = Counter(executions(tmp_path))
+    again = [line for line, n in ran.items() if n > 1
+             and any(_matches(cfg, *_lr_seed(line)) for cfg in before.values())]  # fmt: skip
+    assert not again, f"recorded before the kill and trained again: {again}"
+
+
+def test_a_worker_node_removed_mid_search_loses_nothing(tmp_path, two_node_cluster):
+    cluster, workers = two_node_cluster
+    spec = SearchSpec.model_validate(slow_fake_spec(tmp_path, sleep=2.0, **FOUR))
+    store = RunStore.for_search(spec.storage, spec.name)
+    removed = threading.Event()
+
+    def remove_a_node_mid_search():
+        while len(store.rows()) < 1:
+            time.sleep(0.2)
+        cluster.remove_node(workers[0])  # a running trial dies with it; the other node goes on
+        removed.set()
+
+    threading.Thread(target=remove_a_node_mid_search, daemon=True).start()
+    status = run_search(spec, verbose=0)
+    assert removed.is_set()
+    assert (status.planned, status.completed, status.failed, status.diverged) == (4, 4, 0, 0)
+    assert status.duplicates == 0 and status.remaining == 0
