@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_transfer_parsers(sub, _add_train_args, _add_runtime, _add_common)
 
+    from tlsearch.transfer.rank_cli import add_rank_parser
+
+    add_rank_parser(sub)
+
     from tlsearch.search.cli import add_runs_parser, add_search_parser
 
     add_search_parser(sub)
@@ -421,6 +425,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank_sources(args: argparse.Namespace) -> int:
+    """``tlsearch rank-sources`` (:mod:`tlsearch.transfer.rank_cli`)."""
+    from tlsearch.transfer.rank_cli import cmd_rank_sources as run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "predict": cmd_predict,
@@ -434,6 +445,7 @@ COMMANDS = {
     "analyze": lambda args: args.handler(args),
     "best-pair": lambda args: args.handler(args),
     "compare-paper": lambda args: args.handler(args),
+    "rank-sources": cmd_rank_sources,
 }
 
 

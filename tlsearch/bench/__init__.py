@@ -19,6 +19,9 @@ Sub-benchmarks (all by default):
 - ``frozen [--epochs N] [--size N]`` (run alone, not by default): FT seed-runs of the head-only
   strategies with the frozen trunk computed once (cached features) vs every epoch, wall time
   and ratios (:mod:`tlsearch.bench.frozen`).
+- ``rank-sources RESULTS`` (run alone): ``tlsearch rank-sources`` against what a finished search
+  fine-tuned: Spearman, best source in the top 2, ranking vs fine-tuning seconds
+  (:mod:`tlsearch.bench.rank`).
 
 Ratios are what to read; absolute times on shared machines are noise.
 """
@@ -88,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from tlsearch.bench.gpu import main as gpu_main
 
         return gpu_main(argv[1:])
+    if argv and argv[0] == "rank-sources":
+        from tlsearch.bench.rank import main as rank_main
+
+        return rank_main(argv[1:])
     if argv and argv[0] == "frozen":
         from tlsearch.bench.frozen import main as frozen_main
 

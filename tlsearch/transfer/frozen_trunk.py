@@ -438,10 +438,15 @@ class FrozenTrunkForm:
         return entry
 
     def _key(self, data: PreparedData) -> str:
-        h = hashlib.blake2b(digest_size=20)
-        graphs = graph_key(data.store, data.loaded.records)
-        h.update(f"trunk={self.trunk};graphs={graphs};device={self.device.type}".encode())
-        return h.hexdigest()
+        return feature_key(self.trunk, data, self.device)
+
+
+def feature_key(trunk: str, data: PreparedData, device: torch.device) -> str:
+    """The cache entry of a trunk (:func:`trunk_digest`) on a dataset's graphs and device type."""
+    h = hashlib.blake2b(digest_size=20)
+    graphs = graph_key(data.store, data.loaded.records)
+    h.update(f"trunk={trunk};graphs={graphs};device={device.type}".encode())
+    return h.hexdigest()
 
 
 def frozen_trunk_form(model: nn.Module, cfg: RunConfig, device: torch.device) -> TrainingForm:

@@ -1,0 +1,55 @@
+"""``tlsearch bench rank-sources``: on a finished search with two PT sources, every group with
+2+ sources gets both estimates per source, their rank correlation with the fine-tuned test MAE
+and the cost comparison."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.search.test_quickstart import QUICKSTART
+from tlsearch.bench import main as bench_main
+from tlsearch.search.driver import run_search
+from tlsearch.search.spec import load_spec
+
+
+def test_bench_rank_sources_on_a_search_with_two_sources(tmp_path, local_ray):
+    spec = load_spec(
+        QUICKSTART,
+        {
+            "storage": str(tmp_path / "results"),
+            "datasets": {
+                "near": {"data": "generated:80:11"},
+                "far": {"data": "generated2d:80:5"},
+                "target": {"data": "generated:50:12", "test": "generated:16:13"},
+            },
+            "pt_sources": ["near", "far"],
+            "pt_sizes": [None],
+            "ft_sizes": [20],
+            "scratch": False,
+            "strategies": ["last_layer"],
+            "seeds": [0, 1],
+            "train": {"epochs": 2, "batch_size": 8},
+            "model": {
+                "alignn_layers": 1,
+                "gcn_layers": 1,
+                "hidden_features": 16,
+                "embedding_features": 8,
+            },
+            "pretrain": {"train": {"epochs": 2}},
+        },  # fmt: skip
+    )
+    status = run_search(spec, verbose=0)
+    assert status.completed == 4 and status.pretrain_counts == {"ok": 2}
+    results = tmp_path / "results" / "quickstart"
+    assert bench_main(["rank-sources", str(results), "--cache-dir", str(tmp_path / "c")]) == 0
+    report = json.loads((results / "bench_rank_sources.json").read_text())
+    (group,) = report["groups"]
+    assert group["group"]["strategy"] == "last_layer" and group["group"]["ft_size"] == 20
+    assert {s["source"] for s in group["sources"]} == {"near", "far"}
+    assert all(s["seeds"] == 2 and s["n"] == 20 for s in group["sources"])
+    assert abs(group["spearman_probe"]) == pytest.approx(1.0)  # two sources: +-1
+    assert group["top2_probe"] is True
+    assert group["rank_seconds"] > 0 and group["ft_seconds"] > 0
+    assert report["summary"]["groups"] == 1
