@@ -79,7 +79,11 @@ def test_every_check_gets_a_row_and_a_failure_sets_the_exit_status():
 
 
 def test_the_checks_the_issue_asks_for_are_wired():
-    assert set(gpu.CHECK_FUNCTIONS) == set(gpu.CHECKS) == {"train", "memory", "ddp", "packing"}
+    assert (
+        set(gpu.CHECK_FUNCTIONS)
+        == set(gpu.CHECKS)
+        == {"train", "memory", "ddp", "packing", "precision"}
+    )
 
 
 def _args(**over) -> argparse.Namespace:
@@ -123,8 +127,14 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
     monkeypatch.setattr(gpu_memory, "cap_gpu_memory", lambda share: fractions.append(share))
 
     def fake_run_job(job, workdir):
-        calls["memory"] = job
-        return {"device": "cuda", "train_structures_per_second": 700.0}
+        precision = job.train.get("precision")
+        if precision is None:
+            calls["memory"] = job
+            return {"device": "cuda", "train_structures_per_second": 700.0}
+        calls[precision] = job
+        speed = {"fp32": 700.0, "tf32": 1400.0, "bf16": 2100.0}[precision]
+        return {"device": "cuda", "train_structures_per_second": speed, "precision": precision,
+                "test": {"mae": 0.02}}  # fmt: skip
 
     def fake_ddp(job, workdir):
         calls["ddp"] = job
@@ -146,8 +156,11 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
 
     monkeypatch.setattr(packing, "run_packing", fake_packing)
     results = gpu.run_checks(gpu.CHECKS, _args())
-    assert [r.status for r in results] == ["ok"] * 4, [r.result for r in results]
-    train_row, memory, ddp_row, packed = results
+    assert [r.status for r in results] == ["ok"] * 5, [r.result for r in results]
+    train_row, memory, ddp_row, packed, precision = results
+    assert "tf32 1400 structures/s (2.00x), test MAE 0.02" in precision.result
+    assert "bf16 2100 structures/s (3.00x)" in precision.result
+    assert calls["bf16"].train["device"] == "cuda" and calls["fp32"].kind == "scratch"
     assert "batch 16: 900 vs 400 structures/s (2.25x)" in train_row.result
     assert calls["train16"]["device"] == calls["train64"]["device"] == "cuda"
     assert memory.result.startswith("peak 3.00 GiB allocated, 4.00 GiB reserved, of the 35.0")

@@ -14,7 +14,10 @@ or ``skipped`` (why), so one failing check does not hide the others:
 3. ``ddp``: a PT job through the DDP path (:func:`tlsearch.search.ddp.run_ddp_pretrain`: Ray
    Train, NCCL, one GPU per worker) on up to 2 GPUs: it runs its epochs on CUDA, throughput;
 4. ``packing``: 4 FT trials at ``gpu: 0.25`` vs one at ``gpu: 1`` (``tlsearch bench packing``
-   with fewer runs and epochs by default), aggregate structures/s and their ratio.
+   with fewer runs and epochs by default), aggregate structures/s and their ratio;
+5. ``precision``: a short scratch run of the paper's model on DC (``dc_trial1_800`` and its test
+   set when ``../shared`` is there, else generated data) at ``train.precision`` fp32, tf32
+   and bf16: training structures/s (and the ratio to fp32) and the test MAE of each.
 
 Exit status: 0 when no check failed, 1 when one did, 2 without a usable GPU.
 """
@@ -35,7 +38,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-CHECKS = ("train", "memory", "ddp", "packing")
+CHECKS = ("train", "memory", "ddp", "packing", "precision")
 NO_GPU_EXIT = 2
 GIB = 1024**3
 PACKED_SHARE = 0.25
@@ -224,11 +227,44 @@ def check_packing(args: argparse.Namespace) -> CheckResult:
     )
 
 
+def check_precision(args: argparse.Namespace) -> CheckResult:
+    """The paper's model on DC at fp32, tf32 and bf16: speed and accuracy of each."""
+    from tlsearch.search.jobs import DataRef, JobConfig, run_job
+
+    data, test = args.data_root / "dc" / "dc_trial1_800.json.gz", args.data_root.parent / "test"
+    if data.is_file() and (test / "dc_test.json.gz").is_file():
+        ref, what = DataRef(name="DC", data=str(data), test=str(test / "dc_test.json.gz")), "DC800"
+    else:
+        ref = DataRef(name="generated", data="generated:1000:41", size=800)
+        what = "generated 800"
+    numbers: dict[str, Any] = {}
+    for precision in ("fp32", "tf32", "bf16"):
+        train = {"epochs": args.precision_epochs, "device": "cuda", "precision": precision,
+                 "early_stopping_patience": None}  # fmt: skip
+        job = JobConfig(kind="scratch", seed=0, data=ref, train=train)
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = run_job(job, Path(tmp))
+        numbers[precision] = {
+            "structures_per_second": metrics["train_structures_per_second"],
+            "test_mae": (metrics.get("test") or {}).get("mae"),
+            "precision": metrics.get("precision"),
+        }
+    base = numbers["fp32"]["structures_per_second"]
+    parts = [
+        f"{name} {n['structures_per_second']:.0f} structures/s "
+        f"({n['structures_per_second'] / base:.2f}x), test MAE {n['test_mae']:.4g}"
+        for name, n in numbers.items()
+    ]
+    label = f"precision ({what}, {args.precision_epochs} epochs)"
+    return CheckResult(label, "ok", "; ".join(parts), numbers=numbers)
+
+
 CHECK_FUNCTIONS: dict[str, Callable[[argparse.Namespace], CheckResult]] = {
     "train": check_train,
     "memory": check_memory,
     "ddp": check_ddp,
     "packing": check_packing,
+    "precision": check_precision,
 }
 
 
@@ -275,8 +311,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tlsearch bench gpu",
         description="The GPU check: CUDA training throughput vs alignn, peak memory of a "
-        "gpu: 0.25 trial, the DDP path on NCCL, 4 trials at gpu 0.25 vs one at gpu 1; one "
-        "table. Exits 2 with one line on a node without a usable CUDA GPU.",
+        "gpu: 0.25 trial, the DDP path on NCCL, 4 trials at gpu 0.25 vs one at gpu 1, "
+        "fp32/tf32/bf16 on DC; one table. Exits 2 with one line on a node without a usable "
+        "CUDA GPU.",
     )
     arg = p.add_argument
     arg("--only", nargs="+", choices=CHECKS, default=list(CHECKS), help="checks to run")
@@ -290,6 +327,7 @@ def _parser() -> argparse.ArgumentParser:
     arg("--ddp-epochs", type=int, default=2)
     arg("--packing-runs", type=int, default=4, help="FT runs per packing phase")
     arg("--packing-epochs", type=int, default=3)
+    arg("--precision-epochs", type=int, default=20, help="precision check: epochs per run")
     arg("--address", help="Ray cluster for ddp and packing (default: a local Ray)")
     arg("--json", type=Path, help="also write every number here")
     return p

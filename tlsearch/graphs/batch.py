@@ -55,6 +55,14 @@ class GraphBatch:
     def num_triplets(self) -> int:
         return int(self.lg_index.shape[1])
 
+    def pin_memory(self) -> GraphBatch:
+        """The batch with every tensor in page-locked memory (for ``to(cuda, non_blocking)``)."""
+        kwargs = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kwargs[f.name] = v.pin_memory() if isinstance(v, torch.Tensor) else v
+        return GraphBatch(**kwargs)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> GraphBatch:
         """Move every tensor to ``device``; returns a new batch."""
         kwargs = {}

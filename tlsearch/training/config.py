@@ -98,6 +98,9 @@ class TrainConfig(BaseModel):
             pool) before any sample is drawn, so every run on it shares the units. Metrics are
             reported in physical units and, when a scaler is used, also in normalised units.
         log_every: write a log line every this many epochs.
+        precision: ``fp32`` (the paper's), ``tf32`` (TensorFloat-32 matmuls on CUDA) or
+            ``bf16`` (bfloat16 autocast of the training step on CUDA); on a CPU both others
+            train in fp32 (:mod:`tlsearch.training.precision`).
         frozen_trunk: fine-tuning only: train a frozen trunk's head on cached features where
             that is exact (:class:`FrozenTrunkConfig`).
     """
@@ -121,6 +124,7 @@ class TrainConfig(BaseModel):
     num_threads: int | None = Field(None, ge=1)
     target_normalisation: Literal["none", "paper", "standardise"] = "none"
     log_every: int = Field(10, ge=1)
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     frozen_trunk: FrozenTrunkConfig = Field(default_factory=FrozenTrunkConfig)
 
     def resolve_batch_size(self, n_structures: int) -> int:

@@ -27,6 +27,7 @@ from tlsearch.graphs.batch import GraphBatch
 from tlsearch.training.config import TrainConfig
 from tlsearch.training.losses import MPTLossDenominator, masked_l1
 from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
+from tlsearch.training.precision import effective_precision, matmul_precision, training_autocast
 from tlsearch.training.resume import EpochCheckpoints, recipe_fingerprint, usable_state
 
 if TYPE_CHECKING:
@@ -282,8 +283,15 @@ def train_one_epoch(
     epoch: int,
     denominator: MPTLossDenominator = "n_properties",
     distributed: Distributed | None = None,
+    precision: str = "fp32",
+    defer_loss: bool | None = None,
 ) -> EpochStats:
     """One pass over ``loader`` (scheduler stepped every batch); stops at a non-finite loss.
+
+    On CUDA the batch goes from pinned memory without blocking, the step runs under
+    ``precision``'s autocast, and the loss stays on the device until the epoch ends (a
+    non-finite one then marks the epoch diverged); on a CPU each batch loss is checked at once.
+    ``defer_loss`` chooses between the two loss paths (default: deferred on CUDA).
 
     The epoch loss averages the batch losses weighted by what each averages over: known
     entries (``mse``/``l1``) or structures with a known property (``masked_l1``). With
@@ -294,27 +302,40 @@ def train_one_epoch(
     model.train()
     start = time.perf_counter()
     total, weight, structures, bad = 0.0, 0.0, 0, False
+    cuda = device.type == "cuda"
+    defer = cuda if defer_loss is None else defer_loss
+    on_device = torch.zeros((), dtype=torch.float64, device=device)  # summed there, no sync
     with out_of_memory_named(loader, device, "training"):  # an OOM is no divergence
-        for batch in loader.batches(epoch):
-            batch = batch.to(device)
-            if batch.targets is None:
+        for host in loader.batches(epoch):
+            if host.targets is None:
                 raise ValueError("training batches need targets")
-            pred = forward_training(model, batch)
-            loss = masked_loss(pred, batch.targets, batch.target_mask, loss_kind, denominator)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                if distributed is None:
-                    return EpochStats(value, structures, time.perf_counter() - start, True)
-                bad = True
+            known = _batch_weight(host, loss_kind)  # from the host copy: no device sync
+            batch = host.pin_memory().to(device, non_blocking=True) if cuda else host.to(device)
+            with training_autocast(precision, device):
+                pred = forward_training(model, batch)
+                loss = masked_loss(
+                    pred.float(), batch.targets, batch.target_mask, loss_kind, denominator
+                )
+            if defer:  # the loss is read once per epoch: no host sync per step
+                on_device += loss.detach().double() * known
+            else:
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    if distributed is None:
+                        return EpochStats(value, structures, time.perf_counter() - start, True)
+                    bad = True
+                total += value * known if math.isfinite(value) else 0.0
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            known = _batch_weight(batch, loss_kind)
-            total += value * known if math.isfinite(value) else 0.0
             weight += known
             structures += batch.num_graphs
+    if defer:
+        total = float(on_device)
+        bad = bad or not math.isfinite(total)
+        total = 0.0 if bad else total
     if distributed is not None:
         total, weight, count, flags = distributed.sum([total, weight, structures, float(bad)])
         structures, bad = int(count), flags > 0
@@ -475,6 +496,7 @@ class FitResult:
             (:func:`monitored_metric`: ``val_mae``, or ``val_loss`` for ``masked_l1``).
         best_val_loss: the validation loss of the best epoch (normalised units).
         resumed_from_epoch: the checkpointed epoch training resumed after (None: from 1).
+        precision: the precision training ran in (:mod:`tlsearch.training.precision`).
     """
 
     best_epoch: int | None
@@ -489,6 +511,7 @@ class FitResult:
     monitor: str = "val_mae"
     best_val_loss: float = math.nan
     resumed_from_epoch: int | None = None
+    precision: str = "fp32"
 
 
 def _progress_bar(total: int, enabled: bool) -> tqdm:
@@ -549,6 +572,7 @@ def fit(
     best_state: dict[str, Any] | None = None
     diverged = early_stopped = False
     step_seconds, structures, elapsed_before = 0.0, 0, 0.0
+    precision = effective_precision(cfg.precision, device)
     fingerprint = recipe_fingerprint(cfg, train.num_structures, len(train))
     state = usable_state(checkpoints, fingerprint, cfg.epochs)
     if state is not None:
@@ -560,12 +584,12 @@ def fit(
     bar = _progress_bar(cfg.epochs, progress and main)
     bar.update(first_epoch - 1)
     epoch = 0
-    with contextlib.closing(bar):
+    with contextlib.closing(bar), matmul_precision(precision):
         for epoch in range(first_epoch, cfg.epochs + 1):
             lr = float(optimizer.param_groups[0]["lr"])
             stats = train_one_epoch(
                 model, train, optimizer, scheduler, cfg.loss, device, epoch, denominator,
-                distributed,
+                distributed, precision,
             )  # fmt: skip
             step_seconds += stats.seconds
             structures += stats.structures
@@ -627,6 +651,7 @@ def fit(
         monitor=monitor,
         best_val_loss=best_row.get("val_loss", math.inf),
         resumed_from_epoch=None if state is None else int(state["epoch"]),
+        precision=precision,
     )
 
 
