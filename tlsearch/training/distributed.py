@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tlsearch.graphs.batch import GraphBatch
-from tlsearch.training.loop import GraphLoader, batch_chunks
+from tlsearch.training.batches import GraphLoader, batch_chunks
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""The training loop: seeding, batches, loss, one epoch, evaluation, early stopping, ``fit``.
+"""The training loop: seeding, loss, one epoch, early stopping, ``fit``.
 
-Each concern is one function or class; :func:`fit` only composes them. Targets handed to the
+Each concern is one function or class; :func:`fit` only composes them. Batches come from
+:mod:`tlsearch.training.batches`, predictions and validation scores from
+:mod:`tlsearch.training.evaluate` (both importable from here too). Targets handed to the
 loaders are already normalised (see :mod:`tlsearch.training.scaler`); everything here works in
 those units.
 """
@@ -14,9 +16,8 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,8 +25,22 @@ from torch import nn
 from tqdm import tqdm
 
 from tlsearch.graphs.batch import GraphBatch
+from tlsearch.training.batches import (
+    BatchSource,
+    Collatable,
+    GraphLoader,
+    batch_chunks,
+    num_batches,
+)
 from tlsearch.training.config import TrainConfig
+from tlsearch.training.evaluate import (
+    monitored_metric,
+    predict_batches,
+    validate,
+    validation_scores,
+)
 from tlsearch.training.losses import MPTLossDenominator, masked_l1
+from tlsearch.training.oom import TrainingOutOfMemoryError, out_of_memory_named
 from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
 from tlsearch.training.precision import effective_precision, matmul_precision, training_autocast
 from tlsearch.training.resume import EpochCheckpoints, recipe_fingerprint, usable_state
@@ -52,126 +67,6 @@ def select_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {name!r} (use auto, cpu or cuda)")
     return torch.device(name)
-
-
-class Collatable(Protocol):
-    """What a loader needs from a graph store (``tlsearch.graphs.store.GraphStore``)."""
-
-    def __len__(self) -> int: ...
-
-    def collate(self, indices: Sequence[int]) -> GraphBatch: ...
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    """Batches of :func:`batch_chunks` for ``n`` structures: a lone last one is merged."""
-    full, rest = divmod(n, batch_size)
-    return full + (rest > 0) - (rest == 1 and full > 0 and batch_size > 1)
-
-
-def batch_chunks(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Consecutive chunks of ``batch_size`` of ``order``; a last chunk of ONE structure is merged
-    into the chunk before it (which then holds ``batch_size + 1``).
-
-    Why: BatchNorm in training mode needs more than one value per channel. A batch of one
-    structure gives one row to every BatchNorm over graphs (the new MLP layers of the
-    ``new_head*`` strategies, the MPT heads) and, when it is a 1-atom cell, one row to
-    ALIGNN's BatchNorm over atoms, and torch raises "Expected more than 1 value per channel
-    when training" (whenever n_train mod batch = 1). alignn's train loader drops the last
-    partial batch instead (``drop_last=True``); merging keeps every structure in every epoch.
-    Any batch of two or more structures has at least two graphs and two atoms, and a 1-atom
-    cell alone still has many bonds and bond pairs (24-36 and 576-1296 in the paper's data).
-    ``batch_size == 1`` is taken literally (nothing to merge), as is a single structure;
-    :func:`forward_training` then explains a BatchNorm failure.
-    """
-    chunks = [order[start : start + batch_size] for start in range(0, order.size, batch_size)]
-    if len(chunks) > 1 and chunks[-1].size == 1 and batch_size > 1:
-        chunks[-2:] = [np.concatenate(chunks[-2:])]
-    return chunks
-
-
-class GraphLoader:
-    """Batches over a subset of a graph store, with (normalised) targets attached.
-
-    Args:
-        store: the graph store.
-        indices: store positions in this subset.
-        targets: (len(store), P) float array aligned with the store, NaN where unknown; ``None``
-            for prediction without targets.
-        batch_size: structures per batch; the last batch may be smaller, and a last batch of
-            one structure joins the one before (``batch_size + 1`` then): see
-            :func:`batch_chunks`. Nothing is dropped.
-        shuffle: reshuffle every epoch with a ``torch.Generator`` seeded from (seed, epoch).
-        seed: shuffling seed.
-
-    The same batching serves training, validation and prediction: in eval mode BatchNorm uses
-    its running moments, so predictions do not depend on how structures are batched.
-    """
-
-    def __init__(
-        self,
-        store: Collatable,
-        indices: Sequence[int] | np.ndarray,
-        targets: np.ndarray | None,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.store = store
-        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if targets is not None:
-            targets = np.asarray(targets, dtype=np.float32)
-            if targets.ndim != 2 or targets.shape[0] != len(store):
-                raise ValueError(
-                    f"targets must be (len(store)={len(store)}, P), got shape {targets.shape}"
-                )
-        self.targets = targets
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-
-    @property
-    def num_structures(self) -> int:
-        return int(self.indices.size)
-
-    def __len__(self) -> int:
-        """Batches per pass."""
-        return num_batches(self.num_structures, self.batch_size)
-
-    def order(self, epoch: int = 0) -> np.ndarray:
-        """Store positions in the order of pass ``epoch``."""
-        if not self.shuffle:
-            return self.indices
-        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-        perm = torch.randperm(self.num_structures, generator=torch.Generator().manual_seed(seed))
-        return self.indices[perm.numpy()]
-
-    def batches(self, epoch: int = 0) -> Iterator[GraphBatch]:
-        """The batches of pass ``epoch`` with ``targets`` and ``target_mask`` set (if known)."""
-        for chunk in batch_chunks(self.order(epoch), self.batch_size):
-            yield self.batch_of(chunk)
-
-    def batch_of(self, chunk: np.ndarray) -> GraphBatch:
-        """One batch of the store positions ``chunk``, with targets and mask (if known)."""
-        batch = self.store.collate(chunk.tolist())
-        if self.targets is not None:
-            values = torch.from_numpy(self.targets[chunk])
-            mask = torch.isfinite(values)
-            batch.targets = torch.where(mask, values, torch.zeros_like(values))
-            batch.target_mask = mask
-        return batch
-
-
-class BatchSource(Protocol):
-    """Anything :func:`fit` can train or validate on (a :class:`GraphLoader` is one)."""
-
-    @property
-    def num_structures(self) -> int: ...
-
-    def __len__(self) -> int: ...
-
-    def batches(self, epoch: int = 0) -> Iterator[GraphBatch]: ...
 
 
 def masked_loss(
@@ -218,36 +113,6 @@ class EpochStats:
 
 
 BATCHNORM_ONE_VALUE = "Expected more than 1 value per channel when training"
-
-
-class TrainingOutOfMemoryError(RuntimeError):
-    """The device ran out of memory in a training or evaluation batch.
-
-    A resource problem, never a diverged model: :func:`fit` lets it propagate (no ``diverged``
-    result), and a search retries the run once at a smaller batch
-    (:mod:`tlsearch.search.gpu_memory`). ``batch_size`` is the loader's.
-    """
-
-    def __init__(self, message: str, batch_size: int | None = None) -> None:
-        super().__init__(message, batch_size)  # both in args: survives pickling (Ray)
-        self.batch_size = batch_size
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-@contextlib.contextmanager
-def out_of_memory_named(loader: Any, device: torch.device, what: str) -> Iterator[None]:
-    """Re-raise a CUDA out-of-memory as :class:`TrainingOutOfMemoryError` with the batch size."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError as exc:
-        batch_size = getattr(loader, "batch_size", None)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainingOutOfMemoryError(
-            f"{device} out of memory in a {what} batch (batch_size {batch_size}): {first}",
-            batch_size,
-        ) from exc
 
 
 def forward_training(model: nn.Module, batch: GraphBatch) -> torch.Tensor:
@@ -350,102 +215,6 @@ def _batch_weight(batch: GraphBatch, loss_kind: str) -> float:
     if loss_kind == "masked_l1":
         return float(batch.target_mask.any(dim=1).sum())
     return float(batch.target_mask.sum())
-
-
-@torch.no_grad()
-def predict_batches(
-    model: nn.Module, loader: BatchSource, device: torch.device
-) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """Model outputs for every structure of ``loader`` in eval mode, in loader order.
-
-    Returns:
-        ids, predictions (N, P) float64, targets (N, P) float64 with NaN where unknown (or None
-        when the loader has no targets).
-    """
-    model.eval()
-    ids: list[str] = []
-    preds: list[np.ndarray] = []
-    targets: list[np.ndarray] = []
-    with out_of_memory_named(loader, device, "evaluation"):
-        for batch in loader.batches(0):
-            ids.extend(batch.ids)
-            preds.append(model(batch.to(device)).detach().cpu().double().numpy())
-            if batch.targets is not None:
-                t = batch.targets.double().numpy()
-                if batch.target_mask is not None:
-                    t = np.where(batch.target_mask.numpy(), t, np.nan)
-                targets.append(t)
-    if not preds:
-        return ids, np.zeros((0, 0)), None
-    return ids, np.concatenate(preds), (np.concatenate(targets) if targets else None)
-
-
-def validate(
-    model: nn.Module,
-    val: BatchSource,
-    device: torch.device,
-    loss_kind: str,
-    denominator: MPTLossDenominator = "n_properties",
-    distributed: Distributed | None = None,
-) -> tuple[float, float]:
-    """(loss, MAE) of ``model`` on ``val`` in normalised units, over the known targets.
-
-    With ``distributed``, ``val`` is this rank's shard and the scores are those of every
-    rank's predictions together (the same on every rank).
-    """
-    _, pred, true = predict_batches(model, val, device)
-    if distributed is not None:
-        empty = np.zeros((0, pred.shape[1] if pred.ndim == 2 else 0))
-        pred = distributed.gather_rows(pred)
-        true = distributed.gather_rows(empty if true is None else true)
-    if true is None or true.size == 0 and pred.size > 0:
-        raise ValueError("validation batches need targets")
-    return validation_scores(pred, true, loss_kind, denominator)
-
-
-def validation_scores(
-    pred: np.ndarray,
-    target: np.ndarray,
-    loss_kind: str,
-    denominator: MPTLossDenominator = "n_properties",
-) -> tuple[float, float]:
-    """(loss, MAE) over the known entries of ``target`` (NaN = unknown).
-
-    The loss is the training objective on the whole validation set: the mean squared error
-    (``mse``), the MAE (``l1``), or (``masked_l1``) :func:`masked_l1` with ``denominator``,
-    i.e. the mean over validation structures of Eq. 1. The MAE is pooled over every known
-    entry, so with several properties the largest dataset dominates it.
-    """
-    known = np.isfinite(target)
-    if not known.any():
-        return math.nan, math.nan
-    diff = pred[known] - target[known]
-    mae = float(np.mean(np.abs(diff)))
-    if loss_kind == "masked_l1":
-        loss = float(
-            masked_l1(
-                torch.from_numpy(np.asarray(pred, dtype=np.float64)),
-                torch.from_numpy(np.where(known, target, 0.0).astype(np.float64)),
-                torch.from_numpy(known),
-                denominator,
-            )
-        )
-    else:
-        loss = float(np.mean(diff**2)) if loss_kind == "mse" else mae
-    return loss, mae
-
-
-def monitored_metric(loss_kind: str) -> str:
-    """The history column early stopping and the best epoch watch for a run with ``loss_kind``.
-
-    ``val_mae`` for single-property runs (the paper's); ``val_loss`` for ``masked_l1`` (MPT):
-    the validation value of the training objective. A MAE pooled over all properties' entries
-    would be dominated by the property with the most structures (formation energy, ~100k), so
-    a model could keep "improving" on it while the other properties get worse. The paper's
-    scripts do the same in effect: their validation ``MeanAbsoluteError`` runs on the masked
-    outputs, so it equals their masked ``L1Loss``.
-    """
-    return "val_loss" if loss_kind == "masked_l1" else "val_mae"
 
 
 class EarlyStopping:
@@ -700,3 +469,11 @@ def _row(epoch: int, stats: EpochStats, val_loss: float, val_mae: float, lr: flo
         "lr": lr,
         "seconds": stats.seconds,
     }
+
+
+__all__ = [  # the loop, and what it is built from (kept importable from here)
+    "BatchSource", "Collatable", "EarlyStopping", "EpochStats", "FitResult", "GraphLoader",
+    "TrainingOutOfMemoryError", "batch_chunks", "fit", "forward_training", "masked_loss",
+    "monitored_metric", "num_batches", "out_of_memory_named", "predict_batches",
+    "seed_everything", "select_device", "train_one_epoch", "validate", "validation_scores",
+]  # fmt: skip

@@ -10,15 +10,10 @@ already computed): ``config.yaml`` (resolved), ``history.csv``, ``model.pt``,
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
-import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,14 +21,19 @@ import numpy as np
 import torch
 
 import tlsearch
-from tlsearch.graphs.settings import GraphSettings
-from tlsearch.graphs.store import GraphStore, build_graph_store
 from tlsearch.model.alignn import ALIGNN
-from tlsearch.structures.load import load_data
 from tlsearch.structures.overlap import check_test_overlap
-from tlsearch.structures.records import LoadResult, StructureRecord
+from tlsearch.structures.records import LoadResult
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import RunConfig
+from tlsearch.training.data import (
+    PreparedData,
+    prepare_data,
+    prepare_run_data,
+    rejection_rows,
+    resolve_target_names,
+    target_matrix,
+)
 from tlsearch.training.distributed import Distributed, ShardedTrainBatches
 from tlsearch.training.loop import (
     BatchSource,
@@ -44,7 +44,14 @@ from tlsearch.training.loop import (
     seed_everything,
     select_device,
 )
-from tlsearch.training.metrics import json_safe, target_metrics
+from tlsearch.training.metrics import target_metrics
+from tlsearch.training.outputs import (
+    prediction_columns,
+    write_history_csv,
+    write_json,
+    write_predictions_csv,
+    write_rejected_csv,
+)
 from tlsearch.training.resume import EpochCheckpoints
 from tlsearch.training.scaler import Mode, TargetScaler
 from tlsearch.training.splits import train_val_split
@@ -427,229 +434,8 @@ def _fmt(x: float | None) -> str:
     return "nan" if x is None or x != x else f"{x:.4g}"
 
 
-# --- data: records -> graph store -> target matrix -------------------------------------------
-
-
-@dataclass
-class PreparedData:
-    """A loaded dataset with its graphs and targets aligned to the graph store.
-
-    Attributes:
-        spec: the data spec it came from.
-        loaded: the loader's result (records and rejections).
-        store: graphs of the accepted records (``store.ids`` in input order).
-        target_names: the target columns.
-        targets: (len(store), P) float64, NaN where unknown; None when the data has none of the
-            targets (prediction only).
-    """
-
-    spec: str
-    loaded: LoadResult
-    store: GraphStore
-    target_names: list[str]
-    targets: np.ndarray | None
-
-
-def resolve_target_names(
-    records: Sequence[StructureRecord], requested: str | None, order: Sequence[str] = ()
-) -> list[str]:
-    """The target columns of a training set.
-
-    Without ``requested``: every target name the records carry, in the source's ``order``
-    (``LoadResult.target_order``: a NaN-masked first value does not move a column), then
-    first-seen. With it: ``[requested]``, or the single name the loader stored it under.
-
-    Raises:
-        ValueError: when the records carry no target, or not the requested one.
-    """
-    found: dict[str, None] = {}
-    for record in records:
-        found.update(dict.fromkeys(record.targets))
-    rank = {name: i for i, name in enumerate(order)}
-    names = sorted(found, key=lambda name: rank.get(name, len(rank)))  # stable: first-seen
-    if not names:
-        raise ValueError("the training data has no target values")
-    if requested is None:
-        return names
-    if requested in found:
-        return [requested]
-    if len(names) == 1:
-        return names
-    raise ValueError(f"target {requested!r} not in the data (it has {', '.join(names)})")
-
-
-def target_matrix(
-    ids: Sequence[str], records: Sequence[StructureRecord], names: Sequence[str]
-) -> np.ndarray:
-    """(len(ids), P) float64 of the records' targets in ``ids`` order, NaN where missing."""
-    by_id = {r.id: r for r in records}
-    out = np.full((len(ids), len(names)), np.nan)
-    for i, rid in enumerate(ids):
-        record = by_id.get(rid)
-        if record is None:
-            raise ValueError(f"graph store id {rid!r} matches no loaded record")
-        for j, name in enumerate(names):
-            value = record.targets.get(name)
-            if value is not None:
-                out[i, j] = value
-    return out
-
-
-def prepare_data(
-    spec: str,
-    *,
-    names: Sequence[str] | None,
-    graph_settings: GraphSettings,
-    cache_dir: Path | None,
-    target: str | None = None,
-    data_home: Path | None = None,
-    require_targets: bool = True,
-    role: str = "data",
-    progress: bool = True,
-    loaded: LoadResult | None = None,
-) -> PreparedData:
-    """Load ``spec``, build (or read cached) graphs, and align the targets with the store.
-
-    Args:
-        names: target columns to read (``None``: resolve them from the records, see
-            :func:`resolve_target_names`).
-        require_targets: every name must be present in the data (else ``targets`` may be None).
-        role: "training", "test"... used in messages.
-        loaded: records already in memory (e.g. a multi-property corpus); ``spec`` then only
-            names them.
-
-    Raises:
-        ValueError / FileNotFoundError: bad spec, no usable structure, missing targets.
-    """
-    try:
-        if loaded is None:
-            loaded = load_data(
-                spec, target=target, data_home=data_home, require_targets=require_targets
-            )
-    except FileNotFoundError as exc:  # say which of the run's inputs it was
-        raise FileNotFoundError(f"{role} data: {exc}") from exc
-    except ValueError as exc:
-        raise ValueError(f"{role} data: {exc}") from exc
-    if names is None:
-        names = resolve_target_names(loaded.records, target, loaded.target_order)
-    names = list(names)
-    present = {name for r in loaded.records for name in r.targets}
-    missing = [name for name in names if name not in present]
-    if missing and require_targets:
-        raise ValueError(f"{role} data {spec}: no record has target(s) {', '.join(missing)}")
-    store = build_graph_store(loaded.records, graph_settings, cache_dir, progress)
-    if len(store) == 0:
-        raise ValueError(f"{role} data {spec}: no graph could be built for any structure")
-    targets = (
-        None if len(missing) == len(names) else target_matrix(store.ids, loaded.records, names)
-    )
-    logger.info(
-        "%s data %s: %d structures with graphs, %d rejected (graph cache %s)",
-        role, spec, len(store), len(loaded.rejected) + len(store.rejected),
-        "hit" if store.cache_hit else "miss",
-    )  # fmt: skip
-    return PreparedData(spec, loaded, store, names, targets)
-
-
-def prepare_run_data(
-    cfg: RunConfig,
-    spec: str,
-    names: Sequence[str] | None,
-    role: str,
-    progress: bool,
-    loaded: LoadResult | None = None,
-) -> PreparedData:
-    """:func:`prepare_data` with the run's target, data home, graph settings and cache."""
-    return prepare_data(
-        spec,
-        names=names,
-        graph_settings=cfg.graphs,
-        cache_dir=cfg.cache_dir,
-        target=cfg.target,
-        data_home=cfg.data_home,
-        role=role,
-        progress=progress,
-        loaded=loaded,
-    )
-
-
-def rejection_rows(data: PreparedData) -> list[dict[str, str]]:
-    """Every rejected structure of ``data``: id, stage (load or graph) and reason."""
-    rows = [{"id": r.id, "stage": "load", "reason": r.reason} for r in data.loaded.rejected]
-    rows += [{"id": r.id, "stage": "graph", "reason": r.reason} for r in data.store.rejected]
-    return rows
-
-
-# --- output files ------------------------------------------------------------------------------
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write strict JSON (NaN -> null) atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
-    """One row per epoch: epoch, train_loss, val_loss, val_mae, lr, seconds."""
-    fields = ["epoch", "train_loss", "val_loss", "val_mae", "lr", "seconds"]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows({k: row.get(k) for k in fields} for row in history)
-
-
-def prediction_columns(
-    names: Sequence[str], with_targets: bool, with_spread: bool = False
-) -> list[str]:
-    """``target,prediction[,prediction_std]`` for one property, else ``target:NAME,
-    prediction:NAME[,prediction_std:NAME]`` per name."""
-    cols: list[str] = []
-    for name in names:
-        suffix = "" if len(names) == 1 else f":{name}"
-        cols += [f"target{suffix}"] if with_targets else []
-        cols += [f"prediction{suffix}"] + ([f"prediction_std{suffix}"] if with_spread else [])
-    return cols
-
-
-def write_predictions_csv(
-    path: Path | str,
-    ids: Sequence[str],
-    names: Sequence[str],
-    predictions: np.ndarray,
-    targets: np.ndarray | None = None,
-    spread: np.ndarray | None = None,
-) -> None:
-    """``id,target,prediction`` rows (``target`` omitted when None; empty when unknown), and
-    ``prediction_std`` after each prediction when an ensemble's ``spread`` is given."""
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        columns = prediction_columns(names, targets is not None, spread is not None)
-        writer.writerow(["id", *columns])
-        for i, rid in enumerate(ids):
-            row: list[object] = [rid]
-            for j in range(len(names)):
-                if targets is not None:
-                    row.append(_cell(targets[i, j]))
-                row.append(_cell(predictions[i, j]))
-                if spread is not None:
-                    row.append(_cell(spread[i, j]))
-            writer.writerow(row)
-
-
-def write_rejected_csv(path: Path, *parts: PreparedData | None) -> None:
-    """All rejected structures of the given parts: spec, id, stage, reason."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["data", "id", "stage", "reason"])
-        for part in parts:
-            if part is not None:
-                for row in rejection_rows(part):
-                    writer.writerow([part.spec, row["id"], row["stage"], row["reason"]])
-
-
-def _cell(x: float) -> str:
-    return "" if not math.isfinite(float(x)) else repr(float(x))
-
-
-__all__ = ["PreparedData", "pool_scaler", "prepare_data", "resolve_target_names", "train_run"]
+__all__ = [  # the run, and the data and file helpers it uses (kept importable from here)
+    "PreparedData", "pool_scaler", "prepare_data", "prepare_run_data", "prediction_columns",
+    "rejection_rows", "resolve_target_names", "target_matrix", "train_run", "write_history_csv",
+    "write_json", "write_predictions_csv", "write_rejected_csv",
+]  # fmt: skip

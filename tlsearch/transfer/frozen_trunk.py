@@ -56,7 +56,7 @@ from tlsearch.locking import file_lock
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.layers import RBFExpansion
 from tlsearch.model.pooling import AvgPooling
-from tlsearch.training.loop import GraphLoader, batch_chunks
+from tlsearch.training.batches import GraphLoader, batch_chunks
 from tlsearch.training.run import GraphForm
 from tlsearch.transfer.heads import HeadedALIGNN
 from tlsearch.transfer.strategies import install_frozen_eval, paper_layer
