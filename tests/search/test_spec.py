@@ -31,6 +31,7 @@ EXPECTED = {
     "best_pair": (200, 6),
     "pairwise_cpu": (18, 2),
     "paper_scratch_cpu": (6, 0),
+    "rank_check_cpu": (36, 6),
 }
 
 

@@ -12,7 +12,13 @@ import pytest
 
 from tlsearch.cli import main as tlsearch_cli
 from tlsearch.training.config import RunConfig
-from tlsearch.transfer.rank_sources import logme, loo_residuals, ridge_loo, spearman
+from tlsearch.transfer.rank_sources import (
+    logme,
+    loo_residuals,
+    mean_loo_mae,
+    ridge_loo,
+    spearman,
+)
 from tlsearch.transfer.run import finetune_run, pretrain_run
 
 TINY = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 8}
@@ -52,6 +58,12 @@ def test_informative_features_score_better_on_both_estimates():
     assert math.isfinite(logme(x[:5], y[:5]))  # fewer structures than features
 
 
+def test_the_baseline_is_the_leave_one_out_mean():
+    y = np.array([1.0, 2.0, 4.0, 7.0])
+    loo = [abs(y[i] - np.delete(y, i).mean()) for i in range(4)]
+    assert mean_loo_mae(y) == pytest.approx(np.mean(loo))
+
+
 def test_spearman():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -80,6 +92,7 @@ def test_rank_sources_command_and_the_shared_feature_cache(tmp_path, capsys):
     ]
     assert all(r["n"] == "20" and r["features_cached"] == "False" for r in rows)
     assert float(rows[0]["probe_mae"]) <= float(rows[1]["probe_mae"])
+    assert rows[0]["baseline_mae"] == rows[1]["baseline_mae"] and "predicting the mean" in printed
 
     # a last_layer fine-tune of the same sample finds every training feature in the cache
     ft = RunConfig(data="generated:30:23", out_dir=tmp_path / "ft", cache_dir=cache,

@@ -51,7 +51,10 @@ def cmd_rank_sources(args: argparse.Namespace) -> int:
         data_home=args.data_home, device=args.device,
     )  # fmt: skip
     rows = [{"rank": i + 1, **s.as_row()} for i, s in enumerate(scores)]
-    out = [f"PT sources for {args.data} ({rows[0]['n']} structures), best first by {args.by}:"]
+    out = [
+        f"PT sources for {args.data} ({rows[0]['n']} structures), best first by {args.by}; "
+        f"predicting the mean: leave-one-out MAE {rows[0]['baseline_mae']:.4g}"
+    ]
     for row in rows:
         cached = ", features cached" if row["features_cached"] else ""
         out.append(

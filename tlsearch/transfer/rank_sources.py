@@ -9,7 +9,9 @@ features and the target's values:
 - ``probe_mae``: the leave-one-out MAE (target units) of a ridge regression on the
   standardised features, its penalty chosen by leave-one-out error over a fixed grid; lower
   is better. It asks "how well does a linear head on this trunk predict the target?", the
-  question ``last_layer`` answers by training.
+  question ``last_layer`` answers by training. ``baseline_mae`` is the same leave-one-out MAE
+  of predicting the mean: a probe no better than it says the trunk carries little of the
+  target linearly.
 - ``logme``: LogME (You et al., ICML 2021), the log marginal evidence per structure of a
   Bayesian linear model on the features, its two precisions fitted by evidence maximisation;
   higher is better.
@@ -58,6 +60,7 @@ class SourceScore:
     pretrained: str
     probe_mae: float
     probe_penalty: float
+    baseline_mae: float
     logme: float
     n: int
     hidden: int
@@ -207,9 +210,15 @@ def score_source(
     probe, penalty = ridge_loo(features, y[known])
     score = logme(features, y[known])
     return SourceScore(
-        str(pretrained), probe, penalty, score, len(known), features.shape[1],
-        time.perf_counter() - start, cached,
+        str(pretrained), probe, penalty, mean_loo_mae(y[known]), score, len(known),
+        features.shape[1], time.perf_counter() - start, cached,
     )  # fmt: skip
+
+
+def mean_loo_mae(y: np.ndarray) -> float:
+    """Leave-one-out MAE of predicting the mean of the others (the probe's baseline)."""
+    n = len(y)
+    return float(np.mean(np.abs(y - y.mean())) * n / (n - 1))
 
 
 def _single_target(prepared: PreparedData) -> np.ndarray:
