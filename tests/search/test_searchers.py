@@ -82,3 +82,13 @@ def test_an_interrupted_optuna_search_resumes_to_its_whole_budget(tmp_path, loca
     # a seed-run recorded before the interruption is never trained again (at most the ones
     # running at the interrupt are)
     assert len(repeated) <= 2
+
+
+def test_search_help_says_optuna_runs_as_many_trials_as_the_cluster_has_slots(capsys):
+    from tlsearch.cli import main as tlsearch_cli
+
+    with pytest.raises(SystemExit):
+        tlsearch_cli(["search", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-concurrent" in text
+    assert "the cluster's trial slots for Optuna experiments" in text
