@@ -120,7 +120,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="early-stopping patience in epochs on the validation MAE (mpt pretrain: on the "
-        "validation masked loss, its training objective); 0 disables (default 50)",
+        "validation masked loss, its training objective); 0 disables (default: off, every "
+        "epoch trains, as the paper's runs did)",
     )
     arg("--loss", choices=["mse", "l1"], help="training loss (default mse)")
     arg(

@@ -7,8 +7,8 @@ with an empty feature cache (``cold``: its time includes computing the features)
 seed-run on the cached path (``warm``: a cache hit, as every later seed of a search). Reported:
 wall time of each run, ``train_seconds``, their ratios, the largest test-prediction difference
 between the graph and the cold cached run (same seed: 0 up to float rounding), and a projection
-to more epochs from the measured per-epoch times (the paper trains up to 500 epochs with
-patience 50; on 2 CPUs measure a few and read the projection).
+to more epochs from the measured per-epoch times (the paper's runs train 500 epochs; on 2
+CPUs measure a few and read the projection).
 
 The PT model is ``--pretrained`` or, by default, a freshly initialised paper-size ALIGNN saved as
 a ``model.pt`` (the weights do not change the timing). The graphs are built once before timing.
