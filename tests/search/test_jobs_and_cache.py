@@ -141,3 +141,31 @@ def test_resolve_job_fn():
     assert resolve_job_fn("tests.search.fakes:fake_job").__name__ == "fake_job"
     with pytest.raises(ValueError, match="package.module:function"):
         resolve_job_fn("tests.search.fakes")
+
+
+def test_a_job_saves_checkpoints_and_removes_them_when_it_ends(tmp_path, monkeypatch):
+    from tlsearch.search.checkpoints import StorageCheckpoints
+    from tlsearch.search.jobs import run_job
+
+    saved: list[int] = []
+    real = StorageCheckpoints.save
+
+    def save(self, state):
+        saved.append(state["epoch"])
+        real(self, state)
+
+    monkeypatch.setattr(StorageCheckpoints, "save", save)
+    tiny = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 8}
+    resume = tmp_path / "resume" / "r1"
+    job = JobConfig(kind="scratch", seed=0, data=DataRef(name="A", data="generated:30:3"),
+                    train={"epochs": 3, "device": "cpu", "num_threads": 1}, model=tiny,
+                    checkpoint_every=1, resume_uri=str(resume))  # fmt: skip
+    metrics = run_job(job, tmp_path / "w")
+    assert saved == [1, 2] and metrics["resumed_from_epoch"] is None
+    assert not resume.exists()  # finished: removed
+    resume.mkdir(parents=True)
+    (resume / "resume.pt").write_bytes(b"left by an earlier attempt")
+    bad = job.model_copy(update={"data": DataRef(name="A", data=str(tmp_path / "missing.json"))})
+    with pytest.raises(FileNotFoundError):
+        run_job(bad, tmp_path / "w2")
+    assert not resume.exists()  # a deterministic failure is never retried: removed too

@@ -111,11 +111,18 @@ def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
         from tlsearch.search.ddp import run_ddp_pretrain
 
         return run_ddp_pretrain(job, workdir)  # Ray Train keeps its checkpoints
+    from tlsearch.search.rows import DETERMINISTIC_ERRORS
+
     checkpoints = storage_checkpoints(job)
-    if job.kind == "scratch":
-        metrics = run_scratch(job, workdir, checkpoints)
-    else:
-        metrics = run_transfer(job, workdir, checkpoints)
+    try:
+        if job.kind == "scratch":
+            metrics = run_scratch(job, workdir, checkpoints)
+        else:
+            metrics = run_transfer(job, workdir, checkpoints)
+    except DETERMINISTIC_ERRORS:
+        if checkpoints is not None:
+            checkpoints.clear()  # recorded as failed, never retried: nothing to resume
+        raise
     if checkpoints is not None:
         checkpoints.clear()  # finished: nothing to resume
     return metrics
