@@ -303,3 +303,19 @@ def test_patience_counts_from_epoch_one_without_warm_up_gate():
     assert TrainConfig(early_stopping_after_warmup=False).patience_start_epoch() == 0
     assert TrainConfig(scheduler="none").patience_start_epoch() == 0
     assert TrainConfig().patience_start_epoch() == 150
+
+
+@pytest.mark.parametrize("weights", ["best", "last"])
+def test_the_run_keeps_the_best_or_the_last_epochs_weights(store_factory, model_factory, weights):
+    from tlsearch.training.loop import validate
+
+    store = store_factory(40)
+    train, val = _loaders(store)
+    cfg = TrainConfig(epochs=12, device="cpu", learning_rate=0.5, scheduler="none",
+                      early_stopping_patience=None, weights=weights)  # fmt: skip
+    model = model_factory()
+    result = fit(model, train, val, cfg, progress=False)
+    kept = result.best_epoch if weights == "best" else result.epochs_run
+    _, mae = validate(model, val, CPU, "mse")
+    assert mae == pytest.approx(result.history[kept - 1]["val_mae"], rel=1e-6)
+    assert result.best_epoch != result.epochs_run  # the two choices differ here

@@ -90,6 +90,12 @@ class TrainConfig(BaseModel):
             its learning rate (a PH100 scratch run stopped at epoch 88, best epoch 38, test R2
             0.00, against the paper's 0.59-0.63). The best epoch is still chosen over all
             epochs. ``False`` counts from epoch 1.
+        weights: which weights the run keeps, evaluates and saves: ``best`` (the default: the
+            epoch with the lowest monitored validation value) or ``last`` (the final epoch's,
+            which is what the paper's test predictions came from: alignn's in-memory
+            ``best_model = net`` is a reference to the trained model, so after its 500 epochs
+            it evaluates the last weights; its ``best_model.pt`` file holds the best ones).
+            With 10 validation structures (an FT set of 100) the best epoch is a noisy choice.
         val_fraction: share of the training data held out for validation (the paper's 90:10).
         seed: seeds the split, the weights and the batch order.
         device: ``auto`` picks CUDA when present, else CPU.
@@ -120,6 +126,7 @@ class TrainConfig(BaseModel):
     mpt_loss_denominator: Literal["n_properties", "known"] = "n_properties"
     early_stopping_patience: int | None = Field(None, ge=1)
     early_stopping_after_warmup: bool = True
+    weights: Literal["best", "last"] = "best"
     val_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

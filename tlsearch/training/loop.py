@@ -249,7 +249,8 @@ class EarlyStopping:
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`fit`; the model holds ``best_state`` afterwards (when there is one).
+    """Outcome of :func:`fit`; the model holds ``best_state`` afterwards (when there is one),
+    or with ``cfg.weights == "last"`` the final epoch's weights.
 
     Attributes:
         best_epoch: 1-based epoch of the lowest monitored value (None if no finite one).
@@ -305,7 +306,8 @@ def fit(
     distributed: Distributed | None = None,
     checkpoints: EpochCheckpoints | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``train``, validating on ``val`` every epoch; restore the best weights.
+    """Train ``model`` on ``train``, validating on ``val`` every epoch; restore the best weights
+    (``cfg.weights: last`` keeps the final epoch's).
 
     Args:
         model: a module whose ``forward(batch)`` returns (B, P) in normalised units.
@@ -403,7 +405,7 @@ def fit(
                      "best_state": best_state, "counters": counters,
                      **_loop_state(inner, optimizer, scheduler, stopper)}
                 )  # fmt: skip
-    if best_state is not None:
+    if best_state is not None and cfg.weights == "best":
         model.load_state_dict(best_state)
     seconds = elapsed_before + time.perf_counter() - start
     best_row = history[stopper.best_epoch - 1] if stopper.best_epoch is not None else {}

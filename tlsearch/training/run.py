@@ -215,6 +215,7 @@ def train_run(
     metrics["ddp_workers"] = distributed.world if distributed is not None else 1
     metrics["resumed_from_epoch"] = result.resumed_from_epoch
     metrics["precision"] = result.precision  # what training ran in (fp32 on a CPU)
+    metrics["weights"] = resolved.train.weights  # best (epoch best_epoch) or last (epochs_run)
     val_loader = form.loader(
         train_data, val_idx, scaler.transform(train_data.targets), resolved.train.batch_size
     )
