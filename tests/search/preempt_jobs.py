@@ -41,7 +41,7 @@ def pt_dies_once(job: Any, workdir: Path) -> dict[str, Any]:
 def rank1_dies_once(config: dict[str, Any]) -> dict[str, Any] | None:
     """The DDP worker function, whose rank 1 dies after the epoch-2 checkpoint once."""
     real = RayTrainCheckpoints.save
-    marker = Path(config["run"]["cache_dir"]) / "rank1.killed"
+    marker = Path(config["job"]["cache_dir"]) / "rank1.killed"
 
     def save(self: RayTrainCheckpoints, state: dict[str, Any]) -> None:
         real(self, state)

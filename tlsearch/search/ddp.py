@@ -42,7 +42,6 @@ def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
         raise ValueError("a pretrain job needs data")
     require_return_value()
     workdir.mkdir(parents=True, exist_ok=True)
-    run = training_run_config(job, job.data, workdir)
     per_worker = {"CPU": job.cpus_per_worker}
     if job.gpus_per_worker:
         per_worker["GPU"] = job.gpus_per_worker
@@ -52,7 +51,7 @@ def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
     trainer = TorchTrainer(
         ddp_train_loop,
         train_loop_config={
-            "run": run.model_dump(mode="json"),
+            "job": job.model_dump(mode="json"),  # each worker holds its test part out itself
             "size": job.data.size,
             "checkpoint_every": every,
         },  # fmt: skip
@@ -135,7 +134,11 @@ def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     """The per-worker function: this rank's part of :func:`tlsearch.transfer.run.pretrain_run`.
 
     Every rank runs the same PT run (the one training loop, made distributed by
-    :mod:`tlsearch.training.distributed`) into its own temporary folder; rank 0 returns
+    :mod:`tlsearch.training.distributed`) into its own temporary folder. ``config["job"]``: the
+    PT job, whose test part each worker holds out into that folder itself (the split is fixed
+    by ``split_seed``, so every rank gets the same pool; a ``pool.json`` staged in the trial's
+    folder could not be read by a worker on another node); ``config["run"]`` instead: a
+    ``RunConfig`` whose files every worker can read. Rank 0 returns
     ``{"metrics", "files"}``, every file that run wrote (``model.pt``, ``metrics.json``,
     ``history.csv``, predictions), so they reach the trial even when rank 0 ran on another
     node. The other ranks return None.
@@ -150,10 +153,14 @@ def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
 
     context = ray.train.get_context()
     place = Distributed(context.get_world_rank(), context.get_world_size(), get_device())
-    run = RunConfig.model_validate(config["run"])
     every = config.get("checkpoint_every")
     checkpoints = RayTrainCheckpoints(every, place.rank) if every else None
     with tempfile.TemporaryDirectory(prefix=f"tlsearch-ddp-rank{place.rank}-") as tmp:
+        if "job" in config:
+            job = JobConfig.model_validate(config["job"])
+            run = training_run_config(job, job.data, Path(tmp))  # data/ split inside tmp
+        else:
+            run = RunConfig.model_validate(config["run"])
         run = run.model_copy(update={"out_dir": Path(tmp)})
         metrics = pretrain_run(
             run, size=config["size"], progress=False, distributed=place, checkpoints=checkpoints
