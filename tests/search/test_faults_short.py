@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from collections import Counter
 
 import yaml
@@ -20,6 +18,7 @@ from tests.search.test_slow_reliability import (
     _lr_seed,
     _matches,
     _wait_for_rows,
+    remove_a_node_after_rows,
     slow_fake_spec,
 )
 from tlsearch.results.store import RunStore
@@ -62,15 +61,7 @@ def test_a_worker_node_removed_mid_search_loses_nothing(tmp_path, two_node_clust
     cluster, workers = two_node_cluster
     spec = SearchSpec.model_validate(slow_fake_spec(tmp_path, sleep=2.0, **FOUR))
     store = RunStore.for_search(spec.storage, spec.name)
-    removed = threading.Event()
-
-    def remove_a_node_mid_search():
-        while len(store.rows()) < 1:
-            time.sleep(0.2)
-        cluster.remove_node(workers[0])  # a running trial dies with it; the other node goes on
-        removed.set()
-
-    threading.Thread(target=remove_a_node_mid_search, daemon=True).start()
+    removed = remove_a_node_after_rows(cluster, workers[0], store, 1)
     status = run_search(spec, verbose=0)
     assert removed.is_set()
     assert (status.planned, status.completed, status.failed, status.diverged) == (4, 4, 0, 0)

@@ -129,20 +129,26 @@ def _matches(config_json: str | None, lr: float, seed: int) -> bool:
     return job.get("seed") == seed and job.get("train", {}).get("learning_rate") == lr
 
 
+def remove_a_node_after_rows(cluster, node, store: RunStore, rows: int) -> threading.Event:
+    """In a thread: once ``rows`` rows are recorded, remove ``node`` (a trial running there dies
+    with it; the other nodes go on); the event is set when it is gone."""
+    removed = threading.Event()
+
+    def remove() -> None:
+        while len(store.rows()) < rows:
+            time.sleep(0.2)
+        cluster.remove_node(node)
+        removed.set()
+
+    threading.Thread(target=remove, daemon=True).start()
+    return removed
+
+
 def test_worker_node_removed_mid_search(tmp_path, two_node_cluster):
     cluster, workers = two_node_cluster
     spec = SearchSpec.model_validate(slow_fake_spec(tmp_path, sleep=2.0))
     store = RunStore.for_search(spec.storage, spec.name)
-    removed = threading.Event()
-
-    def remove_a_node_mid_search():
-        while len(store.rows()) < 2:
-            time.sleep(0.2)
-        cluster.remove_node(workers[0])  # its running trial dies with it; the other node goes on
-        removed.set()
-
-    thread = threading.Thread(target=remove_a_node_mid_search, daemon=True)
-    thread.start()
+    removed = remove_a_node_after_rows(cluster, workers[0], store, 2)
     status = run_search(spec, verbose=0)
     assert removed.is_set()
     assert (status.planned, status.completed, status.failed, status.diverged) == (12, 12, 0, 0)

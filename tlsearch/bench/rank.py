@@ -84,11 +84,12 @@ def _group(
     sources = []
     for source, rows in sorted(by_source.items()):
         first = min(rows, key=lambda r: r["seed"])
-        pool, job = _training_pool(first)
-        score = score_source(
-            checkpoints[first["pt_run_id"]], pool, size=job.data.size, sampling=job.data.sampling,
-            seed=job.seed, cache_dir=cache_dir, device=device,
-        )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="tlsearch-rank-") as tmp:
+            pool, job = _training_pool(first, Path(tmp))
+            score = score_source(
+                checkpoints[first["pt_run_id"]], pool, size=job.data.size,
+                sampling=job.data.sampling, seed=job.seed, cache_dir=cache_dir, device=device,
+            )  # fmt: skip
         maes = [r["test_mae_phys"] if r["test_mae_phys"] is not None else r["test_mae"]
                 for r in rows]  # fmt: skip
         sources.append({
@@ -113,12 +114,12 @@ def _group(
     }
 
 
-def _training_pool(row: dict[str, Any]) -> tuple[str, Any]:
-    """The data the seed-run trained from (its test part held out again, as the job did)."""
+def _training_pool(row: dict[str, Any], folder: Path) -> tuple[str, Any]:
+    """The data the seed-run trained from (its test part held out again into ``folder``, as
+    the job did)."""
     from tlsearch.search.jobs import JobConfig, training_run_config
 
     job = JobConfig.model_validate_json(row["config_json"])
-    folder = Path(tempfile.mkdtemp(prefix="tlsearch-rank-"))
     return str(training_run_config(job, job.data, folder).data), job
 
 

@@ -100,8 +100,9 @@ def loo_residuals(x: np.ndarray, y: np.ndarray, penalty: float, svd: Any = None)
     """Leave-one-out residuals of ridge regression (unpenalised intercept) on columns ``x``
     centred over all rows: ``e_i / (1 - H_ii)`` with the hat matrix ``H = 11'/n + X (X'X +
     penalty I)^-1 X'``, exact for a linear smoother of this form."""
-    xc = x - x.mean(axis=0)
-    u, s, _ = svd if svd is not None else np.linalg.svd(xc, full_matrices=False)
+    if svd is None:  # ridge_loo passes the SVD of its (already centred) features once
+        svd = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    u, s, _ = svd
     yc = y - y.mean()
     shrink = s**2 / (s**2 + penalty)
     residual = yc - u @ (shrink * (u.T @ yc))
