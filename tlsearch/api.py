@@ -591,6 +591,7 @@ def compare_paper(
     rename: Mapping[str, str] | None = None,
     experiments: Sequence[str] = (),
     out: str | Path | None = None,
+    weights: str = "best",
 ) -> Comparison:
     """Our results next to the paper's own per-run metrics (``tlsearch compare-paper``).
 
@@ -601,6 +602,8 @@ def compare_paper(
         rename: our dataset names -> the paper's codes.
         experiments: only these paper experiments (``scratch``, ``pairwise_pt941``, ...).
         out: also write comparison.csv/.md and unmatched.csv there.
+        weights: our test metrics from the weights each run kept (``best``: the headline) or
+            from its final epoch's (``last``: what the paper's test predictions came from).
 
     Raises:
         ValueError: an experiment the anchors do not have (the known ones named).
@@ -618,7 +621,7 @@ def compare_paper(
                 f"{', '.join(known)}"
             )
         table = table[table["experiment"].isin(list(experiments))]
-    matched, unmatched = compare(_results(results), table, dict(rename or {}))
+    matched, unmatched = compare(_results(results), table, dict(rename or {}), weights)
     comparison = Comparison(matched, unmatched, comparison_table(matched))
     if out is not None:
         folder = Path(out)

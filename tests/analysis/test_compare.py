@@ -50,6 +50,25 @@ def test_compare_joins_on_pair_sizes_and_strategy(tmp_path):
     assert row["PT"] == "BG(941)" and row["FT"] == "DC800" and row["n ours/paper"] == "5/5"
 
 
+def test_compare_the_last_epochs_weights_as_the_paper_evaluated(tmp_path):
+    anchors = load_anchors(_anchors(tmp_path / "a.csv"))
+    write_results(tmp_path / "old")  # rows without the last epoch's metrics
+    with pytest.raises(ValueError, match="test_mae_last_epoch"):
+        compare(load_runs(tmp_path / "old"), anchors, weights="last")
+    write_results(tmp_path / "res", last_epoch=True)
+    best, _ = compare(load_runs(tmp_path / "res"), anchors)
+    last, _ = compare(load_runs(tmp_path / "res"), anchors, weights="last")
+    key = ["experiment", "pt", "strategy"]
+    best, last = best.set_index(key), last.set_index(key)
+    bg = ("pairwise_pt941", "BG", "unfreeze_all")
+    assert best.loc[bg, "ours_mae"] == pytest.approx(0.022)
+    assert last.loc[bg, "ours_mae"] == pytest.approx(0.027)
+    assert last.loc[bg, "ours_r2"] == pytest.approx(best.loc[bg, "ours_r2"] - 0.05)
+    assert last.loc[bg, "diff_mae"] == pytest.approx(0.027 - 0.0189)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        compare(load_runs(tmp_path / "res"), anchors, weights="final")
+
+
 def test_bad_anchor_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         load_anchors(tmp_path / "nope.csv")

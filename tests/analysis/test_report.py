@@ -91,5 +91,7 @@ def test_cli_analyze_best_pair_and_compare(tmp_path, capsys):
     )
     assert main([*args, "--experiment", "scratch"]) == 0
     assert "| scratch" in capsys.readouterr().out
+    assert main([*args, "--weights", "last"]) == 2  # these rows have no last-epoch metrics
+    assert "test_mae_last_epoch" in capsys.readouterr().err
     assert main(["best-pair", "--target", "XX", "--results", str(tmp_path / "res")]) == 2
     assert "no fine-tuning results for target 'XX'" in capsys.readouterr().err

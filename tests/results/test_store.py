@@ -233,12 +233,13 @@ def _write_version(folder: Path, run_id: str, version: str, drop: tuple[str, ...
 
 V2_COLUMNS = ("wall_seconds", "graph_cache_hits", "graph_cache_misses", "pt_cache_hit")
 V3_COLUMNS = ("rehearsal", "data_note")
+V4_COLUMNS = ("test_r2_last_epoch", "test_mae_last_epoch", "test_rmse_last_epoch")
 
 
 def test_a_folder_of_several_schema_versions_reads_with_the_union_schema(tmp_path):
     runs = tmp_path / "runs"
-    _write_version(runs, "a-v1-s0", "1", V2_COLUMNS + V3_COLUMNS)
-    _write_version(runs, "b-v2-s0", "2", V3_COLUMNS)
+    _write_version(runs, "a-v1-s0", "1", V2_COLUMNS + V3_COLUMNS + V4_COLUMNS)
+    _write_version(runs, "b-v2-s0", "2", V3_COLUMNS + V4_COLUMNS)
     RunStore(runs).write(full_row(run_id="c-v3-s0", rehearsal=True))
     _write_version(runs, "d-v9-s0", "9", (), future_column="from a newer tlsearch")
     table = read_runs(runs)
@@ -253,20 +254,22 @@ def test_a_folder_of_several_schema_versions_reads_with_the_union_schema(tmp_pat
 
 def test_old_files_are_upgraded_so_single_schema_readers_see_every_column(tmp_path):
     runs = tmp_path / "runs"
-    _write_version(runs, "a-v1-s0", "1", V2_COLUMNS + V3_COLUMNS)
-    _write_version(runs, "b-v2-s0", "2", V3_COLUMNS)
+    _write_version(runs, "a-v1-s0", "1", V2_COLUMNS + V3_COLUMNS + V4_COLUMNS)
+    _write_version(runs, "b-v2-s0", "2", V3_COLUMNS + V4_COLUMNS)
     store = RunStore(runs)
-    store.write(full_row(run_id="c-v3-s0"))
+    store.write(full_row(run_id="c-v4-s0"))
+    _write_version(runs, "c-v3-s0", "3", V4_COLUMNS)
     _write_version(runs, "d-v9-s0", "9", (), future_column="x")
     # pandas takes the schema of one file: the columns added later vanish
     assert "wall_seconds" not in pd.read_parquet(runs).columns
     before = read_runs(runs).to_pylist()
-    current = os.stat(runs / "c-v3-s0.parquet").st_mtime_ns
-    assert store.upgrade_old_files() == 2  # v1 and v2; the newer file is left alone
+    current = os.stat(runs / "c-v4-s0.parquet").st_mtime_ns
+    assert store.upgrade_old_files() == 3  # v1, v2 and v3; the current file is left alone
     assert store.upgrade_old_files() == 0
-    assert os.stat(runs / "c-v3-s0.parquet").st_mtime_ns == current
+    assert os.stat(runs / "c-v4-s0.parquet").st_mtime_ns == current
     frame = pd.read_parquet(runs).set_index("run_id")
     assert set(COLUMNS) - {"run_id"} <= set(frame.columns)
     assert frame.loc["b-v2-s0", "wall_seconds"] == 2.5
     assert read_runs(runs).to_pylist() == before
-    assert pq.read_schema(runs / "a-v1-s0.parquet").metadata[b"tlsearch.schema_version"] == b"3"
+    version = schema_mod.SCHEMA_VERSION.encode()
+    assert pq.read_schema(runs / "a-v1-s0.parquet").metadata[b"tlsearch.schema_version"] == version

@@ -129,3 +129,28 @@ def test_pool_scaler_counts_every_loaded_record_and_ignores_unknown_targets():
     scaler = run.pool_scaler(data, "standardise")
     np.testing.assert_allclose(scaler.shift, [2.0, 15.0])
     np.testing.assert_allclose(scaler.scale, [1.0, 5.0])
+
+
+def test_a_run_keeping_the_best_weights_also_scores_the_last_ones(tmp_path):
+    """The paper's test predictions came from the final epoch's weights: a run that keeps the
+    best epoch's reports those too, exactly as a run that keeps the last ones would."""
+    from tlsearch.search.rows import outcome_columns
+
+    recipe = {"epochs": 8, "learning_rate": 0.05, "scheduler": "none", "seed": 3,
+              "target_normalisation": "standardise"}  # fmt: skip
+    best = run.train_run(_cfg(tmp_path / "best", weights="best", **recipe), progress=False)
+    last = run.train_run(_cfg(tmp_path / "last", weights="last", **recipe), progress=False)
+    assert best["best_epoch"] != best["epochs_run"]  # the two choices differ in this run
+    assert best["test_last_epoch"]["mae"] == pytest.approx(last["test"]["mae"], rel=1e-6)
+    assert best["test"]["mae"] != pytest.approx(last["test"]["mae"], rel=1e-6)
+    assert last["test_last_epoch"] is None  # its headline is the last epoch's already
+    out = tmp_path / "best" / "run"
+    same = (tmp_path / "last" / "run" / "predictions_test.csv").read_text()
+    assert (out / "predictions_test_last_epoch.csv").read_text() == same
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["test_last_epoch"]["mae"] == best["test_last_epoch"]["mae"]
+    # the row: normalised units as the headline, the last run's headline for both runs
+    rows = outcome_columns(best), outcome_columns(last)
+    for row in rows:
+        assert row["test_mae_last_epoch"] == pytest.approx(rows[1]["test_mae"], rel=1e-6)
+    assert rows[0]["test_mae"] != pytest.approx(rows[0]["test_mae_last_epoch"], rel=1e-6)

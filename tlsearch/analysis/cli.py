@@ -112,6 +112,13 @@ def add_parsers(sub: Any) -> None:
         "ft_strategy, mpt; repeatable); default: every experiment a configuration matches",
     )
     p.add_argument("--out", type=Path, metavar="DIR", help="also write comparison.csv/.md here")
+    p.add_argument(
+        "--weights",
+        choices=("best", "last"),
+        default="best",
+        help="our test metrics from the weights each run kept (best: the headline, default) or "
+        "from its final epoch's (last: what the paper's test predictions came from)",
+    )
     add_verbosity_flags(p)
     p.set_defaults(handler=cmd_compare)
 
@@ -172,6 +179,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rename=rename,
         experiments=args.experiment,
         out=args.out,
+        weights=args.weights,
     )
     sys.stdout.write(comparison.markdown() + "\n")
     if len(comparison.unmatched):

@@ -10,6 +10,11 @@ which are also our unsuffixed metric columns: on the paper's files (``normalise:
 on raw data with ``normalise: paper`` in our own once-per-dataset normalisation (fitted on the
 dataset's non-test pool, the paper's constants being unpublished), the same for every FT size
 and sampling of one target, so rows compare like with like among themselves.
+
+``weights="last"`` compares the test metrics of each run's final-epoch weights
+(``test_*_last_epoch``), which is what the paper's test predictions came from (alignn's
+in-memory ``best_model = net`` is a reference to the trained model), instead of the headline
+ones of the weights the run kept (the best validation epoch's by default).
 """
 
 from __future__ import annotations
@@ -87,10 +92,34 @@ def paper_summary(anchors: pd.DataFrame) -> pd.DataFrame:
     return _canonical(pd.DataFrame(lines))
 
 
-def our_summary(results: Results, rename: dict[str, str] | None = None) -> pd.DataFrame:
-    """Our configurations keyed like the paper (MPT sources are ``MPT`` with no PT size)."""
+#: Which weights' test metrics to compare: the run's headline (kept) ones or the last epoch's.
+WEIGHT_COLUMNS = {
+    "best": {"r2": "test_r2", "mae": "test_mae"},
+    "last": {"r2": "test_r2_last_epoch", "mae": "test_mae_last_epoch"},
+}
+
+
+def our_summary(
+    results: Results, rename: dict[str, str] | None = None, weights: str = "best"
+) -> pd.DataFrame:
+    """Our configurations keyed like the paper (MPT sources are ``MPT`` with no PT size).
+
+    Raises:
+        ValueError: an unknown ``weights``, or ``"last"`` on rows that never recorded the last
+            epoch's test metrics (written before they existed, or without a test set).
+    """
+    if weights not in WEIGHT_COLUMNS:
+        raise ValueError(f"weights must be one of {sorted(WEIGHT_COLUMNS)}, got {weights!r}")
+    columns = WEIGHT_COLUMNS[weights]
     rename = rename or {}
-    summary = summarize(results.seed_runs, results.planned_seeds())
+    runs = results.seed_runs
+    ok = runs[runs["status"] == "ok"]
+    if weights == "last" and len(ok) and ok[columns["mae"]].isna().all():
+        raise ValueError(
+            "no seed-run has the last epoch's test metrics (test_mae_last_epoch): rows written "
+            "before tlsearch recorded them, or runs without a test set; compare --weights best"
+        )
+    summary = summarize(runs, results.planned_seeds(), metrics=list(columns.values()))
     frame = pd.DataFrame(
         {
             "pt": [
@@ -108,22 +137,26 @@ def our_summary(results: Results, rename: dict[str, str] | None = None) -> pd.Da
             "lr": summary["lr"],
             "ours_n": summary["n_ok"],
             "ours_failed": summary["n_failed"] + summary["n_diverged"],
-            "ours_r2": summary["test_r2_mean"],
-            "ours_r2_ci": summary["test_r2_ci"],
-            "ours_mae": summary["test_mae_mean"],
-            "ours_mae_ci": summary["test_mae_ci"],
+            "ours_r2": summary[f"{columns['r2']}_mean"],
+            "ours_r2_ci": summary[f"{columns['r2']}_ci"],
+            "ours_mae": summary[f"{columns['mae']}_mean"],
+            "ours_mae_ci": summary[f"{columns['mae']}_ci"],
         }
     )
     return _canonical(frame)
 
 
 def compare(
-    results: Results, anchors: pd.DataFrame, rename: dict[str, str] | None = None
+    results: Results,
+    anchors: pd.DataFrame,
+    rename: dict[str, str] | None = None,
+    weights: str = "best",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(matched, unmatched)``: our configurations joined with the paper's, and ours without
     a paper counterpart. ``matched`` has ``diff_*`` (ours - paper) and ``overlap_*`` (whether
-    the two 95% intervals overlap; a point value counts as a zero-width interval)."""
-    ours = our_summary(results, rename)
+    the two 95% intervals overlap; a point value counts as a zero-width interval). ``weights``:
+    compare each run's kept weights (``best``) or its final epoch's (``last``)."""
+    ours = our_summary(results, rename, weights)
     paper = paper_summary(anchors)
     merged = ours.merge(paper, on=list(JOIN_KEYS), how="left", indicator=True)
     unmatched = merged[merged["_merge"] == "left_only"][list(ours.columns)]

@@ -21,8 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 
-#: 2: wall_seconds, graph_cache_hits/misses, pt_cache_hit; 3: rehearsal, data_note
-SCHEMA_VERSION = "3"
+#: 2: wall_seconds, graph_cache_hits/misses, pt_cache_hit; 3: rehearsal, data_note;
+#: 4: test_{r2,mae,rmse}_last_epoch
+SCHEMA_VERSION = "4"
 
 KINDS = ("scratch", "pretrain", "finetune", "mpt")
 STATUSES = ("ok", "failed", "diverged")
@@ -77,6 +78,9 @@ RUN_SCHEMA = pa.schema(
         # version 3: rehearsals (tiny model, 2 epochs) and where the data came from
         pa.field("rehearsal", pa.bool_()),  # true: a rehearsal row, never a result
         pa.field("data_note", pa.string()),  # e.g. "offline: test set is a STAND-IN (...)"
+        # version 4: the test metrics of the final epoch's weights (the paper's test predictions
+        # came from them), in the headline's units; equal to test_* when the run kept them
+        *[pa.field(f"test_{name}_last_epoch", pa.float64()) for name in METRIC_NAMES],
     ],
     metadata={"tlsearch.schema_version": SCHEMA_VERSION},
 )

@@ -87,7 +87,24 @@ def metric_columns(metrics: Mapping[str, Any]) -> dict[str, Any]:
                 out[f"{part}_{name}_phys"] = plain
             else:
                 out[f"{part}_{name}"] = plain
+    out.update(last_epoch_columns(metrics, out))
     return out
+
+
+def last_epoch_columns(metrics: Mapping[str, Any], headline: Mapping[str, Any]) -> dict:
+    """``test_*_last_epoch``: the test metrics of the final epoch's weights, in the headline's
+    units. From ``test_last_epoch`` when the run kept the best epoch's weights and scored the
+    last ones too; the headline ``test_*`` when that key is present but None (the kept weights
+    are the last epoch's); None when the job did not report it (older runs, other jobs)."""
+    names = [f"test_{name}_last_epoch" for name in METRIC_NAMES]
+    if "test_last_epoch" not in metrics or _lookup(metrics, "test") is None:
+        return dict.fromkeys(names)
+    last = metrics["test_last_epoch"]
+    if last is None:
+        return {col: headline.get(f"test_{name}") for col, name in zip(names, METRIC_NAMES)}
+    scaled = _lookup(last, "normalised") is not None
+    path = ("normalised",) if scaled else ()
+    return {col: _finite(_lookup(last, *path, name)) for col, name in zip(names, METRIC_NAMES)}
 
 
 def outcome_columns(metrics: Mapping[str, Any]) -> dict[str, Any]:

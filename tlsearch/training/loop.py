@@ -267,6 +267,9 @@ class FitResult:
         best_val_loss: the validation loss of the best epoch (normalised units).
         resumed_from_epoch: the checkpointed epoch training resumed after (None: from 1).
         precision: the precision training ran in (:mod:`tlsearch.training.precision`).
+        final_state: the final epoch's weights (unwrapped module's ``state_dict``) when the
+            model holds the best epoch's and that is another epoch (``cfg.weights: best``), so
+            a run can also score the weights the paper's test predictions came from; else None.
     """
 
     best_epoch: int | None
@@ -282,6 +285,7 @@ class FitResult:
     best_val_loss: float = math.nan
     resumed_from_epoch: int | None = None
     precision: str = "fp32"
+    final_state: dict[str, Any] | None = field(default=None, repr=False)
 
 
 def _progress_bar(total: int, enabled: bool) -> tqdm:
@@ -405,7 +409,10 @@ def fit(
                      "best_state": best_state, "counters": counters,
                      **_loop_state(inner, optimizer, scheduler, stopper)}
                 )  # fmt: skip
+    final_state = None
     if best_state is not None and cfg.weights == "best":
+        if stopper.best_epoch != epoch and not diverged:
+            final_state = copy.deepcopy(inner.state_dict())
         model.load_state_dict(best_state)
     seconds = elapsed_before + time.perf_counter() - start
     best_row = history[stopper.best_epoch - 1] if stopper.best_epoch is not None else {}
@@ -423,6 +430,7 @@ def fit(
         best_val_loss=best_row.get("val_loss", math.inf),
         resumed_from_epoch=None if state is None else int(state["epoch"]),
         precision=precision,
+        final_state=final_state,
     )
 
 

@@ -10,6 +10,7 @@ already computed): ``config.yaml`` (resolved), ``history.csv``, ``model.pt``,
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import Counter
@@ -235,6 +236,9 @@ def train_run(
             metrics["test"] = evaluate_and_write(
                 form.module, test_loader, scaler, names, device, out / "predictions_test.csv"
             )
+            metrics["test_last_epoch"] = score_final_weights(
+                form.module, result, test_loader, scaler, names, device, out
+            )
         except Exception as exc:
             metrics["test_error"] = f"{type(exc).__name__}: {exc}"
             write_json(out / "metrics.json", metrics)
@@ -242,6 +246,36 @@ def train_run(
         write_json(out / "metrics.json", metrics)
     log_summary(metrics)
     return metrics
+
+
+def score_final_weights(
+    module: torch.nn.Module,
+    result: FitResult,
+    test_loader: BatchSource,
+    scaler: TargetScaler,
+    names: list[str],
+    device: torch.device,
+    out: Path,
+) -> dict[str, Any] | None:
+    """Test metrics of the final epoch's weights when the run kept the best epoch's.
+
+    The paper's test predictions came from the final epoch's weights (alignn's in-memory
+    ``best_model = net`` is a reference to the trained model), so a run that keeps the best
+    epoch's (``train.weights: best``) also scores the last ones, into
+    ``predictions_test_last_epoch.csv``; ``module`` holds the best weights again afterwards.
+    None when the kept weights are the final epoch's (``weights: last``, or the best epoch was
+    the last one): the headline ``test`` metrics are then the last epoch's.
+    """
+    if result.final_state is None:
+        return None
+    kept = copy.deepcopy(module.state_dict())
+    module.load_state_dict(result.final_state)
+    try:
+        return evaluate_and_write(
+            module, test_loader, scaler, names, device, out / "predictions_test_last_epoch.csv"
+        )
+    finally:
+        module.load_state_dict(kept)
 
 
 def pool_scaler(data: PreparedData, mode: Mode) -> TargetScaler:
