@@ -40,7 +40,7 @@ from tlsearch.search.compile import (
 )
 from tlsearch.search.datacheck import check_plan_data
 from tlsearch.search.jobs import absolute_spec
-from tlsearch.search.monitor import SearchMonitor, without_ray_banner
+from tlsearch.search.monitor import SearchMonitor
 from tlsearch.search.points import resolve_datasets
 from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.resume import capped, check_resume
@@ -55,6 +55,7 @@ from tlsearch.search.startup import (
 )
 from tlsearch.search.status import SearchStatus, resume_summary, search_status
 from tlsearch.search.trainable import TrialEnv, search_trial
+from tlsearch.search.tune_output import without_ray_banner
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Tune's own console output (its per-trial tables, printed to stdout by its progre
 goes to ``<search>/tune.log`` while an experiment runs (``tune_output="file"``), to that file
 and the console (``"both"``, ``tlsearch search -v``), or to the console alone (``"console"``,
 no monitor). With ``"file"``, Tune's "Trial task failed" tracebacks are written whole to the log
-file and shortened to their last line on the console.
+file and shortened to their last line on the console (:mod:`tlsearch.search.tune_output`).
 
 The callbacks are added to the tuner just before ``fit`` (:meth:`SearchMonitor.fitting`), never
 to the ``RunConfig`` that Tune pickles into ``tuner.pkl``: a resumed search gets the monitor of
@@ -29,27 +29,27 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tlsearch.results.schema import conform
-from tlsearch.results.store import is_remote, join, resolve
+from tlsearch.results.store import join, resolve
+from tlsearch.search.tune_output import (
+    Tee,
+    TuneOutput,
+    short_trial_failures,
+    tune_info_to_file,
+    tune_log_path,
+)
 
 logger = logging.getLogger(__name__)
-
-TuneOutput = Literal["console", "file", "both"]
-#: The logger of Tune's "Trial task failed for trial ..." records (with the whole traceback).
-TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
-TUNE_LOG = "tune.log"
-TUNE_LOGGERS = ("ray.tune", "ray.train", "ray.air")
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ class SearchMonitor:
         add_callbacks(tuner, self.tune_callbacks())
         with contextlib.ExitStack() as stack:
             if self._log is not None:
-                out = self._log if self.tune_output == "file" else _Tee(self._log, sys.stdout)
+                out = self._log if self.tune_output == "file" else Tee(self._log, sys.stdout)
                 stack.enter_context(contextlib.redirect_stdout(out))  # type: ignore[arg-type]
                 if self.tune_output == "file":
                     stack.enter_context(short_trial_failures(self._log))
@@ -344,33 +344,6 @@ class SearchMonitor:
             except Exception as exc:  # a tracker server down must not stop the search
                 logger.warning("%s.%s failed: %s", type(sink).__name__, method, exc)
                 logger.debug("traceback", exc_info=True)
-
-
-class _NoBanner(logging.Filter):
-    """Drops Ray's "Started a local Ray instance. View the dashboard at ..." line (the driver
-    logs the dashboard link once itself)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "View the dashboard at" not in str(record.msg)
-
-
-@contextlib.contextmanager
-def without_ray_banner() -> Iterator[None]:
-    """Within the context (around ``ray.init``), Ray's own dashboard line is not logged."""
-    target = logging.getLogger("ray._private.worker")
-    banner = _NoBanner()
-    target.addFilter(banner)
-    try:
-        yield
-    finally:
-        target.removeFilter(banner)
-
-
-def tune_log_path(search_dir: str, name: str) -> Path:
-    """``<search>/tune.log``; for a search on an object store, a local temporary file."""
-    if is_remote(search_dir):
-        return Path(tempfile.gettempdir()) / "tlsearch-logs" / name / TUNE_LOG
-    return Path(resolve(join(search_dir, TUNE_LOG))[1])
 
 
 def trial_error_text(trial: Any) -> str:
@@ -437,91 +410,3 @@ def monitor_callback(monitor: SearchMonitor) -> Any:
 
 def _running(trials: list[Any]) -> int:
     return sum(str(getattr(t, "status", "")) == "RUNNING" for t in trials)
-
-
-class _Tee:
-    """A text stream writing to several (Tune's tables in the log file and on the console)."""
-
-    def __init__(self, *streams: TextIO) -> None:
-        self.streams = streams
-
-    def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-
-class ShortTrialFailures(logging.Filter):
-    """Tune's "Trial task failed for trial ..." records: whole (with the traceback) into the log
-    file, on the console only their first line and the exception's last line."""
-
-    def __init__(self, log: TextIO) -> None:
-        super().__init__()
-        self.log = log
-        self.formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info or not record.getMessage().startswith("Trial task failed"):
-            return True
-        self.log.write(self.formatter.format(record) + "\n")
-        self.log.flush()
-        record.msg = f"{record.getMessage()}: {last_line(record.exc_info[1])} (in {self.log.name})"
-        record.args = ()
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-
-def last_line(exc: BaseException | None) -> str:
-    """The last non-empty line of an exception's text (a remote error ends with its cause)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-class TuneInfoToFile(logging.Filter):
-    """Tune's and Train's INFO records (where results were written, ...) go to the log file
-    instead of the console; warnings and errors stay on the console."""
-
-    def __init__(self, log: TextIO) -> None:
-        super().__init__()
-        self.log = log
-        self.formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING or not record.name.startswith(TUNE_LOGGERS):
-            return True
-        self.log.write(self.formatter.format(record) + "\n")
-        return False
-
-
-@contextlib.contextmanager
-def tune_info_to_file(log: TextIO) -> Iterator[None]:
-    """Within the context, :class:`TuneInfoToFile` filters the handlers of Ray's logger."""
-    handlers = logging.getLogger("ray").handlers
-    divert = TuneInfoToFile(log)
-    for handler in handlers:
-        handler.addFilter(divert)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(divert)
-
-
-@contextlib.contextmanager
-def short_trial_failures(log: TextIO) -> Iterator[None]:
-    """Within the context, :class:`ShortTrialFailures` filters Tune's controller logger."""
-    target = logging.getLogger(TUNE_CONTROLLER_LOGGER)
-    short = ShortTrialFailures(log)
-    target.addFilter(short)
-    try:
-        yield
-    finally:
-        target.removeFilter(short)
