@@ -22,6 +22,10 @@ Sub-benchmarks (all by default):
 - ``rank-sources RESULTS`` (run alone): ``tlsearch rank-sources`` against what a finished search
   fine-tuned: Spearman, best source in the top 2, ranking vs fine-tuning seconds
   (:mod:`tlsearch.bench.rank`).
+- ``kernels [--isa native avx2]`` (run alone): ``train`` once per instruction set (AVX2 forced
+  through torch's, MKL's and oneDNN's switches) and per value of the CPU kernels' constants, each
+  in its own process: is a slower speed-up the instruction set or constants tuned to one CPU?
+  (:mod:`tlsearch.bench.kernels`).
 
 Ratios are what to read; absolute times on shared machines are noise.
 """
@@ -50,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["graphs", "train", "search", "packing", "gpu", []],
         default=[],
         help="sub-benchmarks to run (default: graphs and train); 'search [SPEC] [--storage DIR]', "
-        "'packing' and 'gpu' run alone with their own options (tlsearch bench search --help, "
-        "tlsearch bench packing --help, tlsearch bench gpu --help)",
+        "'packing', 'gpu', 'frozen', 'rank-sources' and 'kernels' run alone with their own "
+        "options (tlsearch bench search --help, tlsearch bench kernels --help, ...)",
     )
     p.add_argument(
         "--datasets",
@@ -95,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         from tlsearch.bench.rank import main as rank_main
 
         return rank_main(argv[1:])
+    if argv and argv[0] == "kernels":
+        from tlsearch.bench.kernels import main as kernels_main
+
+        return kernels_main(argv[1:])
     if argv and argv[0] == "frozen":
         from tlsearch.bench.frozen import main as frozen_main
 
