@@ -21,7 +21,10 @@ def test_the_avx2_environment_limits_torch_mkl_and_onednn_and_native_clears_them
     env = isa_environment("avx2", {"PATH": "/bin"})
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
     assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["PATH"] == "/bin"
-    assert "ATEN_CPU_CAPABILITY" not in isa_environment("native", env)
+    assert env["TLSEARCH_NATIVE_ARCH"] == "haswell" and env["TLSEARCH_NATIVE"] == "1"
+    native_env = isa_environment("native", env, loops="torch")
+    assert "ATEN_CPU_CAPABILITY" not in native_env and "TLSEARCH_NATIVE_ARCH" not in native_env
+    assert native_env["TLSEARCH_NATIVE"] == "0"
 
 
 @pytest.mark.peer
@@ -35,14 +38,23 @@ def test_each_child_runs_its_own_instruction_set_and_constants(tmp_path):
     assert main([*argv, "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     chunk0 = bn_silu.CHUNK_ELEMENTS.bit_length() - 1
-    assert [(r["isa"], r["chunk_log2"], r["default"]) for r in rows] == [
-        ("native", chunk0, True),
-        ("native", 19, False),
-        ("avx2", chunk0, True),
-        ("avx2", 19, False),
+    assert [(r["isa"], r["loops"], r["chunk_log2"], r["default"]) for r in rows] == [
+        ("native", "native", chunk0, True),
+        ("native", "native", 19, False),
+        ("native", "torch", chunk0, True),
+        ("avx2", "native", chunk0, True),
+        ("avx2", "native", 19, False),
+        ("avx2", "torch", chunk0, True),
     ]
     native = torch.backends.cpu.get_cpu_capability()
     assert {r["cpu_capability"] for r in rows if r["isa"] == "native"} == {native}
     if native != "DEFAULT":  # a CPU with AVX2 or more runs the avx2 children on AVX2
         assert {r["cpu_capability"] for r in rows if r["isa"] == "avx2"} == {"AVX2"}
+    from tlsearch.model import native as loops
+
+    if loops.library() is not None:  # the native loops built for each ISA, off for torch
+        flags = {(r["isa"], r["loops"]): r["native_loops"] for r in rows}
+        assert "-march=native" in flags["native", "native"]
+        assert "-march=haswell" in flags["avx2", "native"]
+        assert flags["native", "torch"] is None and flags["avx2", "torch"] is None
     assert all(r["speedup"] > 0 and r["tlsearch_fraction_of_roofline"] > 0 for r in rows)

@@ -8,6 +8,7 @@ job: a marker file beside the checkpoint says it already died.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from tlsearch.search.checkpoints import RayTrainCheckpoints, StorageCheckpoints
 from tlsearch.search.jobs import run_job
 
 KILL_AFTER = 2
+#: Seconds rank 1 lives on after its epoch-KILL_AFTER checkpoint (see rank1_dies_once).
+DDP_GRACE_S = 5.0
 
 
 def _die_once(marker: Path) -> None:
@@ -45,7 +48,12 @@ def rank1_dies_once(config: dict[str, Any]) -> dict[str, Any] | None:
 
     def save(self: RayTrainCheckpoints, state: dict[str, Any]) -> None:
         real(self, state)
-        if state["epoch"] == KILL_AFTER and self.rank == 1:
+        if state["epoch"] == KILL_AFTER and self.rank == 1 and not marker.exists():
+            # Ray Train's controller registers a reported checkpoint when it next polls the
+            # workers: a rank that dies milliseconds after its reports (tiny epochs) can take
+            # the epoch-1 checkpoint with it too, and the run then rightly restarts from 0.
+            # A preempted node dies some time after its last checkpoint: give the poll time.
+            time.sleep(DDP_GRACE_S)
             _die_once(marker)
 
     RayTrainCheckpoints.save = save  # type: ignore[method-assign]

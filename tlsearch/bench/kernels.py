@@ -36,18 +36,24 @@ ISA_ENV: dict[str, dict[str, str | None]] = {
         "ATEN_CPU_CAPABILITY": None,
         "MKL_ENABLE_INSTRUCTIONS": None,
         "ONEDNN_MAX_CPU_ISA": None,
+        "TLSEARCH_NATIVE_ARCH": None,
     },
     "avx2": {
         "ATEN_CPU_CAPABILITY": "avx2",
         "MKL_ENABLE_INSTRUCTIONS": "AVX2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "TLSEARCH_NATIVE_ARCH": "haswell",
     },
     "avx512": {
         "ATEN_CPU_CAPABILITY": "avx512",
         "MKL_ENABLE_INSTRUCTIONS": "AVX512",
         "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+        "TLSEARCH_NATIVE_ARCH": "skylake-avx512",
     },
 }
+
+#: ``TLSEARCH_NATIVE`` of each choice of ``--loops``: the native loops, or the torch ops.
+LOOPS_ENV = {"native": "1", "torch": "0"}
 
 
 def settings(chunks: Sequence[int], serials: Sequence[int]) -> list[tuple[int, int]]:
@@ -62,9 +68,13 @@ def settings(chunks: Sequence[int], serials: Sequence[int]) -> list[tuple[int, i
     return pairs
 
 
-def isa_environment(isa: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``base`` (default ``os.environ``) with ``isa``'s variables set or removed."""
+def isa_environment(
+    isa: str, base: dict[str, str] | None = None, loops: str = "native"
+) -> dict[str, str]:
+    """A copy of ``base`` (default ``os.environ``) with ``isa``'s variables set or removed, and
+    the native CPU loops on or off (``loops``)."""
     env = dict(os.environ if base is None else base)
+    env["TLSEARCH_NATIVE"] = LOOPS_ENV[loops]
     for name, value in ISA_ENV[isa].items():
         if value is None:
             env.pop(name, None)
@@ -79,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         description="bench train per instruction set and kernel constants, one process each",
     )
     p.add_argument("--isa", nargs="+", choices=sorted(ISA_ENV), default=["native", "avx2"])
+    p.add_argument(
+        "--loops",
+        nargs="+",
+        choices=sorted(LOOPS_ENV),
+        default=["native", "torch"],
+        help="the native CPU loops (built for the instruction set), or the torch ops",
+    )
     p.add_argument(
         "--chunk-log2",
         nargs="*",
@@ -122,7 +139,7 @@ def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
     from tlsearch.bench import DEFAULT_DATA
     from tlsearch.bench.data import bench_records
     from tlsearch.bench.train import bench_train
-    from tlsearch.model import bn_silu, edge_gated_kernel
+    from tlsearch.model import bn_silu, edge_gated_kernel, native
 
     chunk, serial = args.one
     bn_silu.CHUNK_ELEMENTS = edge_gated_kernel.CHUNK_ELEMENTS = 1 << chunk
@@ -143,6 +160,7 @@ def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "chunk_log2": chunk,
                 "serial_log2": serial,
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "native_loops": native.built_with if native.library() is not None else None,
                 **{
                     k: result[k]
                     for k in (
@@ -162,9 +180,10 @@ def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _children(args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
     pairs = settings(args.chunk_log2, args.serial_log2)
     with tempfile.TemporaryDirectory(prefix="tlsearch-bench-kernels-") as tmp:
-        for isa in args.isa:
-            for k, (chunk, serial) in enumerate(pairs):
-                out = Path(tmp) / f"{isa}-{k}.json"
+        for isa, loops in ((i, lo) for i in args.isa for lo in args.loops):
+            # the torch ops run once per ISA, with the default constants
+            for k, (chunk, serial) in enumerate(pairs if loops == "native" else pairs[:1]):
+                out = Path(tmp) / f"{isa}-{loops}-{k}.json"
                 cmd = [
                     sys.executable,
                     "-m",
@@ -176,22 +195,24 @@ def _children(args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
                     str(out),
                     *_bench_args(args),
                 ]
-                done = subprocess.run(cmd, env=isa_environment(isa), capture_output=True, text=True)
+                env = isa_environment(isa, loops=loops)
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise RuntimeError(
-                        f"bench kernels ({isa}, 2**{chunk}, 2**{serial}) failed:\n"
+                        f"bench kernels ({isa}, {loops} loops, 2**{chunk}, 2**{serial}) failed:\n"
                         + done.stderr[-2000:]
                     )
                 rows = json.loads(out.read_text())
-                yield [{"isa": isa, "default": k == 0, **row} for row in rows]
+                yield [{"isa": isa, "loops": loops, "default": k == 0, **row} for row in rows]
 
 
 def _log_row(row: dict[str, Any]) -> None:
     logger.info(
-        "%-6s (%-7s) %-9s chunk 2^%d, one thread <= 2^%d: ratio %.2fx (median per step %.2fx), "
-        "%.0f%% of %.0f GFLOP/s",
+        "%-6s (%-7s) %-6s loops %-4s chunk 2^%d, one thread <= 2^%d: ratio %.2fx (median per "
+        "step %.2fx), %.0f%% of %.0f GFLOP/s",
         row["isa"],
         row["cpu_capability"],
+        row["loops"],
         row["dataset"],
         row["chunk_log2"],
         row["serial_log2"],

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from tlsearch.model import native
 from tlsearch.model.chunk_workers import reduce_in_order, split_map
 
 #: Elements of one (rows, features) chunk workspace on CPU: 2**21 floats = 8 MB, i.e.
@@ -125,6 +126,11 @@ def column_sums(parts: Sequence[Tensor], workers: int = 1) -> Tensor:
     """Float64 column sums of the rows of all ``parts`` (summed per part, then in order)."""
 
     def share_sums(share: list[Tensor]) -> Tensor | None:
+        if native.usable(*share):
+            total = share[0].new_zeros(share[0].shape[1], dtype=torch.float64)
+            for part in share:
+                native.col_sums(part, total)
+            return total
         return reduce_in_order([part.sum(0).double() for part in share])
 
     return reduce_in_order(split_map(share_sums, parts, workers))
@@ -137,8 +143,12 @@ def centered_variance(
     ``mean``: from centered squares, not ``E[m^2] - mean^2``; sums in float64."""
 
     def squares(share: list[Tensor]) -> Tensor:
-        scratch = share[0].new_empty(rows, share[0].shape[1])
         total = mean.new_zeros(mean.shape, dtype=torch.float64)
+        if native.usable(mean, *share):
+            for part in share:
+                native.col_sqdev(part, mean, total)
+            return total
+        scratch = share[0].new_empty(rows, share[0].shape[1])
         for part in share:
             total += torch.sub(part, mean, out=scratch[: part.shape[0]]).square_().sum(0)
         return total
@@ -166,6 +176,12 @@ def normalize_silu(
     """``out[sl] = silu(part * scale + shift) (+ residual[sl])`` for every part; returns ``out``."""
 
     def normalize(share: list[tuple[Tensor, slice]]) -> None:
+        res = [None if residual is None else residual[sl] for _, sl in share]
+        if native.usable(scale, shift, *(p for p, _ in share), *(out[sl] for _, sl in share),
+                         *res):  # fmt: skip
+            for (part, sl), r in zip(share, res, strict=True):
+                native.bn_silu(part, scale, shift, r, out[sl])
+            return
         for part, sl in share:
             o = torch.addcmul(shift, part, scale, out=out[sl])
             F.silu(o, inplace=True)
@@ -196,9 +212,16 @@ def affine_grads(
     """
 
     def sums(share: list[tuple[Tensor, slice]]) -> tuple[Tensor, Tensor]:
-        scratch = share[0][0].new_empty(rows, mean.shape[0])
         g_gamma = mean.new_zeros(mean.shape, dtype=torch.float64)
         g_beta = mean.new_zeros(mean.shape, dtype=torch.float64)
+        views = [t for part, sl in share for t in (part, g_out[sl], g_z_out[sl])]
+        if native.usable(mean, scale, shift, *views):
+            for part, sl in share:
+                native.bn_silu_grad_sums(
+                    part, g_out[sl], scale, shift, mean, g_z_out[sl], g_gamma, g_beta
+                )
+            return g_gamma, g_beta
+        scratch = share[0][0].new_empty(rows, mean.shape[0])
         for part, sl in share:
             n = part.shape[0]
             z = torch.addcmul(shift, part, scale, out=scratch[:n])
@@ -293,6 +316,10 @@ class LinearBNSiLU(torch.autograd.Function):
             a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, rows)
 
             def input_grads(share: list[tuple[slice, Tensor]]) -> None:
+                if native.usable(scale, a, b, *(t for sl, p in share for t in (g_m[sl], p))):
+                    for sl, part in share:
+                        native.bn_input_grad(g_m[sl], part, scale, a, b)
+                    return
                 for sl, part in share:
                     g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
 

@@ -1,0 +1,221 @@
+/* Fused CPU loops of tlsearch's edge-gated convolution and batch norm + SiLU (float32).
+ *
+ * Each function walks the rows of one chunk once, on the calling thread, and does what the
+ * torch path does in several elementwise, index and reduction passes (see
+ * tlsearch/model/edge_gated_kernel.py and bn_silu.py for the equations). Compiled on the
+ * machine that runs it (-O3 -march=native) so the inner loops over features vectorize at the
+ * CPU's own width; exp is a vectorizable polynomial (Cephes' expf, ~1 ulp), so the loops do not
+ * depend on -ffast-math. Sums over rows accumulate in row order (float64 for batch moments);
+ * scatter-adds into per-node rows (den, num, gradients) go in edge order, so results do not
+ * depend on timing.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define RESTRICT __restrict__
+/* Rows summed in float32 before a sum over rows is added to its float64 total. */
+#define BLOCK 16
+
+static inline float exp_f(float x) {
+    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+    float t = x * 1.44269504088896341f;
+    float n = (float)(int)(t + (t >= 0.f ? 0.5f : -0.5f));
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float sigmoid_f(float x) { return 1.f / (1.f + exp_f(-x)); }
+
+/* One edge row of tl_gates_forward (has_s a constant in each caller: branch-free loops). */
+static inline __attribute__((always_inline)) void gates_forward_row(
+    int64_t D, const float *RESTRICT a, const float *RESTRICT b, const float *RESTRICT c,
+    float *RESTRICT me, float *RESTRICT se, float *RESTRICT dn, float *RESTRICT nm,
+    float *RESTRICT blk, const int has_s) {
+    for (int64_t d = 0; d < D; d++) {
+        float x = (b[d] + a[d]) + me[d];
+        float g = sigmoid_f(x);
+        me[d] = x;
+        if (has_s) se[d] = g;
+        dn[d] += g;
+        nm[d] += c[d] * g;
+        blk[d] += x;
+    }
+}
+
+/* Gates of one chunk of n edges (u -> v), D features.
+ * On entry m (n, D) holds y W^T; on exit m = A_u + B_v + y W^T. With s non-NULL the gates
+ * s = sigmoid(m) are written there. den[v] += s, num[v] += C_u * s (den, num: (N, D)),
+ * col += column sums of m (float64). A, B, C rows have stride ld (node_proj's row length). */
+void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int64_t *RESTRICT v,
+                      const float *RESTRICT A, const float *RESTRICT B, const float *RESTRICT C,
+                      int64_t ld, float *RESTRICT m, float *RESTRICT s, float *RESTRICT den,
+                      float *RESTRICT num, double *RESTRICT col) {
+    float blk[D];
+    for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
+        int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
+        for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
+        for (int64_t e = e0; e < e1; e++) {
+            const float *a = A + u[e] * ld, *b = B + v[e] * ld, *c = C + u[e] * ld;
+            float *dn = den + v[e] * D, *nm = num + v[e] * D;
+            if (s)
+                gates_forward_row(D, a, b, c, m + e * D, s + e * D, dn, nm, blk, 1);
+            else
+                gates_forward_row(D, a, b, c, m + e * D, 0, dn, nm, blk, 0);
+        }
+        for (int64_t d = 0; d < D; d++) col[d] += (double)blk[d];
+    }
+}
+
+/* acc += column sums of m (n, D) (float32 within blocks of BLOCK rows, then float64). */
+void tl_col_sums(int64_t n, int64_t D, const float *RESTRICT m, double *RESTRICT acc) {
+    float blk[D];
+    for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
+        int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
+        for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
+        for (int64_t e = e0; e < e1; e++)
+            for (int64_t d = 0; d < D; d++) blk[d] += m[e * D + d];
+        for (int64_t d = 0; d < D; d++) acc[d] += (double)blk[d];
+    }
+}
+
+/* acc += column sums of (m - mean)^2 (n, D), blocked as tl_col_sums. */
+void tl_col_sqdev(int64_t n, int64_t D, const float *RESTRICT m, const float *RESTRICT mean,
+                  double *RESTRICT acc) {
+    float blk[D];
+    for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
+        int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
+        for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
+        for (int64_t e = e0; e < e1; e++)
+            for (int64_t d = 0; d < D; d++) {
+                float x = m[e * D + d] - mean[d];
+                blk[d] += x * x;
+            }
+        for (int64_t d = 0; d < D; d++) acc[d] += (double)blk[d];
+    }
+}
+
+/* out = silu(m * scale + shift) (+ res when non-NULL); (n, D) rows, res rows stride D. */
+void tl_bn_silu(int64_t n, int64_t D, const float *RESTRICT m, const float *RESTRICT scale,
+                const float *RESTRICT shift, const float *RESTRICT res, float *RESTRICT out) {
+    for (int64_t e = 0; e < n; e++) {
+        const float *RESTRICT me = m + e * D;
+        float *RESTRICT o = out + e * D;
+        if (res) {
+            const float *RESTRICT r = res + e * D;
+            for (int64_t d = 0; d < D; d++) {
+                float z = me[d] * scale[d] + shift[d];
+                o[d] = z * sigmoid_f(z) + r[d];
+            }
+        } else {
+            for (int64_t d = 0; d < D; d++) {
+                float z = me[d] * scale[d] + shift[d];
+                o[d] = z * sigmoid_f(z);
+            }
+        }
+    }
+}
+
+/* g_z = g_out * silu'(z), z = m * scale + shift, written to g_z (n, D);
+ * g_beta += sum g_z, g_gamma += sum (m - mean) * g_z (float32 within blocks of BLOCK rows,
+ * then float64). */
+void tl_bn_silu_grad_sums(int64_t n, int64_t D, const float *RESTRICT m,
+                          const float *RESTRICT g_out, const float *RESTRICT scale,
+                          const float *RESTRICT shift, const float *RESTRICT mean,
+                          float *RESTRICT g_z, double *RESTRICT g_gamma,
+                          double *RESTRICT g_beta) {
+    float bg[D], bb[D];
+    for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
+        int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
+        for (int64_t d = 0; d < D; d++) bg[d] = bb[d] = 0.f;
+        for (int64_t e = e0; e < e1; e++) {
+            const float *RESTRICT me = m + e * D, *RESTRICT go = g_out + e * D;
+            float *RESTRICT gz = g_z + e * D;
+            for (int64_t d = 0; d < D; d++) {
+                float z = me[d] * scale[d] + shift[d];
+                float s = sigmoid_f(z);
+                float g = go[d] * (s * (1.f + z * (1.f - s)));
+                gz[d] = g;
+                bb[d] += g;
+                bg[d] += (me[d] - mean[d]) * g;
+            }
+        }
+        for (int64_t d = 0; d < D; d++) {
+            g_beta[d] += (double)bb[d];
+            g_gamma[d] += (double)bg[d];
+        }
+    }
+}
+
+/* In place g = g * scale (+ m * a + b when a is non-NULL): the batch-norm input gradient. */
+void tl_bn_input_grad(int64_t n, int64_t D, float *RESTRICT g, const float *RESTRICT m,
+                      const float *RESTRICT scale, const float *RESTRICT a,
+                      const float *RESTRICT b) {
+    for (int64_t e = 0; e < n; e++) {
+        float *RESTRICT ge = g + e * D;
+        const float *RESTRICT me = m + e * D;
+        if (a) {
+            for (int64_t d = 0; d < D; d++) ge[d] = ge[d] * scale[d] + me[d] * a[d] + b[d];
+        } else {
+            for (int64_t d = 0; d < D; d++) ge[d] = ge[d] * scale[d];
+        }
+    }
+}
+
+/* One edge row of tl_gates_backward; the flags are constants in each caller, so every variant
+ * is its own branch-free, vectorized loop. */
+static inline __attribute__((always_inline)) void gates_backward_row(
+    int64_t D, const float *RESTRICT gn, const float *RESTRICT c, const float *RESTRICT hv,
+    const float *RESTRICT me, const float *RESTRICT sv, const float *RESTRICT gze,
+    const float *RESTRICT scale, const float *RESTRICT a, const float *RESTRICT b,
+    float *RESTRICT gm, float *RESTRICT ga, float *RESTRICT gb, float *RESTRICT gc,
+    const int has_s, const int has_gz, const int has_ab) {
+    for (int64_t d = 0; d < D; d++) {
+        float sg = has_s ? sv[d] : sigmoid_f(me[d]);
+        float x = gn[d] * (c[d] - hv[d]) * (sg * (1.f - sg));
+        if (has_gz) x += gze[d] * scale[d];
+        if (has_ab) x += me[d] * a[d] + b[d];
+        gm[d] = x;
+        ga[d] += x;
+        gb[d] += x;
+        gc[d] += gn[d] * sg;
+    }
+}
+
+#define GATES_BACKWARD_LOOP(HAS_S, HAS_GZ, HAS_AB)                                          \
+    for (int64_t e = 0; e < n; e++)                                                         \
+        gates_backward_row(D, g_num + v[e] * D, C + u[e] * ldc, h + v[e] * D, m + e * D,    \
+                           HAS_S ? s_saved + e * D : 0, HAS_GZ ? g_z + e * D : 0, scale, a, \
+                           b, g_m + e * D, gA + u[e] * D, gB + v[e] * D, gC + u[e] * D,     \
+                           HAS_S, HAS_GZ, HAS_AB)
+
+/* Backward of the gates of one chunk of n edges (u -> v), D features:
+ *   g_s = g_num_v * (C_u - h_v),  s = sigmoid(m) (or the saved s),
+ *   g_m = g_s * s * (1 - s) [+ g_z * scale [+ m * a + b]]   -> written to g_m (n, D)
+ *   gA[u] += g_m, gB[v] += g_m, gC[u] += g_num_v * s         (gA, gB, gC: (N, D))
+ * g_z (rows stride D) may be NULL (no edge output); a, b NULL in eval mode. C rows have
+ * stride ldc; g_num, h: (N, D). */
+void tl_gates_backward(int64_t n, int64_t D, const int64_t *RESTRICT u,
+                       const int64_t *RESTRICT v, const float *RESTRICT g_num,
+                       const float *RESTRICT C, int64_t ldc, const float *RESTRICT h,
+                       const float *RESTRICT m, const float *RESTRICT s_saved,
+                       const float *RESTRICT g_z, const float *RESTRICT scale,
+                       const float *RESTRICT a, const float *RESTRICT b, float *RESTRICT g_m,
+                       float *RESTRICT gA, float *RESTRICT gB, float *RESTRICT gC) {
+    const int has_s = s_saved != 0, has_gz = g_z != 0, has_ab = g_z != 0 && a != 0;
+    if (has_s && has_gz && has_ab) GATES_BACKWARD_LOOP(1, 1, 1);
+    else if (has_s && has_gz) GATES_BACKWARD_LOOP(1, 1, 0);
+    else if (has_s) GATES_BACKWARD_LOOP(1, 0, 0);
+    else if (has_gz && has_ab) GATES_BACKWARD_LOOP(0, 1, 1);
+    else if (has_gz) GATES_BACKWARD_LOOP(0, 1, 0);
+    else GATES_BACKWARD_LOOP(0, 0, 0);
+}
