@@ -22,9 +22,11 @@ Sub-benchmarks (all by default):
 - ``rank-sources RESULTS`` (run alone): ``tlsearch rank-sources`` against what a finished search
   fine-tuned: Spearman, best source in the top 2, ranking vs fine-tuning seconds
   (:mod:`tlsearch.bench.rank`).
-- ``kernels [--isa native avx2]`` (run alone): ``train`` once per instruction set (AVX2 forced
-  through torch's, MKL's and oneDNN's switches) and per value of the CPU kernels' constants, each
-  in its own process: is a slower speed-up the instruction set or constants tuned to one CPU?
+- ``kernels [--isa native avx2] [--loops native torch]`` (run alone): ``train`` once per
+  instruction set (AVX2 forced through torch's, MKL's and oneDNN's switches, and the native CPU
+  loops built for AVX2), with the native loops on and off, and per value of the CPU kernels'
+  constants, each in its own process: is a slower speed-up the instruction set or constants
+  tuned to one CPU, and what do the fused loops give?
   (:mod:`tlsearch.bench.kernels`).
 
 Ratios are what to read; absolute times on shared machines are noise.
@@ -43,6 +45,27 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATA = Path("..") / "shared" / "data" / "paper" / "ft"
 
 
+def add_train_options(p: argparse.ArgumentParser, warmup: int) -> None:
+    """The training bench's options (shared with ``tlsearch bench kernels``)."""
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["dc", "bg"],
+        help="paper dataset codes whose <code>_trial1_800 files are used "
+        "(DC: small cells, BG: large cells); 'generated' uses generated data",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder holding <code>/<code>_trial1_800.json.gz (default ../shared/...)",
+    )
+    p.add_argument("--steps", type=int, default=8, help="timed training steps per model")
+    p.add_argument("--warmup", type=int, default=warmup, help="untimed training steps per model")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tlsearch bench",
@@ -57,24 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         "'packing', 'gpu', 'frozen', 'rank-sources' and 'kernels' run alone with their own "
         "options (tlsearch bench search --help, tlsearch bench kernels --help, ...)",
     )
-    p.add_argument(
-        "--datasets",
-        nargs="+",
-        default=["dc", "bg"],
-        help="paper dataset codes whose <code>_trial1_800 files are used "
-        "(DC: small cells, BG: large cells); 'generated' uses generated data",
-    )
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=DEFAULT_DATA,
-        help="folder holding <code>/<code>_trial1_800.json.gz (default ../shared/...)",
-    )
+    add_train_options(p, warmup=2)
     p.add_argument("--n-graphs", type=int, default=200, help="structures for the graph bench")
-    p.add_argument("--steps", type=int, default=8, help="timed training steps per model")
-    p.add_argument("--warmup", type=int, default=2, help="untimed training steps per model")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p

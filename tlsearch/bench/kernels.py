@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tlsearch.bench import add_train_options
+
 logger = logging.getLogger(__name__)
 
 #: Environment of each instruction set (``None``: the variable is removed).
@@ -112,12 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="one-thread bounds of 2**K elements to try besides the default",
     )
-    p.add_argument("--datasets", nargs="+", default=["dc", "bg"])
-    p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=2)
+    add_train_options(p, warmup=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--one", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -127,16 +124,13 @@ def _parser() -> argparse.ArgumentParser:
 def _bench_args(args: argparse.Namespace) -> list[str]:
     argv = ["--datasets", *args.datasets, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     argv += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-    if args.data_root is not None:
-        argv += ["--data-root", str(args.data_root)]
-    return argv
+    return argv + ["--data-root", str(args.data_root)]
 
 
 def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
     """In this process: patch the constants, run bench train on each dataset (the child side)."""
     import torch
 
-    from tlsearch.bench import DEFAULT_DATA
     from tlsearch.bench.data import bench_records
     from tlsearch.bench.train import bench_train
     from tlsearch.model import bn_silu, edge_gated_kernel, native
@@ -153,7 +147,7 @@ def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
     )
     rows = []
     for code in args.datasets:
-        result = bench_train(bench_records(code, args.data_root or DEFAULT_DATA), bench)
+        result = bench_train(bench_records(code, args.data_root), bench)
         rows.append(
             {
                 "dataset": code,
