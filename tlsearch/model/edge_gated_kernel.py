@@ -54,6 +54,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -107,32 +108,44 @@ class _Segments:
 
 @dataclass(frozen=True)
 class _ChunkIndex:
-    """Index structures of one chunk of edges (rows ``rows`` of the edge list)."""
+    """Index structures of one chunk of edges (rows ``rows`` of the edge list).
+
+    The gather pairs and the segments by source and target are built on first use (once per
+    batch, shared by the layers): the native loops need only ``src`` and ``dst``. A chunk is
+    only used by one chunk worker at a time (static dealing), so building them is not shared.
+    """
 
     rows: slice
     src: Tensor
     dst: Tensor
-    #: (2n,) ``[N + v_0, u_0, N + v_1, u_1, ...]`` and (n,) ``[0, 2, 4, ...]``: gathering the
-    #: pairs from a stacked (2N, D) table ``[X; Y]`` gives ``X_u + Y_v`` in one pass. The
-    #: destination comes first in each pair: with sorted sources (the line graph's order) the
-    #: gather is ~2x slower the other way round (measured; the sum is the same either way).
-    pairs: Tensor
-    pair_offsets: Tensor
-    by_src: _Segments
-    by_dst: _Segments
+    num_nodes: int
 
     @classmethod
     def of(cls, src: Tensor, dst: Tensor, rows: slice, num_nodes: int) -> _ChunkIndex:
-        u, v = src[rows].contiguous(), dst[rows].contiguous()  # the native loops read them
-        pairs = torch.stack([v + num_nodes, u], 1).reshape(-1)
-        pair_offsets = torch.arange(0, pairs.numel(), 2, device=u.device)
-        return cls(
-            rows, u, v, pairs, pair_offsets, _Segments.of(u, num_nodes), _Segments.of(v, num_nodes)
-        )
+        # contiguous: the native loops read them
+        return cls(rows, src[rows].contiguous(), dst[rows].contiguous(), num_nodes)
+
+    @cached_property
+    def pairs(self) -> tuple[Tensor, Tensor]:
+        """(2n,) ``[N + v_0, u_0, N + v_1, u_1, ...]`` and (n,) ``[0, 2, 4, ...]``: gathering
+        the pairs from a stacked (2N, D) table ``[X; Y]`` gives ``X_u + Y_v`` in one pass. The
+        destination comes first in each pair: with sorted sources (the line graph's order) the
+        gather is ~2x slower the other way round (measured; the sum is the same either way)."""
+        pairs = torch.stack([self.dst + self.num_nodes, self.src], 1).reshape(-1)
+        return pairs, torch.arange(0, pairs.numel(), 2, device=pairs.device)
+
+    @cached_property
+    def by_src(self) -> _Segments:
+        return _Segments.of(self.src, self.num_nodes)
+
+    @cached_property
+    def by_dst(self) -> _Segments:
+        return _Segments.of(self.dst, self.num_nodes)
 
     def gather_sum(self, table: Tensor) -> Tensor:
         """(n, D) ``X_u + Y_v`` from ``table = [X; Y]`` (2N, D), as one fresh tensor."""
-        return F.embedding_bag(self.pairs, table, self.pair_offsets, mode="sum")
+        pairs, offsets = self.pairs
+        return F.embedding_bag(pairs, table, offsets, mode="sum")
 
 
 class EdgeIndex:
