@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tlsearch.graphs.batch import GraphBatch
+from tlsearch.model import bn_silu
 
 
 def random_graph(num_atoms: int, neighbors: int, seed: int, features: int = 92) -> GraphBatch:
@@ -98,3 +99,15 @@ def alignn_peer() -> Iterator[types.SimpleNamespace]:
     for name in set(sys.modules) - before:
         if name.split(".")[0] in {"alignn", "pydantic_settings"}:
             del sys.modules[name]
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-chunk-workers"])
+def chunk_workers(request, monkeypatch):
+    """1: the chunk loops run in turn; 2: split over two chunk workers (as large graphs on a
+    2-thread CPU are), forced on the tiny test graph."""
+    threads = torch.get_num_threads()
+    if request.param > 1:
+        monkeypatch.setattr(bn_silu, "SERIAL_ELEMENTS", 0)
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(threads)

@@ -133,18 +133,6 @@ def test_fused_kernel_gradcheck(training: bool):
     assert torch.autograd.gradcheck(run, (x, y, *params))
 
 
-@pytest.fixture(params=[1, 2], ids=["1-worker", "2-chunk-workers"])
-def chunk_workers(request, monkeypatch):
-    """1: the chunk loops run in turn; 2: split over two chunk workers (as large graphs on a
-    2-thread CPU are), forced on the tiny test graph."""
-    threads = torch.get_num_threads()
-    if request.param > 1:
-        monkeypatch.setattr(bn_silu, "SERIAL_ELEMENTS", 0)
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("use_y_out", [True, False], ids=["x-and-y", "x-only"])
 @pytest.mark.parametrize("keep_gates", [True, False], ids=["gates-kept", "gates-recomputed"])

@@ -36,18 +36,6 @@ def use_native(monkeypatch):
     native.reset()
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-chunk-workers"])
-def threads(request, monkeypatch):
-    """1: every loop on one thread; 2: large row sets split over two chunk workers (forced on
-    the small test graphs by making nothing 'small')."""
-    before = torch.get_num_threads()
-    if request.param > 1:
-        monkeypatch.setattr(bn_silu, "SERIAL_ELEMENTS", 0)
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _run(module, use_native, on: bool, forward):
     """Outputs, input and parameter gradients, and buffers of ``forward(copy of module)``."""
     use_native(on)
@@ -84,7 +72,7 @@ def _graph(num_nodes: int, num_edges: int, dim: int, seed: int):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("edges_out", [True, False], ids=["x-and-y", "x-only"])
 def test_edge_gated_conv_native_equals_torch(
-    use_native, threads, monkeypatch, training: bool, edges_out: bool
+    use_native, chunk_workers, monkeypatch, training: bool, edges_out: bool
 ):
     """Odd sizes (37 features, 301 edges in chunks of 64: a partial last chunk, a node with no
     incoming edge): outputs, gradients and running moments as the torch ops give them."""
@@ -105,7 +93,7 @@ def test_edge_gated_conv_native_equals_torch(
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_mlp_layer_native_equals_torch(use_native, threads, monkeypatch, training: bool):
+def test_mlp_layer_native_equals_torch(use_native, chunk_workers, monkeypatch, training: bool):
     monkeypatch.setattr(bn_silu, "CHUNK_ELEMENTS", 50 * 19)
     torch.manual_seed(1)
     layer = MLPLayer(7, 19).train(training)
@@ -119,7 +107,7 @@ def test_mlp_layer_native_equals_torch(use_native, threads, monkeypatch, trainin
     _assert_same(_run(layer, use_native, True, forward), _run(layer, use_native, False, forward))
 
 
-def test_alignn_training_step_native_equals_torch(use_native, threads):
+def test_alignn_training_step_native_equals_torch(use_native, chunk_workers):
     """The paper's widths on crystal-like graphs (1-atom and 30-atom cells in one batch)."""
     batch = concat_batches(
         [random_graph(1, 12, seed=5), random_graph(30, 12, seed=6), random_graph(7, 12, seed=7)]

@@ -10,8 +10,11 @@ Each (instruction set, constants) pair is one ``tlsearch bench train`` (ours vs 
 pure-PyTorch ALIGNN, interleaved on the same batches) in its own process, because the instruction
 set is chosen when torch loads: ``avx2`` sets ``ATEN_CPU_CAPABILITY=avx2`` (ATen's vector
 kernels), ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (MKL's GEMM) and ``ONEDNN_MAX_CPU_ISA=AVX2``, as on an
-AVX2-only CPU; ``native`` leaves them unset. An instruction set can only be lowered, and each
-row names the one torch really used. The constants vary one at a time around the defaults.
+AVX2-only CPU, and builds tlsearch's native CPU loops with ``-march=haswell``; ``native``
+leaves them unset. An instruction set can only be lowered, and each row names the one torch
+really used and the flags of the loops. ``--loops torch`` runs the same kernels as torch ops
+(``TLSEARCH_NATIVE=0``), once per instruction set. The constants vary one at a time around the
+defaults, with the native loops.
 Read the ratio to alignn (robust to load: the same batches back to back), not absolute speed.
 """
 

@@ -246,7 +246,7 @@ class EdgeGatedEdges(torch.autograd.Function):
 
             def gates(share: list[tuple[int, _ChunkIndex]]) -> dict:
                 """m (kept), the gates and this share's sums over its chunks."""
-                if native.usable(y, weight, c_nodes) and native.rows_usable(node_proj):
+                if native.usable(y, weight, c_nodes, rows=[node_proj]):
                     return native_gates(share)
                 work = [y.new_empty(rows, dim) for _ in range(2)]
                 out: dict = {"m": {}, "s": {}, "den": None, "num": None, "col": None}
@@ -277,8 +277,8 @@ class EdgeGatedEdges(torch.autograd.Function):
                         m_c = torch.mm(y[ch.rows], weight.t())
                     out["m"][k] = m_c  # the gates are recomputed in backward (as fast)
                     native.gates_forward(
-                        ch.src, ch.dst, a_nodes, b_nodes, c_view, m_c, None, out["den"],
-                        out["num"], out["col"],
+                        ch.src, ch.dst, a_nodes, b_nodes, c_view, m_c, out["den"], out["num"],
+                        out["col"],
                     )  # fmt: skip
                 return out
 

@@ -28,6 +28,7 @@ import platform
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -57,7 +58,7 @@ def flag_sets() -> list[list[str]]:
 
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 _SIGNATURES: dict[str, list] = {
-    "tl_gates_forward": [_I64, _I64, _P, _P, _P, _P, _P, _I64, _P, _P, _P, _P, _P],
+    "tl_gates_forward": [_I64, _I64, _P, _P, _P, _P, _P, _I64, _P, _P, _P, _P],
     "tl_col_sums": [_I64, _I64, _P, _P],
     "tl_col_sqdev": [_I64, _I64, _P, _P, _P],
     "tl_bn_silu": [_I64, _I64, _P, _P, _P, _P, _P],
@@ -183,28 +184,21 @@ def reset() -> None:
         _lib, _tried = None, False
 
 
-def usable(*tensors: Tensor | None) -> bool:
-    """Whether the loops may run on ``tensors`` here: the library loads, every tensor given is
-    a contiguous float32 CPU tensor (int64 index tensors are checked by the callers), and torch
-    runs on one thread (the loops are serial; callers use them inside chunk workers or
-    one-thread sections)."""
+def usable(*tensors: Tensor | None, rows: Sequence[Tensor] = ()) -> bool:
+    """Whether the loops may run here on ``tensors`` (contiguous) and ``rows`` (row views of a
+    wider table: unit stride within a row): the library loads, torch runs on one thread (the
+    loops are serial; callers use them inside chunk workers or one-thread sections) and every
+    tensor is float32 on the CPU. int64 index tensors are checked by the callers."""
     if torch.get_num_threads() != 1 or library() is None:
         return False
-    return all(
-        t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous())
-        for t in tensors
-    )
 
+    def fits(t: Tensor | None, contiguous: bool) -> bool:
+        if t is None:
+            return True
+        laid_out = t.is_contiguous() if contiguous else t.stride(-1) == 1
+        return t.device.type == "cpu" and t.dtype == torch.float32 and laid_out
 
-def rows_usable(*tensors: Tensor | None) -> bool:
-    """As :func:`usable`, for row views whose rows are contiguous (a column slice of a wider
-    table: unit stride within a row)."""
-    if torch.get_num_threads() != 1 or library() is None:
-        return False
-    return all(
-        t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.stride(-1) == 1)
-        for t in tensors
-    )
+    return all(fits(t, True) for t in tensors) and all(fits(t, False) for t in rows)
 
 
 def _p(t: Tensor | None) -> int | None:
@@ -212,17 +206,17 @@ def _p(t: Tensor | None) -> int | None:
 
 
 def gates_forward(
-    src: Tensor, dst: Tensor, a: Tensor, b: Tensor, c: Tensor, m: Tensor,
-    s: Tensor | None, den: Tensor, num: Tensor, col: Tensor,
+    src: Tensor, dst: Tensor, a: Tensor, b: Tensor, c: Tensor, m: Tensor, den: Tensor,
+    num: Tensor, col: Tensor,
 ) -> None:  # fmt: skip
-    """In place: ``m += A_u + B_v``; ``s = sigmoid(m)`` when given; ``den[v] += s``,
+    """In place: ``m += A_u + B_v``; with ``s = sigmoid(m)``, ``den[v] += s`` and
     ``num[v] += C_u s``; ``col += column sums of m`` (float64). ``a``, ``b``, ``c``: (N, D)
     row views with one row stride."""
     n, d = m.shape
     _check_index(src, dst, n)
     library().tl_gates_forward(
-        n, d, _p(src), _p(dst), _p(a), _p(b), _p(c), a.stride(0), _p(m), _p(s), _p(den),
-        _p(num), _p(col),
+        n, d, _p(src), _p(dst), _p(a), _p(b), _p(c), a.stride(0), _p(m), _p(den), _p(num),
+        _p(col),
     )  # fmt: skip
 
 

@@ -36,41 +36,32 @@ static inline float exp_f(float x) {
 
 static inline float sigmoid_f(float x) { return 1.f / (1.f + exp_f(-x)); }
 
-/* One edge row of tl_gates_forward (has_s a constant in each caller: branch-free loops). */
-static inline __attribute__((always_inline)) void gates_forward_row(
-    int64_t D, const float *RESTRICT a, const float *RESTRICT b, const float *RESTRICT c,
-    float *RESTRICT me, float *RESTRICT se, float *RESTRICT dn, float *RESTRICT nm,
-    float *RESTRICT blk, const int has_s) {
-    for (int64_t d = 0; d < D; d++) {
-        float x = (b[d] + a[d]) + me[d];
-        float g = sigmoid_f(x);
-        me[d] = x;
-        if (has_s) se[d] = g;
-        dn[d] += g;
-        nm[d] += c[d] * g;
-        blk[d] += x;
-    }
-}
-
 /* Gates of one chunk of n edges (u -> v), D features.
- * On entry m (n, D) holds y W^T; on exit m = A_u + B_v + y W^T. With s non-NULL the gates
- * s = sigmoid(m) are written there. den[v] += s, num[v] += C_u * s (den, num: (N, D)),
- * col += column sums of m (float64). A, B, C rows have stride ld (node_proj's row length). */
+ * On entry m (n, D) holds y W^T; on exit m = A_u + B_v + y W^T. With s = sigmoid(m):
+ * den[v] += s, num[v] += C_u * s (den, num: (N, D)); col += column sums of m (float32 within
+ * blocks of BLOCK rows, then float64). A, B, C rows have stride ld (node_proj's row length).
+ * The gates are not stored: the backward recomputes them (as fast as reading them back). */
 void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int64_t *RESTRICT v,
                       const float *RESTRICT A, const float *RESTRICT B, const float *RESTRICT C,
-                      int64_t ld, float *RESTRICT m, float *RESTRICT s, float *RESTRICT den,
-                      float *RESTRICT num, double *RESTRICT col) {
+                      int64_t ld, float *RESTRICT m, float *RESTRICT den, float *RESTRICT num,
+                      double *RESTRICT col) {
     float blk[D];
     for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
         int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
         for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
         for (int64_t e = e0; e < e1; e++) {
-            const float *a = A + u[e] * ld, *b = B + v[e] * ld, *c = C + u[e] * ld;
-            float *dn = den + v[e] * D, *nm = num + v[e] * D;
-            if (s)
-                gates_forward_row(D, a, b, c, m + e * D, s + e * D, dn, nm, blk, 1);
-            else
-                gates_forward_row(D, a, b, c, m + e * D, 0, dn, nm, blk, 0);
+            const float *RESTRICT a = A + u[e] * ld, *RESTRICT b = B + v[e] * ld;
+            const float *RESTRICT c = C + u[e] * ld;
+            float *RESTRICT me = m + e * D, *RESTRICT dn = den + v[e] * D;
+            float *RESTRICT nm = num + v[e] * D;
+            for (int64_t d = 0; d < D; d++) {
+                float x = (b[d] + a[d]) + me[d];
+                float g = sigmoid_f(x);
+                me[d] = x;
+                dn[d] += g;
+                nm[d] += c[d] * g;
+                blk[d] += x;
+            }
         }
         for (int64_t d = 0; d < D; d++) col[d] += (double)blk[d];
     }
