@@ -10,6 +10,7 @@ from torch import nn
 
 import tlsearch.model.bn_silu as bn_silu
 import tlsearch.model.edge_gated_kernel as kernel
+import tlsearch.model.layers as layers_module
 from tlsearch.model.layers import (
     ALIGNNConv,
     EdgeGatedGraphConv,
@@ -302,6 +303,58 @@ def test_fused_mlp_layer_gradcheck():
 def test_fused_mlp_layer_training_needs_two_rows():
     with pytest.raises(ValueError, match="more than 1 value"):
         MLPLayer(3, 2).train()(torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "plain"])
+def test_batch_norm_silu_equals_batchnorm_then_silu(
+    monkeypatch, chunk_workers: int, training: bool, residual: bool
+):
+    """The conv's node update ``silu(bn(m)) (+ x)``: values, gradients of m, gamma, beta and
+    the residual, and the running moments as nn.BatchNorm1d's; chunks of 3 rows (10 rows)."""
+    monkeypatch.setattr(bn_silu, "CHUNK_ELEMENTS", 3 * 4)
+    torch.manual_seed(0)
+    reference = nn.BatchNorm1d(4).double()
+    randomize_batchnorms(reference)
+    reference.train(training)
+    fused = copy.deepcopy(reference)
+    m0 = torch.randn(10, 4, dtype=torch.float64) * 2 + 1
+    r0 = torch.randn(10, 4, dtype=torch.float64)
+    weights = torch.linspace(-1, 1, 40, dtype=torch.float64).reshape(10, 4)
+    results = []
+    for kind, bn in (("reference", reference), ("fused", fused)):
+        m, r = m0.clone().requires_grad_(), r0.clone().requires_grad_()
+        if kind == "reference":
+            out = torch.nn.functional.silu(bn(m)) + (r if residual else 0)
+        else:
+            out, mean, var = bn_silu.batch_norm_silu(m, bn, r if residual else None)
+            if training:
+                layers_module._update_running_stats(bn, mean, var, count=10)
+        (out * weights).sum().backward()
+        grads = [m.grad, bn.weight.grad, bn.bias.grad] + ([r.grad] if residual else [])
+        results.append([out, *grads, bn.running_mean, bn.running_var])
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_batch_norm_silu_gradcheck():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(3).double().train()
+    randomize_batchnorms(bn)
+    m = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    gamma = bn.weight.detach().clone().requires_grad_()
+    beta = bn.bias.detach().clone().requires_grad_()
+
+    def run(m, gamma, beta, r):
+        return bn_silu.BatchNormSiLU.apply(m, gamma, beta, None, None, bn.eps, r)[0]
+
+    assert torch.autograd.gradcheck(run, (m, gamma, beta, r))
+
+
+def test_batch_norm_silu_training_needs_two_rows():
+    with pytest.raises(ValueError, match="more than 1 value"):
+        bn_silu.batch_norm_silu(torch.randn(1, 3), nn.BatchNorm1d(3).train())
 
 
 @pytest.fixture

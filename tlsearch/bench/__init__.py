@@ -64,6 +64,13 @@ def add_train_options(p: argparse.ArgumentParser, warmup: int) -> None:
     p.add_argument("--warmup", type=int, default=warmup, help="untimed training steps per model")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--heap",
+        choices=["retained", "default"],
+        default="retained",
+        help="glibc heap while both models train: 'retained' keeps freed memory in the process "
+        "as tlsearch's training loop does (tlsearch.training.heap), 'default' is glibc's",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -115,7 +115,8 @@ def check_train(args: argparse.Namespace) -> CheckResult:
     numbers, parts = {}, []
     for batch in args.batch_sizes:
         ns = argparse.Namespace(device="cuda", batch_size=batch, steps=args.steps,
-                                warmup=args.warmup, threads=args.threads)  # fmt: skip
+                                warmup=args.warmup, threads=args.threads,
+                                heap="default")  # fmt: skip
         res = bench_train(records, ns)
         numbers[f"batch_{batch}"] = res
         parts.append(

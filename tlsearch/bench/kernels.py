@@ -127,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
 def _bench_args(args: argparse.Namespace) -> list[str]:
     argv = ["--datasets", *args.datasets, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     argv += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    argv += ["--heap", args.heap]
     return argv + ["--data-root", str(args.data_root)]
 
 
@@ -147,6 +148,7 @@ def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
         batch_size=args.batch_size,
         threads=args.threads,
         device="cpu",
+        heap=args.heap,
     )
     rows = []
     for code in args.datasets:

@@ -14,6 +14,7 @@ backward) against a plain matmul measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 
@@ -26,6 +27,7 @@ from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.config import ALIGNNConfig
 from tlsearch.model.peer import alignn_graphs, alignn_pure_model
 from tlsearch.structures.records import StructureRecord
+from tlsearch.training.heap import retained_heap
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +130,18 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
     inputs = {"tlsearch": batches, "alignn": peer_inputs}
     steps: dict[str, list[float]] = {k: [] for k in models}
     model_only: dict[str, float] = dict.fromkeys(models, 0.0)
-    for k in range(n_batches):
-        target = torch.randn(batches[k].num_graphs, device=device)
-        for name, model in models.items():
-            model.train()
-            t0 = time.perf_counter()
-            forward_backward = _step(model, optimizers[name], inputs[name][k], target, device)
-            _sync(device)
-            if k >= args.warmup:
-                steps[name].append(time.perf_counter() - t0)
-                model_only[name] += forward_backward
+    # both models train in one process, with the heap setting tlsearch's training loop uses
+    with retained_heap(device) if args.heap == "retained" else contextlib.nullcontext():
+        for k in range(n_batches):
+            target = torch.randn(batches[k].num_graphs, device=device)
+            for name, model in models.items():
+                model.train()
+                t0 = time.perf_counter()
+                forward_backward = _step(model, optimizers[name], inputs[name][k], target, device)
+                _sync(device)
+                if k >= args.warmup:
+                    steps[name].append(time.perf_counter() - t0)
+                    model_only[name] += forward_backward
     seconds = {k: sum(v) for k, v in steps.items()}
     per_step = [a / b for a, b in zip(steps["alignn"], steps["tlsearch"], strict=True)]
     timed = batches[args.warmup :]
@@ -168,6 +172,7 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         "tlsearch_fraction_of_roofline": flops / seconds["tlsearch"] / 1e9 / roofline,
         "collate_with_line_graph_ms_per_batch": collate_ms,
         "tlsearch_step_ms": 1e3 * seconds["tlsearch"] / len(timed),
+        "heap": args.heap,
     }
     logger.info(
         "train (%s, %d threads, batch %d): tlsearch %.1f struct/s, alignn %.1f struct/s, "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -245,6 +246,116 @@ def input_grad_terms(
     return a, b
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How the rows of one batch norm + SiLU were walked (kept for its backward)."""
+
+    small: bool
+    batch_stats: bool
+    step: int
+    workers: int
+
+
+def _normalize(
+    m: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    eps: float,
+    residual: Tensor | None,
+    small: bool,
+) -> tuple[Tensor, list[Tensor], _Plan]:
+    """``silu(BatchNorm(m)) (+ residual)``; returns it, the tensors its backward needs
+    ``[m, mean, var, invstd, scale, shift]`` and the plan. Batch moments when no running ones."""
+    rows, dim = m.shape
+    workers, step = split_plan(rows, chunk_rows(rows, dim, m.device), small, m.device)
+    slices = [sl for sl, _ in row_chunks(rows, step)]
+    parts = [m[sl] for sl in slices]
+    batch_stats = running_mean is None or running_var is None
+    if batch_stats:
+        mean, var = batch_moments(parts, rows, step, workers)
+    else:
+        mean, var = running_mean, running_var
+    invstd = torch.rsqrt(var + eps)
+    scale = gamma * invstd
+    shift = beta - mean * scale
+    out = normalize_silu(parts, slices, scale, shift, torch.empty_like(m), residual, workers)
+    return out, [m, mean, var, invstd, scale, shift], _Plan(small, batch_stats, step, workers)
+
+
+def _normalize_backward(
+    saved: Sequence[Tensor], plan: _Plan, g_out: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(g_m, g_gamma, g_beta)`` of :func:`_normalize` (``saved``: its tensors)."""
+    m, mean, _, invstd, scale, shift = saved
+    rows = m.shape[0]
+    slices = [sl for sl, _ in row_chunks(rows, plan.step)]
+    parts = [m[sl] for sl in slices]
+    g_m = torch.empty_like(m)  # holds g_z, then dL/dm in place
+    g_out = g_out.contiguous()
+    g_gamma, g_beta = affine_grads(
+        parts, slices, g_out, mean, invstd, scale, shift, plan.step, g_m, plan.workers
+    )
+    if plan.batch_stats:
+        a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, rows)
+
+        def input_grads(share: list[tuple[slice, Tensor]]) -> None:
+            if native.usable(scale, a, b, *(t for sl, p in share for t in (g_m[sl], p))):
+                for sl, part in share:
+                    native.bn_input_grad(g_m[sl], part, scale, a, b)
+                return
+            for sl, part in share:
+                g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
+
+        split_map(input_grads, list(zip(slices, parts, strict=True)), plan.workers)
+    else:
+        g_m.mul_(scale)
+    return g_m, g_gamma, g_beta
+
+
+def _moments_out(ctx, saved: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The (mean, biased variance) outputs: detached copies, marked non-differentiable."""
+    mean, var = saved[1].detach().clone(), saved[2].detach().clone()
+    ctx.mark_non_differentiable(mean, var)
+    return mean, var
+
+
+class BatchNormSiLU(torch.autograd.Function):
+    """``silu(BatchNorm(m)) (+ residual)`` with the batch norm in training (batch moments) or
+    eval (running moments) mode: the node update of an edge-gated convolution.
+
+    Inputs: m (M, D), gamma, beta (D,), running_mean and running_var (D,) or None for batch
+    moments, eps, residual (M, D) or None. Outputs: (M, D) and the (D,) mean and biased variance
+    used (non-differentiable; the caller updates running stats).
+    """
+
+    @staticmethod
+    def forward(ctx, m, gamma, beta, running_mean, running_var, eps, residual):
+        small = is_small(m.shape[0], m.shape[1], m.device)
+        with OneThread(small):
+            out, saved, ctx.plan = _normalize(
+                m, gamma, beta, running_mean, running_var, eps, residual, small
+            )
+        ctx.save_for_backward(*saved)
+        return (out, *_moments_out(ctx, saved))
+
+    @staticmethod
+    def backward(ctx, g_out: Tensor, *_):
+        with OneThread(ctx.plan.small):
+            g_m, g_gamma, g_beta = _normalize_backward(ctx.saved_tensors, ctx.plan, g_out)
+        needs = ctx.needs_input_grad
+        return (
+            g_m if needs[0] else None,
+            g_gamma if needs[1] else None,
+            g_beta if needs[2] else None,
+            None,
+            None,
+            None,
+            g_out if needs[6] else None,
+        )
+
+
 class LinearBNSiLU(torch.autograd.Function):
     """``silu(BatchNorm(x W^T + bias))`` with the batch norm in training (batch moments) or
     eval (running moments) mode.
@@ -266,73 +377,39 @@ class LinearBNSiLU(torch.autograd.Function):
         running_var: Tensor | None,
         eps: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        ctx.small = is_small(x.shape[0], weight.shape[0], x.device)
-        with OneThread(ctx.small) as threads:
-            return LinearBNSiLU._forward(
-                ctx, threads, x, weight, bias, gamma, beta, running_mean, running_var, eps
+        small = is_small(x.shape[0], weight.shape[0], x.device)
+        with OneThread(small) as threads:
+            with threads.all_threads():
+                m = torch.addmm(bias, x, weight.t())
+            out, saved, ctx.plan = _normalize(
+                m, gamma, beta, running_mean, running_var, eps, None, small
             )
-
-    @staticmethod
-    def _forward(ctx, threads, x, weight, bias, gamma, beta, running_mean, running_var, eps):
-        with threads.all_threads():
-            m = torch.addmm(bias, x, weight.t())
-        rows, dim = m.shape
-        workers, step = split_plan(rows, chunk_rows(rows, dim, m.device), ctx.small, m.device)
-        slices = [sl for sl, _ in row_chunks(rows, step)]
-        parts = [m[sl] for sl in slices]
-        batch_stats = running_mean is None or running_var is None
-        if batch_stats:
-            mean, var = batch_moments(parts, rows, step, workers)
-        else:
-            mean, var = running_mean, running_var
-        invstd = torch.rsqrt(var + eps)
-        scale = gamma * invstd
-        shift = beta - mean * scale
-        out = normalize_silu(parts, slices, scale, shift, torch.empty_like(m), workers=workers)
-        ctx.save_for_backward(x, weight, m, mean, invstd, scale, shift)
-        ctx.batch_stats, ctx.step, ctx.workers = batch_stats, step, workers
-        mean, var = mean.detach().clone(), var.detach().clone()
-        ctx.mark_non_differentiable(mean, var)
-        return out, mean, var
+        ctx.save_for_backward(x, weight, *saved)
+        return (out, *_moments_out(ctx, saved))
 
     @staticmethod
     def backward(ctx, g_out: Tensor, *_):
-        with OneThread(ctx.small) as threads:
-            return LinearBNSiLU._backward(ctx, threads, g_out)
-
-    @staticmethod
-    def _backward(ctx, threads: OneThread, g_out: Tensor):
-        x, weight, m, mean, invstd, scale, shift = ctx.saved_tensors
+        x, weight, *saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        rows, dim = m.shape
-        slices = [sl for sl, _ in row_chunks(rows, ctx.step)]
-        parts = [m[sl] for sl in slices]
-        g_m = torch.empty_like(m)  # holds g_z, then dL/dm in place
-        g_out = g_out.contiguous()
-        g_gamma, g_beta = affine_grads(
-            parts, slices, g_out, mean, invstd, scale, shift, ctx.step, g_m, ctx.workers
-        )
-        if ctx.batch_stats:
-            a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, rows)
-
-            def input_grads(share: list[tuple[slice, Tensor]]) -> None:
-                if native.usable(scale, a, b, *(t for sl, p in share for t in (g_m[sl], p))):
-                    for sl, part in share:
-                        native.bn_input_grad(g_m[sl], part, scale, a, b)
-                    return
-                for sl, part in share:
-                    g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
-
-            split_map(input_grads, list(zip(slices, parts, strict=True)), ctx.workers)
-        else:
-            g_m.mul_(scale)
-        with threads.all_threads():
-            g_x = g_m @ weight if needs[0] else None
-            g_w = g_m.t() @ x if needs[1] else None
-        g_bias = g_m.sum(0) if needs[2] else None
+        with OneThread(ctx.plan.small) as threads:
+            g_m, g_gamma, g_beta = _normalize_backward(saved, ctx.plan, g_out)
+            with threads.all_threads():
+                g_x = g_m @ weight if needs[0] else None
+                g_w = g_m.t() @ x if needs[1] else None
+            g_bias = g_m.sum(0) if needs[2] else None
         g_gamma = g_gamma if needs[3] else None
         g_beta = g_beta if needs[4] else None
         return g_x, g_w, g_bias, g_gamma, g_beta, None, None, None
+
+
+def _check_rows(x: Tensor, bn: torch.nn.BatchNorm1d) -> bool:
+    """Whether ``bn`` uses batch moments here; they need more than one row (as torch's)."""
+    batch_stats = bn.training or bn.running_mean is None
+    if batch_stats and x.shape[0] < 2:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.shape}"
+        )
+    return batch_stats
 
 
 def linear_bn_silu(
@@ -340,11 +417,7 @@ def linear_bn_silu(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Apply :class:`LinearBNSiLU` with ``linear``'s and ``bn``'s parameters; returns
     ``(out, mean, var)``. Batch moments when ``bn`` is training or tracks no running stats."""
-    batch_stats = bn.training or bn.running_mean is None
-    if batch_stats and x.shape[0] < 2:
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {x.shape}"
-        )
+    batch_stats = _check_rows(x, bn)
     return LinearBNSiLU.apply(
         x,
         linear.weight,
@@ -354,4 +427,21 @@ def linear_bn_silu(
         None if batch_stats else bn.running_mean,
         None if batch_stats else bn.running_var,
         bn.eps,
+    )
+
+
+def batch_norm_silu(
+    m: Tensor, bn: torch.nn.BatchNorm1d, residual: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Apply :class:`BatchNormSiLU` with ``bn``'s parameters: ``silu(bn(m)) (+ residual)``;
+    returns ``(out, mean, var)`` as :func:`linear_bn_silu`."""
+    batch_stats = _check_rows(m, bn)
+    return BatchNormSiLU.apply(
+        m,
+        bn.weight,
+        bn.bias,
+        None if batch_stats else bn.running_mean,
+        None if batch_stats else bn.running_var,
+        bn.eps,
+        residual,
     )

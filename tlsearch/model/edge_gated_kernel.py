@@ -52,6 +52,7 @@ Backward, with ``g_y'`` and ``g_h`` (= ``g_U``) the incoming gradients of ``y'``
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
@@ -237,7 +238,8 @@ class EdgeGatedEdges(torch.autograd.Function):
             workers, rows = split_plan(num_edges, chunk_rows, small, y.device)
             chunks = index.chunks(num_nodes, rows)
             a_nodes, c_nodes, b_nodes = node_proj[:, : 3 * dim].split(dim, 1)
-            ab_nodes = torch.cat([a_nodes, b_nodes])  # gathered in pairs: A_u + B_v
+            # gathered in pairs (A_u + B_v) by the torch ops only: built on their first use
+            ab_nodes = functools.cache(lambda: torch.cat([a_nodes, b_nodes]))
             c_view, c_nodes = c_nodes, c_nodes.contiguous()
             u_nodes = node_proj[:, 3 * dim :]
             batch_stats = running_mean is None or running_var is None
@@ -252,7 +254,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 out: dict = {"m": {}, "s": {}, "den": None, "num": None, "col": None}
                 for k, ch in share:
                     n = ch.src.shape[0]
-                    m_c = ch.gather_sum(ab_nodes)  # kept for backward: no edge-sized copy
+                    m_c = ch.gather_sum(ab_nodes())  # kept for backward: no edge-sized copy
                     with matmul_threads():
                         m_c.addmm_(y[ch.rows], weight.t())
                     out["m"][k] = m_c
@@ -351,12 +353,14 @@ class EdgeGatedEdges(torch.autograd.Function):
                 g_h = den.new_zeros(num_nodes, dim)
             g_num = g_h / den
             # dL/ds_e = g_num_v * C_u + g_den_v with g_den = -g_num * h: g_num_v * (C_u - h_v)
-            c_minus_h = torch.cat([c_nodes, -h])
+            c_minus_h = functools.cache(lambda: torch.cat([c_nodes, -h]))  # torch ops only
 
             def native_gradients(share: list) -> dict:
                 """As ``gradients``, each chunk's elementwise and index work in one fused loop."""
                 g_m_work = y.new_empty(rows, dim)
-                out = {k: y.new_zeros(num_nodes, dim) for k in "acb"}
+                # sums into column blocks of one (N, 4D) table: no concatenation after
+                out = {"acb": y.new_zeros(num_nodes, 4 * dim)}
+                g_a, g_c, g_b = out["acb"][:, : 3 * dim].split(dim, 1)
                 out["w"] = torch.zeros_like(weight) if needs[2] else None
                 batch_terms = g_out is not None and ctx.batch_stats
                 for k, (ch, m_c) in share:
@@ -366,7 +370,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                         ch.src, ch.dst, g_num, c_nodes, h, m_c, s_parts[k] if s_parts else None,
                         g_z_all[sl] if g_out is not None else None, scale,
                         a if batch_terms else None, b if batch_terms else None,
-                        g_m, out["a"], out["b"], out["c"],
+                        g_m, g_a, g_b, g_c,
                     )  # fmt: skip
                     weight_grads(out, sl, g_m)
                 return out
@@ -395,7 +399,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 for k, (ch, m_c) in share:
                     sl, n = ch.rows, ch.src.shape[0]
                     g_num_v = torch.index_select(g_num, 0, ch.dst, out=work[0][:n])
-                    g_s = ch.gather_sum(c_minus_h).mul_(g_num_v)
+                    g_s = ch.gather_sum(c_minus_h()).mul_(g_num_v)
                     sig = s_parts[k] if s_parts else torch.sigmoid(m_c, out=work[1][:n])
                     g_c_e = g_num_v.mul_(sig)  # dL/dC_u contributions: g_num_v * s_e
                     g_m = _sigmoid_backward(g_s, sig, grad_input=g_s)
@@ -411,17 +415,27 @@ class EdgeGatedEdges(torch.autograd.Function):
                 return out
 
             shares = split_map(gradients, indexed, workers)
-            g_a, g_c, g_b, g_w = (reduce_in_order([sh[k] for sh in shares]) for k in "acbw")
+            g_w = reduce_in_order([sh["w"] for sh in shares])
             if needs[2] and g_w is None:  # no edges
                 g_w = torch.zeros_like(weight)
-            g_node_proj = None
-            if needs[0]:
-                if g_a is None:  # no edges
-                    g_a, g_c, g_b = (y.new_zeros(num_nodes, dim) for _ in range(3))
-                g_node_proj = torch.cat([g_a, g_c, g_b, g_h], dim=1)
+            g_node_proj = _node_gradients(shares, g_h) if needs[0] else None
             g_gamma = g_gamma if needs[3] else None
             g_beta = g_beta if needs[4] else None
             return g_node_proj, g_y, g_w, g_gamma, g_beta, *([None] * 7)
+
+
+def _node_gradients(shares: list[dict], g_h: Tensor) -> Tensor:
+    """(N, 4D) ``[g_A | g_C | g_B | g_h]`` from the shares' partial sums (native loops: one
+    (N, 4D) table each, ``"acb"``; torch ops: three (N, D) sums)."""
+    num_nodes, dim = g_h.shape
+    if shares and "acb" in shares[0]:
+        table = reduce_in_order([sh["acb"] for sh in shares])
+        table[:, 3 * dim :] = g_h
+        return table
+    g_a, g_c, g_b = (reduce_in_order([sh[k] for sh in shares]) for k in "acb")
+    if g_a is None:  # no edges
+        g_a, g_c, g_b = (g_h.new_zeros(num_nodes, dim) for _ in range(3))
+    return torch.cat([g_a, g_c, g_b, g_h], dim=1)
 
 
 def edge_gated_edges(

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tlsearch.model.bn_silu import linear_bn_silu
+from tlsearch.model.bn_silu import batch_norm_silu, linear_bn_silu
 from tlsearch.model.edge_gated_kernel import GATE_EPS, EdgeIndex, edge_gated_edges
 
 
@@ -171,9 +171,10 @@ class EdgeGatedGraphConv(nn.Module):
         )
         if batch_stats:
             _update_running_stats(bn, mean, var, count=y.shape[0])
-        x_new = F.silu(self.bn_nodes(x_pre))
-        if self.residual:
-            x_new.add_(x)  # in place is safe: SiLU's backward keeps its input, not its output
+        bn = self.bn_nodes
+        x_new, mean, var = batch_norm_silu(x_pre, bn, x if self.residual else None)
+        if bn.training or bn.running_mean is None:
+            _update_running_stats(bn, mean, var, count=x_pre.shape[0])
         return x_new, y_new
 
     def _node_weight(self) -> Tensor:

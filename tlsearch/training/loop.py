@@ -39,6 +39,7 @@ from tlsearch.training.evaluate import (
     validate,
     validation_scores,
 )
+from tlsearch.training.heap import retained_heap
 from tlsearch.training.losses import MPTLossDenominator, masked_l1
 from tlsearch.training.oom import TrainingOutOfMemoryError, out_of_memory_named
 from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
@@ -359,7 +360,7 @@ def fit(
     bar = _progress_bar(cfg.epochs, progress and main)
     bar.update(first_epoch - 1)
     epoch = 0
-    with contextlib.closing(bar), matmul_precision(precision):
+    with contextlib.closing(bar), matmul_precision(precision), retained_heap(device):
         for epoch in range(first_epoch, cfg.epochs + 1):
             lr = float(optimizer.param_groups[0]["lr"])
             stats = train_one_epoch(

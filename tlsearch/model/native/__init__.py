@@ -65,7 +65,7 @@ _SIGNATURES: dict[str, list] = {
     "tl_bn_silu_grad_sums": [_I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P],
     "tl_bn_input_grad": [_I64, _I64, _P, _P, _P, _P, _P],
     "tl_gates_backward": [_I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _P,
-                          _P, _P],
+                          _P, _P, _I64],
 }  # fmt: skip
 
 _lib: ctypes.CDLL | None = None
@@ -258,12 +258,16 @@ def gates_backward(
     g_m: Tensor, g_a: Tensor, g_b: Tensor, g_c: Tensor,
 ) -> None:  # fmt: skip
     """``g_m`` of one chunk's gates and its scatter-adds into ``g_a``, ``g_b``, ``g_c`` (see
-    ``tl_gates_backward`` in kernels.c)."""
+    ``tl_gates_backward`` in kernels.c): (N, D) row views with one row stride, e.g. column
+    blocks of one table."""
     n, d = m.shape
     _check_index(src, dst, n)
+    ldg = g_a.stride(0)
+    if any(t.stride() != (ldg, 1) for t in (g_a, g_b, g_c)):
+        raise ValueError("g_a, g_b and g_c must be row views with one row stride")
     library().tl_gates_backward(
         n, d, _p(src), _p(dst), _p(g_num), _p(c), c.stride(0), _p(h), _p(m), _p(s), _p(g_z),
-        _p(scale), _p(a), _p(b), _p(g_m), _p(g_a), _p(g_b), _p(g_c),
+        _p(scale), _p(a), _p(b), _p(g_m), _p(g_a), _p(g_b), _p(g_c), ldg,
     )  # fmt: skip
 
 

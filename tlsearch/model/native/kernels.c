@@ -186,22 +186,22 @@ static inline __attribute__((always_inline)) void gates_backward_row(
     for (int64_t e = 0; e < n; e++)                                                         \
         gates_backward_row(D, g_num + v[e] * D, C + u[e] * ldc, h + v[e] * D, m + e * D,    \
                            HAS_S ? s_saved + e * D : 0, HAS_GZ ? g_z + e * D : 0, scale, a, \
-                           b, g_m + e * D, gA + u[e] * D, gB + v[e] * D, gC + u[e] * D,     \
-                           HAS_S, HAS_GZ, HAS_AB)
+                           b, g_m + e * D, gA + u[e] * ldg, gB + v[e] * ldg,                \
+                           gC + u[e] * ldg, HAS_S, HAS_GZ, HAS_AB)
 
 /* Backward of the gates of one chunk of n edges (u -> v), D features:
  *   g_s = g_num_v * (C_u - h_v),  s = sigmoid(m) (or the saved s),
  *   g_m = g_s * s * (1 - s) [+ g_z * scale [+ m * a + b]]   -> written to g_m (n, D)
  *   gA[u] += g_m, gB[v] += g_m, gC[u] += g_num_v * s         (gA, gB, gC: (N, D))
  * g_z (rows stride D) may be NULL (no edge output); a, b NULL in eval mode. C rows have
- * stride ldc; g_num, h: (N, D). */
+ * stride ldc, gA, gB, gC rows stride ldg (column blocks of one table); g_num, h: (N, D). */
 void tl_gates_backward(int64_t n, int64_t D, const int64_t *RESTRICT u,
                        const int64_t *RESTRICT v, const float *RESTRICT g_num,
                        const float *RESTRICT C, int64_t ldc, const float *RESTRICT h,
                        const float *RESTRICT m, const float *RESTRICT s_saved,
                        const float *RESTRICT g_z, const float *RESTRICT scale,
                        const float *RESTRICT a, const float *RESTRICT b, float *RESTRICT g_m,
-                       float *RESTRICT gA, float *RESTRICT gB, float *RESTRICT gC) {
+                       float *RESTRICT gA, float *RESTRICT gB, float *RESTRICT gC, int64_t ldg) {
     const int has_s = s_saved != 0, has_gz = g_z != 0, has_ab = g_z != 0 && a != 0;
     if (has_s && has_gz && has_ab) GATES_BACKWARD_LOOP(1, 1, 1);
     else if (has_s && has_gz) GATES_BACKWARD_LOOP(1, 1, 0);
