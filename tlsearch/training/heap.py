@@ -3,17 +3,19 @@
 Why: glibc's ``malloc`` serves every block above its mmap threshold (128 kB to 32 MB, adaptive)
 with a fresh ``mmap`` and gives it back with ``munmap`` when freed. A training step of the
 paper's ALIGNN allocates and frees dozens of such tensors (edge-sized: 6 MB to 100 MB), so every
-step faults in, and the kernel zeroes, hundreds of MB of new pages: on a 2-core Xeon a third of
-the process's CPU time was system time, and the native loops and matmuls that first touch a
-fresh tensor ran slower for it. Inside :func:`retained_heap` blocks come from the heap instead
-(``M_MMAP_MAX = 0``) and freed ones stay there for the next step (no trimming), so after the
-first step the same pages are reused. Measured (20 training steps on ``dc_trial1_800``
-batches, 2 threads): steps 8-10% faster, system time 1.5 s -> 0.8 s.
+step faults in, and the kernel zeroes, hundreds of MB of new pages, and the native loops and
+matmuls that first touch a fresh tensor wait for it. Inside :func:`retained_heap` blocks come
+from the heap instead (``M_MMAP_MAX = 0``) and freed ones stay there for the next step (no
+trimming): after the first steps the same pages are reused (torch's aligned allocations rotate
+over a few heap blocks of each size). Measured on a 2-core Xeon, paper model, batches of 16
+from ``bg_trial1_800``: steps 1.56-1.63 s -> 1.41-1.42 s, minor page faults 3.5x fewer, system
+time 2.9-3.6 s -> 1.1 s over 7 steps; ``dc_trial1_800``: steps ~5% faster.
 
-The cost is resident memory: the process keeps its peak heap while inside. On leaving the
-outermost context the default limits are set again and ``malloc_trim`` returns the free heap to
-the system, so a Ray worker that runs trials one after another does not carry one trial's peak
-into the next. Process-wide (``mallopt`` has no per-thread form): nested and concurrent uses are
+The cost is resident memory: the process keeps its peak heap while inside (BG above: peak RSS
+1.84-1.85 GB -> 1.91-1.92 GB). On leaving the outermost context the default limits are set
+again and ``malloc_trim`` returns the free heap to the system (BG above: 0.35 GB resident after,
+1.45-1.5 GB without the context), so a Ray worker that runs trials one after another does not
+carry one trial's peak into the next. Process-wide (``mallopt`` has no per-thread form): nested and concurrent uses are
 counted and only the last exit restores. No effect off glibc (macOS, musl), on CUDA devices, or
 with ``TLSEARCH_RETAIN_HEAP=0``.
 """
