@@ -1,4 +1,5 @@
-"""Chunked batch norm + SiLU on CPU, and a fused ``silu(BatchNorm(W x + b))`` (``MLPLayer``).
+"""Chunked batch norm + SiLU on CPU: a fused ``silu(BatchNorm(W x + b))`` (``MLPLayer``) and
+``silu(BatchNorm(m)) (+ residual)`` (the node update of ``EdgeGatedGraphConv``).
 
 Why: ``nn.BatchNorm1d`` on a 2-D (rows, features) input runs PyTorch's per-channel CPU kernels,
 which stride through memory by the row length; on the ~10^4-10^5 bond-pair rows of a line graph

@@ -96,7 +96,9 @@ class EdgeGatedGraphConv(nn.Module):
     ``fused=True`` (default) computes the same function with one (in, 4 out) matmul for the
     four node-side linears and the chunked kernel of
     :mod:`tlsearch.model.edge_gated_kernel` for everything edge-sized (several times
-    faster on CPU); ``fused=False`` is the direct transcription of the equations above.
+    faster on CPU), and the node update's batch norm + SiLU + residual as one chunked function
+    (:func:`~tlsearch.model.bn_silu.batch_norm_silu`); ``fused=False`` is the direct
+    transcription of the equations above.
     Parameters are the same either way.
 
     ``forward(..., edges_out=False)`` returns ``None`` in place of ``y'`` and, when fused,

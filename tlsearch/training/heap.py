@@ -15,9 +15,9 @@ The cost is resident memory: the process keeps its peak heap while inside (BG ab
 1.84-1.85 GB -> 1.91-1.92 GB). On leaving the outermost context the default limits are set
 again and ``malloc_trim`` returns the free heap to the system (BG above: 0.35 GB resident after,
 1.45-1.5 GB without the context), so a Ray worker that runs trials one after another does not
-carry one trial's peak into the next. Process-wide (``mallopt`` has no per-thread form): nested and concurrent uses are
-counted and only the last exit restores. No effect off glibc (macOS, musl), on CUDA devices, or
-with ``TLSEARCH_RETAIN_HEAP=0``.
+carry one trial's peak into the next. Process-wide (``mallopt`` has no per-thread form): nested
+and concurrent uses are counted and only the last exit restores. No effect off glibc (macOS,
+musl), on CUDA devices, or with ``TLSEARCH_RETAIN_HEAP=0``.
 """
 
 from __future__ import annotations
