@@ -10,13 +10,24 @@ from tlsearch.structures.generate import generate_dataset
 
 
 @pytest.mark.peer
-def test_bench_train_reports_total_and_per_step_ratios():
+@pytest.mark.parametrize("heap", ["retained", "default"])
+def test_bench_train_reports_total_and_per_step_ratios(monkeypatch, heap: str):
     pytest.importorskip("alignn.models.alignn_atomwise_pure")
-    from tlsearch.bench.train import bench_train
+    from tlsearch.bench import train
+    from tlsearch.training import heap as heap_module
 
+    entered = []
+    real = heap_module.retained_heap
+
+    def recording(device):
+        entered.append(device)
+        return real(device)
+
+    monkeypatch.setattr(train, "retained_heap", recording)
     records = generate_dataset(12, seed=3, max_atoms=6).records
-    args = argparse.Namespace(steps=2, warmup=1, batch_size=4, threads=1, device="cpu")
-    result = bench_train(records, args)
+    args = argparse.Namespace(steps=2, warmup=1, batch_size=4, threads=1, device="cpu", heap=heap)
+    result = train.bench_train(records, args)
+    assert result["heap"] == heap and entered == (["cpu"] if heap == "retained" else [])
     assert result["tlsearch_structures_per_s"] > 0 and result["alignn_structures_per_s"] > 0
     low, high = result["speedup_per_step_min_max"]
     assert low <= result["speedup_median_per_step"] <= high
