@@ -33,12 +33,40 @@ def _faults_of_reuse() -> int:
 PAGES = BLOCK * 4 // 4096
 
 
-def test_freed_blocks_are_reused_inside_and_given_back_after():
-    assert _faults_of_reuse() > PAGES // 2  # glibc: a fresh mmap, faulted in again
+@pytest.fixture(autouse=True)
+def _heap_setting_on(monkeypatch):
+    """The tests below need the setting on, whatever the environment of the suite says."""
+    monkeypatch.delenv("TLSEARCH_RETAIN_HEAP", raising=False)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def test_freed_blocks_are_reused_inside_and_given_back_at_exit():
+    """Inside, a freed 64 MB block (above any mmap threshold of glibc, so mapped and faulted in
+    afresh each time without the context) is reused without page faults; at the exit the free
+    heap goes back to the system."""
     with heap.retained_heap("cpu") as active:
         assert active
-        assert _faults_of_reuse() < PAGES // 10  # the same pages again
-    assert _faults_of_reuse() > PAGES // 2  # default limits restored
+        assert _faults_of_reuse() < PAGES // 10
+        inside = _resident_bytes()
+    assert inside - _resident_bytes() > BLOCK * 4 // 2
+
+
+def test_after_the_context_medium_blocks_still_reuse_the_heap():
+    """Setting limits turns glibc's adaptive mmap threshold off for good; leaving must not
+    leave it at its 128 kB start value (every 4 MB tensor would be mapped afresh)."""
+    with heap.retained_heap("cpu"):
+        torch.ones(BLOCK)
+    medium = 1 << 20  # 4 MB
+    torch.ones(medium)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        torch.ones(medium)
+    per_block = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
+    assert per_block < medium * 4 // 4096 // 2  # a fresh mapping faults in all 1024 pages
 
 
 def test_nested_contexts_restore_only_at_the_outermost_exit():

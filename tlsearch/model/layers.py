@@ -173,10 +173,8 @@ class EdgeGatedGraphConv(nn.Module):
         )
         if batch_stats:
             _update_running_stats(bn, mean, var, count=y.shape[0])
-        bn = self.bn_nodes
-        x_new, mean, var = batch_norm_silu(x_pre, bn, x if self.residual else None)
-        if bn.training or bn.running_mean is None:
-            _update_running_stats(bn, mean, var, count=x_pre.shape[0])
+        x_new, mean, var = batch_norm_silu(x_pre, self.bn_nodes, x if self.residual else None)
+        _update_running_stats(self.bn_nodes, mean, var, count=x_pre.shape[0])  # when training
         return x_new, y_new
 
     def _node_weight(self) -> Tensor:

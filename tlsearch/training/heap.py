@@ -12,8 +12,9 @@ from ``bg_trial1_800``: steps 1.56-1.63 s -> 1.41-1.42 s, minor page faults 3.5x
 time 2.9-3.6 s -> 1.1 s over 7 steps; ``dc_trial1_800``: steps ~5% faster.
 
 The cost is resident memory: the process keeps its peak heap while inside (BG above: peak RSS
-1.84-1.85 GB -> 1.91-1.92 GB). On leaving the outermost context the default limits are set
-again and ``malloc_trim`` returns the free heap to the system (BG above: 0.35 GB resident after,
+1.84-1.85 GB -> 1.91-1.92 GB). On leaving the outermost context glibc's limits are set to
+what its own adaptation reaches (blocks above 32 MB mapped again) and ``malloc_trim`` returns
+the free heap to the system (BG above: 0.35 GB resident after,
 1.45-1.5 GB without the context), so a Ray worker that runs trials one after another does not
 carry one trial's peak into the next. Process-wide (``mallopt`` has no per-thread form): nested
 and concurrent uses are counted and only the last exit restores. No effect off glibc (macOS,
@@ -35,8 +36,15 @@ import torch
 logger = logging.getLogger(__name__)
 
 # glibc's mallopt parameters (malloc.h) and their defaults
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+#: What glibc's adaptive limits reach in a process that has freed large blocks (its largest mmap
+#: threshold on 64-bit, trimming at twice that). Setting any limit with mallopt turns the
+#: adaptation off for good, so leaving the context sets these rather than the start values:
+#: with a 128 kB threshold every later 4 MB tensor was mapped and faulted in afresh (1,025
+#: minor faults each, measured), with these it reuses the heap as an untouched process does
+#: (163-164 each).
+_AFTER_MMAP_THRESHOLD, _AFTER_MMAP_MAX = 32 << 20, 65536
+_AFTER_TRIM_THRESHOLD = 2 * _AFTER_MMAP_THRESHOLD
 _NO_TRIM = -1  # mallopt(3): a trim threshold of -1 disables trimming
 
 _lock = threading.Lock()
@@ -58,8 +66,10 @@ def enabled(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TLSEARCH_RETAIN_HEAP", "1") != "0"
 
 
-def _set(libc: ctypes.CDLL, trim_threshold: int, mmap_max: int) -> bool:
+def _set(libc: ctypes.CDLL, trim_threshold: int, mmap_max: int, mmap_threshold: int = 0) -> bool:
     ok = libc.mallopt(_M_MMAP_MAX, mmap_max) == 1
+    if mmap_threshold:
+        ok &= libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
     return ok & (libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1)
 
 
@@ -83,5 +93,5 @@ def retained_heap(device: torch.device | str = "cpu") -> Iterator[bool]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _set(libc, _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX)
+                _set(libc, _AFTER_TRIM_THRESHOLD, _AFTER_MMAP_MAX, _AFTER_MMAP_THRESHOLD)
                 libc.malloc_trim(0)
