@@ -8,7 +8,10 @@ kernel), alignn's ``alignn.utils.setup_optimizer(group_decay(model))`` (AdamW, P
 default per-tensor loop), both at the paper's lr 1e-3 and weight decay 1e-5. The step is timed
 in two parts, so the report also gives the model-only ratio (forward + backward, the same work
 on both sides). GFLOP/s counts the dense layers' matmul FLOPs (forward x 3 for forward +
-backward) against a plain matmul measured in the same run.
+backward) against a plain matmul measured in the same run. Both models train under one glibc
+heap setting (``--heap``): by default the retained heap of tlsearch's training loop
+(:mod:`tlsearch.training.heap`), which speeds alignn's steps up too (BG: ~1.5x), so the ratio
+compares the implementations; ``--heap default`` runs both on glibc's defaults.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-# glibc's mallopt parameters (malloc.h) and their defaults
+# glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 #: What glibc's adaptive limits reach in a process that has freed large blocks (its largest mmap
 #: threshold on 64-bit, trimming at twice that). Setting any limit with mallopt turns the
