@@ -52,10 +52,9 @@ Backward, with ``g_y'`` and ``g_h`` (= ``g_U``) the incoming gradients of ``y'``
 
 from __future__ import annotations
 
-import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import torch
 from torch import Tensor
@@ -239,7 +238,7 @@ class EdgeGatedEdges(torch.autograd.Function):
             chunks = index.chunks(num_nodes, rows)
             a_nodes, c_nodes, b_nodes = node_proj[:, : 3 * dim].split(dim, 1)
             # gathered in pairs (A_u + B_v) by the torch ops only: built on their first use
-            ab_nodes = functools.cache(lambda: torch.cat([a_nodes, b_nodes]))
+            ab_nodes = cache(lambda: torch.cat([a_nodes, b_nodes]))
             c_view, c_nodes = c_nodes, c_nodes.contiguous()
             u_nodes = node_proj[:, 3 * dim :]
             batch_stats = running_mean is None or running_var is None
@@ -353,7 +352,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 g_h = den.new_zeros(num_nodes, dim)
             g_num = g_h / den
             # dL/ds_e = g_num_v * C_u + g_den_v with g_den = -g_num * h: g_num_v * (C_u - h_v)
-            c_minus_h = functools.cache(lambda: torch.cat([c_nodes, -h]))  # torch ops only
+            c_minus_h = cache(lambda: torch.cat([c_nodes, -h]))  # torch ops only
 
             def native_gradients(share: list) -> dict:
                 """As ``gradients``, each chunk's elementwise and index work in one fused loop."""
