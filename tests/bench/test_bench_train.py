@@ -34,6 +34,10 @@ def test_bench_train_reports_total_and_per_step_ratios(monkeypatch, heap: str):
     ours, theirs = result["tlsearch_structures_per_s"], result["alignn_structures_per_s"]
     assert result["speedup"] == pytest.approx(ours / theirs)
     assert result["tlsearch_fraction_of_roofline"] > 0
+    bandwidth = result["memory_bandwidth_gbs"]
+    assert bandwidth > 0 and result["memory_bandwidth_one_thread_gbs"] > 0
+    balance = result["matmul_roofline_gflops"] / bandwidth
+    assert result["machine_balance_flop_per_byte"] == pytest.approx(balance)
     assert result["speedup_forward_backward"] > 0
     assert all(ms > 0 for ms in result["optimizer_step_ms"].values())
 

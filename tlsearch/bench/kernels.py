@@ -169,6 +169,8 @@ def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "alignn_structures_per_s",
                         "tlsearch_fraction_of_roofline",
                         "matmul_roofline_gflops",
+                        "memory_bandwidth_gbs",
+                        "machine_balance_flop_per_byte",
                     )
                 },
             }
@@ -208,7 +210,7 @@ def _children(args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
 def _log_row(row: dict[str, Any]) -> None:
     logger.info(
         "%-6s (%-7s) %-6s loops %-4s chunk 2^%d, one thread <= 2^%d: ratio %.2fx (median per "
-        "step %.2fx), %.0f%% of %.0f GFLOP/s",
+        "step %.2fx), %.0f%% of %.0f GFLOP/s (memory %.1f GB/s: %.1f FLOP/byte)",
         row["isa"],
         row["cpu_capability"],
         row["loops"],
@@ -219,6 +221,8 @@ def _log_row(row: dict[str, Any]) -> None:
         row["speedup_median_per_step"],
         100 * row["tlsearch_fraction_of_roofline"],
         row["matmul_roofline_gflops"],
+        row["memory_bandwidth_gbs"],
+        row["machine_balance_flop_per_byte"],
     )
 
 

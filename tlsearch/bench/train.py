@@ -64,6 +64,33 @@ def matmul_roofline(device: str, seconds: float = 1.0) -> float:
     return 2 * 8192 * HIDDEN * HIDDEN * count / (time.perf_counter() - t0) / 1e9
 
 
+def memory_bandwidth(device: str, megabytes: int = 256, seconds: float = 0.5) -> float:
+    """GB/s of copying a ``megabytes`` float32 tensor into another (bytes read + written) on
+    this device and thread count: the memory side of the roofline. Large enough to leave the
+    caches a VM usually gets; the loops between the matmuls (gates, batch norm) are bound by
+    it, so a machine with fewer bytes per FLOP reaches a smaller fraction of the matmul bound."""
+    src = torch.ones(megabytes * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        dst.copy_(src)
+        count += 1
+    _sync(device)
+    return 2 * src.numel() * 4 * count / (time.perf_counter() - t0) / 1e9
+
+
+def _one_thread_bandwidth(device: str) -> float:
+    """:func:`memory_bandwidth` on one torch thread (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return memory_bandwidth(device)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -151,6 +178,7 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
     structures = sum(b.num_graphs for b in timed)
     flops = 3 * sum(model_flops(b.num_nodes, b.num_edges, b.num_triplets) for b in timed)
     roofline = matmul_roofline(device)
+    bandwidth = memory_bandwidth(device)
     collate_ms = _collate_ms(store, args.batch_size)
     result = {
         "batch_size": args.batch_size,
@@ -173,6 +201,13 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         "alignn_gflops": flops / seconds["alignn"] / 1e9,
         "matmul_roofline_gflops": roofline,
         "tlsearch_fraction_of_roofline": flops / seconds["tlsearch"] / 1e9 / roofline,
+        "memory_bandwidth_gbs": bandwidth,
+        "memory_bandwidth_one_thread_gbs": (
+            _one_thread_bandwidth(device) if device == "cpu" else bandwidth
+        ),
+        # FLOPs the matmuls do per byte the memory moves: the higher, the more the loops
+        # between the matmuls cost against the roofline
+        "machine_balance_flop_per_byte": roofline / bandwidth,
         "collate_with_line_graph_ms_per_batch": collate_ms,
         "tlsearch_step_ms": 1e3 * seconds["tlsearch"] / len(timed),
         "heap": args.heap,
@@ -181,7 +216,8 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         "train (%s, %d threads, batch %d): tlsearch %.1f struct/s, alignn %.1f struct/s, "
         "ratio %.2fx (median per step %.2fx; forward+backward only %.2fx; optimizer step "
         "%.0f vs %.0f ms); %.1f GFLOP/s = %.0f%% of the %.1f GFLOP/s "
-        "matmul roofline; collate+line graph %.1f ms vs step %.1f ms",
+        "matmul roofline; memory %.1f GB/s (%.1f on one thread), %.1f FLOP/byte; "
+        "collate+line graph %.1f ms vs step %.1f ms",
         device,
         args.threads,
         args.batch_size,
@@ -195,6 +231,9 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         result["tlsearch_gflops"],
         100 * result["tlsearch_fraction_of_roofline"],
         roofline,
+        bandwidth,
+        result["memory_bandwidth_one_thread_gbs"],
+        result["machine_balance_flop_per_byte"],
         collate_ms,
         result["tlsearch_step_ms"],
     )

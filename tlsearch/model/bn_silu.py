@@ -286,9 +286,10 @@ def _normalize(
 
 
 def _normalize_backward(
-    saved: Sequence[Tensor], plan: _Plan, g_out: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(g_m, g_gamma, g_beta)`` of :func:`_normalize` (``saved``: its tensors)."""
+    saved: Sequence[Tensor], plan: _Plan, g_out: Tensor, input_sums: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``(g_m, g_gamma, g_beta, g_m's column sums or None)`` of :func:`_normalize` (``saved``:
+    its tensors); the sums (``input_sums``) come with the input-gradient pass, not another."""
     m, mean, _, invstd, scale, shift = saved
     rows = m.shape[0]
     slices = [sl for sl, _ in row_chunks(rows, plan.step)]
@@ -298,26 +299,28 @@ def _normalize_backward(
     g_gamma, g_beta = affine_grads(
         parts, slices, g_out, mean, invstd, scale, shift, plan.step, g_m, plan.workers
     )
-    if plan.batch_stats:
-        a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, rows)
+    if not plan.batch_stats:  # g_m = scale * g_z: its column sums are scale * g_beta
+        return g_m.mul_(scale), g_gamma, g_beta, scale * g_beta if input_sums else None
+    a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, rows)
 
-        def input_grads(share: list[tuple[slice, Tensor]]) -> None:
-            if native.usable(scale, a, b, *(t for sl, p in share for t in (g_m[sl], p))):
-                for sl, part in share:
-                    native.bn_input_grad(g_m[sl], part, scale, a, b)
-                return
+    def input_grads(share: list[tuple[slice, Tensor]]) -> Tensor | None:
+        if native.usable(scale, a, b, *(t for sl, p in share for t in (g_m[sl], p))):
+            col = m.new_zeros(m.shape[1], dtype=torch.float64) if input_sums else None
             for sl, part in share:
-                g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
+                native.bn_input_grad(g_m[sl], part, scale, a, b, col)
+            return col
+        for sl, part in share:
+            g_m[sl].mul_(scale).addcmul_(part, a).add_(b)
+        return reduce_in_order([g_m[sl].sum(0).double() for sl, _ in share]) if input_sums else None
 
-        split_map(input_grads, list(zip(slices, parts, strict=True)), plan.workers)
-    else:
-        g_m.mul_(scale)
-    return g_m, g_gamma, g_beta
+    sums = split_map(input_grads, list(zip(slices, parts, strict=True)), plan.workers)
+    g_sums = reduce_in_order(sums)
+    return g_m, g_gamma, g_beta, None if g_sums is None else g_sums.to(m.dtype)
 
 
-def _moments_out(ctx, saved: list[Tensor]) -> tuple[Tensor, Tensor]:
+def _moments_out(ctx, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """The (mean, biased variance) outputs: detached copies, marked non-differentiable."""
-    mean, var = saved[1].detach().clone(), saved[2].detach().clone()
+    mean, var = mean.detach().clone(), var.detach().clone()
     ctx.mark_non_differentiable(mean, var)
     return mean, var
 
@@ -339,12 +342,12 @@ class BatchNormSiLU(torch.autograd.Function):
                 m, gamma, beta, running_mean, running_var, eps, residual, small
             )
         ctx.save_for_backward(*saved)
-        return (out, *_moments_out(ctx, saved))
+        return (out, *_moments_out(ctx, saved[1], saved[2]))
 
     @staticmethod
     def backward(ctx, g_out: Tensor, *_):
         with OneThread(ctx.plan.small):
-            g_m, g_gamma, g_beta = _normalize_backward(ctx.saved_tensors, ctx.plan, g_out)
+            g_m, g_gamma, g_beta, _ = _normalize_backward(ctx.saved_tensors, ctx.plan, g_out)
         needs = ctx.needs_input_grad
         return (
             g_m if needs[0] else None,
@@ -380,24 +383,28 @@ class LinearBNSiLU(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         small = is_small(x.shape[0], weight.shape[0], x.device)
         with OneThread(small) as threads:
+            # the bias is folded into the normalization (m - mean is the same without it),
+            # which saves the pass that broadcasts it into the matmul's output
             with threads.all_threads():
-                m = torch.addmm(bias, x, weight.t())
+                m = torch.mm(x, weight.t())
+            batch_stats = running_mean is None or running_var is None
+            frame_mean = None if batch_stats else running_mean - bias
             out, saved, ctx.plan = _normalize(
-                m, gamma, beta, running_mean, running_var, eps, None, small
+                m, gamma, beta, frame_mean, running_var, eps, None, small
             )
         ctx.save_for_backward(x, weight, *saved)
-        return (out, *_moments_out(ctx, saved))
+        mean = saved[1] + bias if batch_stats else running_mean  # of m + bias
+        return (out, *_moments_out(ctx, mean, saved[2]))
 
     @staticmethod
     def backward(ctx, g_out: Tensor, *_):
         x, weight, *saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
         with OneThread(ctx.plan.small) as threads:
-            g_m, g_gamma, g_beta = _normalize_backward(saved, ctx.plan, g_out)
+            g_m, g_gamma, g_beta, g_bias = _normalize_backward(saved, ctx.plan, g_out, needs[2])
             with threads.all_threads():
                 g_x = g_m @ weight if needs[0] else None
                 g_w = g_m.t() @ x if needs[1] else None
-            g_bias = g_m.sum(0) if needs[2] else None
         g_gamma = g_gamma if needs[3] else None
         g_beta = g_beta if needs[4] else None
         return g_x, g_w, g_bias, g_gamma, g_beta, None, None, None

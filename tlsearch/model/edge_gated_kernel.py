@@ -348,6 +348,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 # train-mode BN input gradient: scale * g_z + a * m + b (see module docstring)
                 a, b = input_grad_terms(scale, invstd, mean, g_gamma, g_beta, num_edges)
 
+            residual_grad = ctx.residual and g_out is not None and g_y is not None
             if g_h is None:
                 g_h = den.new_zeros(num_nodes, dim)
             g_num = g_h / den
@@ -362,6 +363,8 @@ class EdgeGatedEdges(torch.autograd.Function):
                 g_a, g_c, g_b = out["acb"][:, : 3 * dim].split(dim, 1)
                 out["w"] = torch.zeros_like(weight) if needs[2] else None
                 batch_terms = g_out is not None and ctx.batch_stats
+                # the loop leaves the residual gradient g_out where it read g_z (g_y's rows)
+                residual_in_g_y = residual_grad and g_z_all is g_y
                 for k, (ch, m_c) in share:
                     sl, n = ch.rows, ch.src.shape[0]
                     g_m = g_m_work[:n]
@@ -369,16 +372,19 @@ class EdgeGatedEdges(torch.autograd.Function):
                         ch.src, ch.dst, g_num, c_nodes, h, m_c, s_parts[k] if s_parts else None,
                         g_z_all[sl] if g_out is not None else None, scale,
                         a if batch_terms else None, b if batch_terms else None,
-                        g_m, g_a, g_b, g_c,
+                        g_m, g_a, g_b, g_c, g_out[sl] if residual_in_g_y else None,
                     )  # fmt: skip
-                    weight_grads(out, sl, g_m)
+                    weight_grads(out, sl, g_m, residual_in_g_y)
                 return out
 
-            def weight_grads(out: dict, sl: slice, g_m: Tensor) -> None:
-                """dL/dy of rows ``sl`` (over g_z, already used) and dL/dW += g_m^T y."""
+            def weight_grads(out: dict, sl: slice, g_m: Tensor, residual_in_g_y: bool) -> None:
+                """dL/dy of rows ``sl`` (over g_z, already used) and dL/dW += g_m^T y.
+                ``residual_in_g_y``: g_y's rows already hold the residual gradient g_out."""
                 with matmul_threads():
                     if g_y is not None:
-                        if ctx.residual and g_out is not None:
+                        if residual_in_g_y:
+                            g_y[sl].addmm_(g_m, weight)
+                        elif residual_grad:
                             torch.addmm(g_out[sl], g_m, weight, out=g_y[sl])
                         else:
                             torch.mm(g_m, weight, out=g_y[sl])
@@ -410,7 +416,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                         out["a"] = _accumulate(out["a"], ch.by_src.sum(g_m))
                         out["c"] = _accumulate(out["c"], ch.by_src.sum(g_c_e))
                         out["b"] = _accumulate(out["b"], ch.by_dst.sum(g_m))
-                    weight_grads(out, sl, g_m)
+                    weight_grads(out, sl, g_m, False)
                 return out
 
             shares = split_map(gradients, indexed, workers)

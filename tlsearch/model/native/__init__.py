@@ -63,9 +63,9 @@ _SIGNATURES: dict[str, list] = {
     "tl_col_sqdev": [_I64, _I64, _P, _P, _P],
     "tl_bn_silu": [_I64, _I64, _P, _P, _P, _P, _P],
     "tl_bn_silu_grad_sums": [_I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P],
-    "tl_bn_input_grad": [_I64, _I64, _P, _P, _P, _P, _P],
+    "tl_bn_input_grad": [_I64, _I64, _P, _P, _P, _P, _P, _P],
     "tl_gates_backward": [_I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _P,
-                          _P, _P, _I64],
+                          _P, _P, _P, _I64],
 }  # fmt: skip
 
 _lib: ctypes.CDLL | None = None
@@ -247,19 +247,27 @@ def bn_silu_grad_sums(
     )  # fmt: skip
 
 
-def bn_input_grad(g: Tensor, m: Tensor, scale: Tensor, a: Tensor | None, b: Tensor | None) -> None:
-    """In place ``g = g * scale (+ m * a + b)``."""
-    library().tl_bn_input_grad(g.shape[0], g.shape[1], _p(g), _p(m), _p(scale), _p(a), _p(b))
+def bn_input_grad(
+    g: Tensor, m: Tensor, scale: Tensor, a: Tensor | None, b: Tensor | None,
+    col: Tensor | None = None,
+) -> None:  # fmt: skip
+    """In place ``g = g * scale (+ m * a + b)``; ``col += `` the new ``g``'s column sums
+    (float64) when given."""
+    library().tl_bn_input_grad(
+        g.shape[0], g.shape[1], _p(g), _p(m), _p(scale), _p(a), _p(b), _p(col)
+    )
 
 
 def gates_backward(
     src: Tensor, dst: Tensor, g_num: Tensor, c: Tensor, h: Tensor, m: Tensor,
     s: Tensor | None, g_z: Tensor | None, scale: Tensor, a: Tensor | None, b: Tensor | None,
-    g_m: Tensor, g_a: Tensor, g_b: Tensor, g_c: Tensor,
+    g_m: Tensor, g_a: Tensor, g_b: Tensor, g_c: Tensor, res: Tensor | None = None,
 ) -> None:  # fmt: skip
     """``g_m`` of one chunk's gates and its scatter-adds into ``g_a``, ``g_b``, ``g_c`` (see
     ``tl_gates_backward`` in kernels.c): (N, D) row views with one row stride, e.g. column
-    blocks of one table."""
+    blocks of one table. With ``res`` (needs ``g_z``), ``g_z`` holds ``res`` on return."""
+    if res is not None and (g_z is None or res.shape != g_z.shape):
+        raise ValueError("res needs g_z of its shape")
     n, d = m.shape
     _check_index(src, dst, n)
     ldg = g_a.stride(0)
@@ -267,7 +275,7 @@ def gates_backward(
         raise ValueError("g_a, g_b and g_c must be row views with one row stride")
     library().tl_gates_backward(
         n, d, _p(src), _p(dst), _p(g_num), _p(c), c.stride(0), _p(h), _p(m), _p(s), _p(g_z),
-        _p(scale), _p(a), _p(b), _p(g_m), _p(g_a), _p(g_b), _p(g_c), ldg,
+        _p(res), _p(scale), _p(a), _p(b), _p(g_m), _p(g_a), _p(g_b), _p(g_c), ldg,
     )  # fmt: skip
 
 

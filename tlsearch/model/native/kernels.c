@@ -147,34 +147,53 @@ void tl_bn_silu_grad_sums(int64_t n, int64_t D, const float *RESTRICT m,
     }
 }
 
-/* In place g = g * scale (+ m * a + b when a is non-NULL): the batch-norm input gradient. */
+/* In place g = g * scale (+ m * a + b when a is non-NULL): the batch-norm input gradient;
+ * col (non-NULL) += column sums of the new g (blocked as tl_col_sums). */
 void tl_bn_input_grad(int64_t n, int64_t D, float *RESTRICT g, const float *RESTRICT m,
                       const float *RESTRICT scale, const float *RESTRICT a,
-                      const float *RESTRICT b) {
-    for (int64_t e = 0; e < n; e++) {
-        float *RESTRICT ge = g + e * D;
-        const float *RESTRICT me = m + e * D;
-        if (a) {
-            for (int64_t d = 0; d < D; d++) ge[d] = ge[d] * scale[d] + me[d] * a[d] + b[d];
-        } else {
-            for (int64_t d = 0; d < D; d++) ge[d] = ge[d] * scale[d];
+                      const float *RESTRICT b, double *RESTRICT col) {
+    float blk[D];
+    for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
+        int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
+        for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
+        for (int64_t e = e0; e < e1; e++) {
+            float *RESTRICT ge = g + e * D;
+            const float *RESTRICT me = m + e * D;
+            if (a) {
+                for (int64_t d = 0; d < D; d++) {
+                    float x = ge[d] * scale[d] + me[d] * a[d] + b[d];
+                    ge[d] = x;
+                    blk[d] += x;
+                }
+            } else {
+                for (int64_t d = 0; d < D; d++) {
+                    float x = ge[d] * scale[d];
+                    ge[d] = x;
+                    blk[d] += x;
+                }
+            }
         }
+        if (col)
+            for (int64_t d = 0; d < D; d++) col[d] += (double)blk[d];
     }
 }
 
 /* One edge row of tl_gates_backward; the flags are constants in each caller, so every variant
- * is its own branch-free, vectorized loop. */
+ * is its own branch-free, vectorized loop. With has_res, the row of g_z is overwritten by the
+ * row of res once read (the residual part of the edge input's gradient, for a beta = 1 matmul
+ * into the same memory). */
 static inline __attribute__((always_inline)) void gates_backward_row(
     int64_t D, const float *RESTRICT gn, const float *RESTRICT c, const float *RESTRICT hv,
-    const float *RESTRICT me, const float *RESTRICT sv, const float *RESTRICT gze,
-    const float *RESTRICT scale, const float *RESTRICT a, const float *RESTRICT b,
-    float *RESTRICT gm, float *RESTRICT ga, float *RESTRICT gb, float *RESTRICT gc,
-    const int has_s, const int has_gz, const int has_ab) {
+    const float *RESTRICT me, const float *RESTRICT sv, float *RESTRICT gze,
+    const float *RESTRICT re, const float *RESTRICT scale, const float *RESTRICT a,
+    const float *RESTRICT b, float *RESTRICT gm, float *RESTRICT ga, float *RESTRICT gb,
+    float *RESTRICT gc, const int has_s, const int has_gz, const int has_ab, const int has_res) {
     for (int64_t d = 0; d < D; d++) {
         float sg = has_s ? sv[d] : sigmoid_f(me[d]);
         float x = gn[d] * (c[d] - hv[d]) * (sg * (1.f - sg));
         if (has_gz) x += gze[d] * scale[d];
         if (has_ab) x += me[d] * a[d] + b[d];
+        if (has_res) gze[d] = re[d];
         gm[d] = x;
         ga[d] += x;
         gb[d] += x;
@@ -182,31 +201,39 @@ static inline __attribute__((always_inline)) void gates_backward_row(
     }
 }
 
-#define GATES_BACKWARD_LOOP(HAS_S, HAS_GZ, HAS_AB)                                          \
+#define GATES_BACKWARD_LOOP(HAS_S, HAS_GZ, HAS_AB, HAS_RES)                                 \
     for (int64_t e = 0; e < n; e++)                                                         \
         gates_backward_row(D, g_num + v[e] * D, C + u[e] * ldc, h + v[e] * D, m + e * D,    \
-                           HAS_S ? s_saved + e * D : 0, HAS_GZ ? g_z + e * D : 0, scale, a, \
-                           b, g_m + e * D, gA + u[e] * ldg, gB + v[e] * ldg,                \
-                           gC + u[e] * ldg, HAS_S, HAS_GZ, HAS_AB)
+                           HAS_S ? s_saved + e * D : 0, HAS_GZ ? g_z + e * D : 0,           \
+                           HAS_RES ? res + e * D : 0, scale, a, b, g_m + e * D,             \
+                           gA + u[e] * ldg, gB + v[e] * ldg, gC + u[e] * ldg, HAS_S, HAS_GZ, \
+                           HAS_AB, HAS_RES)
+
+#define GATES_BACKWARD_RES(HAS_S, HAS_GZ, HAS_AB)                                           \
+    if (has_res) GATES_BACKWARD_LOOP(HAS_S, HAS_GZ, HAS_AB, 1);                             \
+    else GATES_BACKWARD_LOOP(HAS_S, HAS_GZ, HAS_AB, 0)
 
 /* Backward of the gates of one chunk of n edges (u -> v), D features:
  *   g_s = g_num_v * (C_u - h_v),  s = sigmoid(m) (or the saved s),
  *   g_m = g_s * s * (1 - s) [+ g_z * scale [+ m * a + b]]   -> written to g_m (n, D)
  *   gA[u] += g_m, gB[v] += g_m, gC[u] += g_num_v * s         (gA, gB, gC: (N, D))
- * g_z (rows stride D) may be NULL (no edge output); a, b NULL in eval mode. C rows have
+ * g_z (rows stride D) may be NULL (no edge output); a, b NULL in eval mode; res (rows stride
+ * D, only with g_z) non-NULL overwrites each row of g_z with its row once read. C rows have
  * stride ldc, gA, gB, gC rows stride ldg (column blocks of one table); g_num, h: (N, D). */
 void tl_gates_backward(int64_t n, int64_t D, const int64_t *RESTRICT u,
                        const int64_t *RESTRICT v, const float *RESTRICT g_num,
                        const float *RESTRICT C, int64_t ldc, const float *RESTRICT h,
                        const float *RESTRICT m, const float *RESTRICT s_saved,
-                       const float *RESTRICT g_z, const float *RESTRICT scale,
-                       const float *RESTRICT a, const float *RESTRICT b, float *RESTRICT g_m,
-                       float *RESTRICT gA, float *RESTRICT gB, float *RESTRICT gC, int64_t ldg) {
+                       float *RESTRICT g_z, const float *RESTRICT res,
+                       const float *RESTRICT scale, const float *RESTRICT a,
+                       const float *RESTRICT b, float *RESTRICT g_m, float *RESTRICT gA,
+                       float *RESTRICT gB, float *RESTRICT gC, int64_t ldg) {
     const int has_s = s_saved != 0, has_gz = g_z != 0, has_ab = g_z != 0 && a != 0;
-    if (has_s && has_gz && has_ab) GATES_BACKWARD_LOOP(1, 1, 1);
-    else if (has_s && has_gz) GATES_BACKWARD_LOOP(1, 1, 0);
-    else if (has_s) GATES_BACKWARD_LOOP(1, 0, 0);
-    else if (has_gz && has_ab) GATES_BACKWARD_LOOP(0, 1, 1);
-    else if (has_gz) GATES_BACKWARD_LOOP(0, 1, 0);
-    else GATES_BACKWARD_LOOP(0, 0, 0);
+    const int has_res = g_z != 0 && res != 0;
+    if (has_s && has_gz && has_ab) { GATES_BACKWARD_RES(1, 1, 1); }
+    else if (has_s && has_gz) { GATES_BACKWARD_RES(1, 1, 0); }
+    else if (has_s) GATES_BACKWARD_LOOP(1, 0, 0, 0);
+    else if (has_gz && has_ab) { GATES_BACKWARD_RES(0, 1, 1); }
+    else if (has_gz) { GATES_BACKWARD_RES(0, 1, 0); }
+    else GATES_BACKWARD_LOOP(0, 0, 0, 0);
 }
