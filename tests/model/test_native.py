@@ -181,3 +181,39 @@ def test_build_is_cached_per_source_and_cpu(use_native, monkeypatch, tmp_path):
     assert native.library_key(source + b"\n", flags, cc) != key
     monkeypatch.setattr(native, "_cpu_identity", lambda: "flags: sse2")
     assert native.library_key(source, flags, cc) != key
+
+
+def test_one_pass_batch_moments_are_accurate_far_from_zero(use_native, chunk_workers, monkeypatch):
+    """The native loops sum the batch moments in one pass about a row of m (the node update's
+    and the MLP layers' batch norm, and inside the gates loop for the edge batch norm): on
+    rows whose mean is 2000 times their spread they equal float64's within float32's
+    resolution, in several chunks, in turn or on chunk workers."""
+    use_native(True)
+    calls = []
+    for name in ("col_moments", "gates_forward"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    gen = torch.Generator().manual_seed(0)
+    m = (torch.randn(3001, 37, generator=gen, dtype=torch.float64) * 0.5 + 1000).float()
+    mean, var = bn_silu.batch_moments(list(m.split(1000)), m.shape[0], 1000, chunk_workers)
+    assert calls.count("col_moments") == 4
+    torch.testing.assert_close(mean.double(), m.double().mean(0), rtol=1e-7, atol=0)
+    torch.testing.assert_close(var.double(), m.double().var(0, unbiased=False), rtol=1e-5, atol=0)
+
+    # the edge batch norm: m = A_u + B_v + y W^T with A far from zero
+    dim = 37
+    monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 64 * dim)
+    edge_index, _, y = _graph(41, 301, dim, seed=3)
+    node_proj = torch.randn(41, 4 * dim, generator=gen)
+    node_proj[:, :dim] += 1000
+    weight = torch.randn(dim, dim, generator=gen) * 0.1
+    ones = torch.ones(dim)
+    _, _, mean, var = kernel.edge_gated_edges(
+        node_proj, y, weight, ones, ones * 0, edge_index, None, None, 1e-5, True
+    )
+    assert "gates_forward" in calls
+    src, dst = edge_index.long()
+    a, b = node_proj.double()[:, :dim], node_proj.double()[:, 2 * dim : 3 * dim]
+    want = a[src] + b[dst] + y.double() @ weight.double().t()
+    torch.testing.assert_close(mean.double(), want.mean(0), rtol=1e-7, atol=0)
+    torch.testing.assert_close(var.double(), want.var(0, unbiased=False), rtol=1e-4, atol=0)

@@ -128,11 +128,6 @@ def column_sums(parts: Sequence[Tensor], workers: int = 1) -> Tensor:
     """Float64 column sums of the rows of all ``parts`` (summed per part, then in order)."""
 
     def share_sums(share: list[Tensor]) -> Tensor | None:
-        if native.usable(*share):
-            total = share[0].new_zeros(share[0].shape[1], dtype=torch.float64)
-            for part in share:
-                native.col_sums(part, total)
-            return total
         return reduce_in_order([part.sum(0).double() for part in share])
 
     return reduce_in_order(split_map(share_sums, parts, workers))
@@ -146,10 +141,6 @@ def centered_variance(
 
     def squares(share: list[Tensor]) -> Tensor:
         total = mean.new_zeros(mean.shape, dtype=torch.float64)
-        if native.usable(mean, *share):
-            for part in share:
-                native.col_sqdev(part, mean, total)
-            return total
         scratch = share[0].new_empty(rows, share[0].shape[1])
         for part in share:
             total += torch.sub(part, mean, out=scratch[: part.shape[0]]).square_().sum(0)
@@ -158,10 +149,38 @@ def centered_variance(
     return (reduce_in_order(split_map(squares, parts, workers)) / count).to(mean.dtype)
 
 
+def shifted_moments(col: Tensor, sq: Tensor, shift: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """Column mean and biased variance from float64 sums of ``d = m - shift`` (``col``) and of
+    ``d ** 2`` (``sq``) over ``count`` rows: ``mean = shift + E[d]``, ``var = E[d^2] - E[d]^2``.
+
+    With ``shift`` one row of ``m``, ``d`` is of the order of the spread, not of the mean, so
+    the subtraction loses little (float64 sums); this takes one pass over ``m`` instead of a
+    pass for the mean and another for the centred squares."""
+    mean_d = col / count
+    var = (sq / count - mean_d * mean_d).clamp_min_(0.0)
+    return (shift.double() + mean_d).to(shift.dtype), var.to(shift.dtype)
+
+
 def batch_moments(
     parts: Sequence[Tensor], count: int, rows: int, workers: int = 1
 ) -> tuple[Tensor, Tensor]:
-    """Column mean and biased variance of the rows of all ``parts`` (two passes)."""
+    """Column mean and biased variance of the rows of all ``parts``: one pass of the native
+    loops about the first row (:func:`shifted_moments`), else two passes of torch ops."""
+    shift = parts[0][0].clone()
+
+    def share_moments(share: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+        if not native.usable(shift, *share):
+            return None
+        col, sq = (shift.new_zeros(shift.shape, dtype=torch.float64) for _ in range(2))
+        for part in share:
+            native.col_moments(part, shift, col, sq)
+        return col, sq
+
+    sums = split_map(share_moments, parts, workers)
+    if all(s is not None for s in sums):
+        col = reduce_in_order([s[0] for s in sums])
+        sq = reduce_in_order([s[1] for s in sums])
+        return shifted_moments(col, sq, shift, count)
     mean = (column_sums(parts, workers) / count).to(parts[0].dtype)
     return mean, centered_variance(parts, mean, count, rows, workers)
 

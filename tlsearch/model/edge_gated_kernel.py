@@ -70,6 +70,7 @@ from tlsearch.model.bn_silu import (
     is_small,
     normalize_silu,
     row_chunks,
+    shifted_moments,
     split_plan,
 )
 from tlsearch.model.chunk_workers import reduce_in_order, split_map
@@ -269,19 +270,28 @@ class EdgeGatedEdges(torch.autograd.Function):
                 return out
 
             def native_gates(share: list[tuple[int, _ChunkIndex]]) -> dict:
-                """As ``gates``, each chunk in one fused loop after its matmul."""
+                """As ``gates``, each chunk in one fused loop after its matmul; the loop also
+                sums ``m - shift`` and its squares (the batch moments, no pass of their own)."""
                 out: dict = {"m": {}, "s": {}}
                 out["den"], out["num"] = y.new_zeros(num_nodes, dim), y.new_zeros(num_nodes, dim)
-                out["col"] = y.new_zeros(dim, dtype=torch.float64)
+                out["col"], out["sq"] = (y.new_zeros(dim, dtype=torch.float64) for _ in range(2))
                 for k, ch in share:
                     with matmul_threads():
                         m_c = torch.mm(y[ch.rows], weight.t())
                     out["m"][k] = m_c  # the gates are recomputed in backward (as fast)
                     native.gates_forward(
                         ch.src, ch.dst, a_nodes, b_nodes, c_view, m_c, out["den"], out["num"],
-                        out["col"],
+                        shift, out["col"], out["sq"],
                     )  # fmt: skip
                 return out
+
+            # m of the first edge: the native loops sum the batch moments about it
+            first = chunks[0] if chunks else None
+            shift = (
+                None
+                if first is None
+                else ((a_nodes[first.src[0]] + b_nodes[first.dst[0]]) + y[0] @ weight.t())
+            )
 
             shares = split_map(gates, list(enumerate(chunks)), workers)
             m_parts, s_parts = _in_chunk_order(shares, "m"), _in_chunk_order(shares, "s")
@@ -294,7 +304,11 @@ class EdgeGatedEdges(torch.autograd.Function):
             x_pre = u_nodes + h
 
             slices = [ch.rows for ch in chunks]
-            if batch_stats:  # the column sums came with the gates (m still in cache)
+            if batch_stats and shares and "sq" in shares[0]:  # from the native gates loop
+                col = reduce_in_order([sh["col"] for sh in shares])
+                sq = reduce_in_order([sh["sq"] for sh in shares])
+                mean, var = shifted_moments(col, sq, shift, num_edges)
+            elif batch_stats:  # the column sums came with the gates (m still in cache)
                 mean = (reduce_in_order([sh["col"] for sh in shares]) / num_edges).to(y.dtype)
                 var = centered_variance(m_parts, mean, num_edges, rows, workers)
             else:

@@ -58,9 +58,8 @@ def flag_sets() -> list[list[str]]:
 
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 _SIGNATURES: dict[str, list] = {
-    "tl_gates_forward": [_I64, _I64, _P, _P, _P, _P, _P, _I64, _P, _P, _P, _P],
-    "tl_col_sums": [_I64, _I64, _P, _P],
-    "tl_col_sqdev": [_I64, _I64, _P, _P, _P],
+    "tl_gates_forward": [_I64, _I64, _P, _P, _P, _P, _P, _I64, _P, _P, _P, _P, _P, _P],
+    "tl_col_moments": [_I64, _I64, _P, _P, _P, _P],
     "tl_bn_silu": [_I64, _I64, _P, _P, _P, _P, _P],
     "tl_bn_silu_grad_sums": [_I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P],
     "tl_bn_input_grad": [_I64, _I64, _P, _P, _P, _P, _P, _P],
@@ -207,27 +206,23 @@ def _p(t: Tensor | None) -> int | None:
 
 def gates_forward(
     src: Tensor, dst: Tensor, a: Tensor, b: Tensor, c: Tensor, m: Tensor, den: Tensor,
-    num: Tensor, col: Tensor,
+    num: Tensor, shift: Tensor, col: Tensor, sq: Tensor,
 ) -> None:  # fmt: skip
     """In place: ``m += A_u + B_v``; with ``s = sigmoid(m)``, ``den[v] += s`` and
-    ``num[v] += C_u s``; ``col += column sums of m`` (float64). ``a``, ``b``, ``c``: (N, D)
-    row views with one row stride."""
+    ``num[v] += C_u s``; with ``d = m - shift``, ``col +=`` the column sums of ``d`` and
+    ``sq +=`` of ``d ** 2`` (float64). ``a``, ``b``, ``c``: (N, D) row views with one row
+    stride."""
     n, d = m.shape
     _check_index(src, dst, n)
     library().tl_gates_forward(
         n, d, _p(src), _p(dst), _p(a), _p(b), _p(c), a.stride(0), _p(m), _p(den), _p(num),
-        _p(col),
+        _p(shift), _p(col), _p(sq),
     )  # fmt: skip
 
 
-def col_sums(m: Tensor, acc: Tensor) -> None:
-    """``acc += m.sum(0)`` in float64."""
-    library().tl_col_sums(m.shape[0], m.shape[1], _p(m), _p(acc))
-
-
-def col_sqdev(m: Tensor, mean: Tensor, acc: Tensor) -> None:
-    """``acc += ((m - mean) ** 2).sum(0)`` in float64."""
-    library().tl_col_sqdev(m.shape[0], m.shape[1], _p(m), _p(mean), _p(acc))
+def col_moments(m: Tensor, shift: Tensor, col: Tensor, sq: Tensor) -> None:
+    """With ``d = m - shift``: ``col += d.sum(0)``, ``sq += (d ** 2).sum(0)`` in float64."""
+    library().tl_col_moments(m.shape[0], m.shape[1], _p(m), _p(shift), _p(col), _p(sq))
 
 
 def bn_silu(m: Tensor, scale: Tensor, shift: Tensor, res: Tensor | None, out: Tensor) -> None:

@@ -38,17 +38,19 @@ static inline float sigmoid_f(float x) { return 1.f / (1.f + exp_f(-x)); }
 
 /* Gates of one chunk of n edges (u -> v), D features.
  * On entry m (n, D) holds y W^T; on exit m = A_u + B_v + y W^T. With s = sigmoid(m):
- * den[v] += s, num[v] += C_u * s (den, num: (N, D)); col += column sums of m (float32 within
- * blocks of BLOCK rows, then float64). A, B, C rows have stride ld (node_proj's row length).
- * The gates are not stored: the backward recomputes them (as fast as reading them back). */
+ * den[v] += s, num[v] += C_u * s (den, num: (N, D)); with d = m - shift (shift: (D,), e.g.
+ * one row of m, so that d is small next to m's mean): col += column sums of d and sq += of
+ * d^2 (float32 within blocks of BLOCK rows, then float64): the batch moments in this pass.
+ * A, B, C rows have stride ld (node_proj's row length). The gates are not stored: the
+ * backward recomputes them (as fast as reading them back). */
 void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int64_t *RESTRICT v,
                       const float *RESTRICT A, const float *RESTRICT B, const float *RESTRICT C,
                       int64_t ld, float *RESTRICT m, float *RESTRICT den, float *RESTRICT num,
-                      double *RESTRICT col) {
-    float blk[D];
+                      const float *RESTRICT shift, double *RESTRICT col, double *RESTRICT sq) {
+    float blk[D], blk2[D];
     for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
         int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
-        for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
+        for (int64_t d = 0; d < D; d++) blk[d] = blk2[d] = 0.f;
         for (int64_t e = e0; e < e1; e++) {
             const float *RESTRICT a = A + u[e] * ld, *RESTRICT b = B + v[e] * ld;
             const float *RESTRICT c = C + u[e] * ld;
@@ -57,41 +59,39 @@ void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int
             for (int64_t d = 0; d < D; d++) {
                 float x = (b[d] + a[d]) + me[d];
                 float g = sigmoid_f(x);
+                float dx = x - shift[d];
                 me[d] = x;
                 dn[d] += g;
                 nm[d] += c[d] * g;
-                blk[d] += x;
+                blk[d] += dx;
+                blk2[d] += dx * dx;
             }
         }
-        for (int64_t d = 0; d < D; d++) col[d] += (double)blk[d];
+        for (int64_t d = 0; d < D; d++) {
+            col[d] += (double)blk[d];
+            sq[d] += (double)blk2[d];
+        }
     }
 }
 
-/* acc += column sums of m (n, D) (float32 within blocks of BLOCK rows, then float64). */
-void tl_col_sums(int64_t n, int64_t D, const float *RESTRICT m, double *RESTRICT acc) {
-    float blk[D];
+/* With d = m - shift (shift: (D,), e.g. one row of m): col += column sums of d and sq += of
+ * d^2 (float32 within blocks of BLOCK rows, then float64): the batch moments in one pass. */
+void tl_col_moments(int64_t n, int64_t D, const float *RESTRICT m, const float *RESTRICT shift,
+                    double *RESTRICT col, double *RESTRICT sq) {
+    float blk[D], blk2[D];
     for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
         int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
-        for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
-        for (int64_t e = e0; e < e1; e++)
-            for (int64_t d = 0; d < D; d++) blk[d] += m[e * D + d];
-        for (int64_t d = 0; d < D; d++) acc[d] += (double)blk[d];
-    }
-}
-
-/* acc += column sums of (m - mean)^2 (n, D), blocked as tl_col_sums. */
-void tl_col_sqdev(int64_t n, int64_t D, const float *RESTRICT m, const float *RESTRICT mean,
-                  double *RESTRICT acc) {
-    float blk[D];
-    for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
-        int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
-        for (int64_t d = 0; d < D; d++) blk[d] = 0.f;
+        for (int64_t d = 0; d < D; d++) blk[d] = blk2[d] = 0.f;
         for (int64_t e = e0; e < e1; e++)
             for (int64_t d = 0; d < D; d++) {
-                float x = m[e * D + d] - mean[d];
-                blk[d] += x * x;
+                float x = m[e * D + d] - shift[d];
+                blk[d] += x;
+                blk2[d] += x * x;
             }
-        for (int64_t d = 0; d < D; d++) acc[d] += (double)blk[d];
+        for (int64_t d = 0; d < D; d++) {
+            col[d] += (double)blk[d];
+            sq[d] += (double)blk2[d];
+        }
     }
 }
 
@@ -148,7 +148,7 @@ void tl_bn_silu_grad_sums(int64_t n, int64_t D, const float *RESTRICT m,
 }
 
 /* In place g = g * scale (+ m * a + b when a is non-NULL): the batch-norm input gradient;
- * col (non-NULL) += column sums of the new g (blocked as tl_col_sums). */
+ * col (non-NULL) += column sums of the new g (blocked as tl_col_moments). */
 void tl_bn_input_grad(int64_t n, int64_t D, float *RESTRICT g, const float *RESTRICT m,
                       const float *RESTRICT scale, const float *RESTRICT a,
                       const float *RESTRICT b, double *RESTRICT col) {
