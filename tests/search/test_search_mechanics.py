@@ -208,3 +208,25 @@ def test_a_search_started_with_one_trial_per_configuration_resumes(
     again = run_search(spec, resume=True, verbose=0)
     assert again.completed == 4 and again.remaining == 0
     assert len(executions(tmp_path)) == ran
+
+
+@pytest.mark.parametrize("max_failures", [2, 0])
+def test_trials_tune_did_not_retry_are_run_again_within_max_failures(
+    tmp_path, local_ray, monkeypatch, max_failures: int
+):
+    """Tune retries a failed trial only while it runs: one whose node dies while it starts ends
+    errored at once (seen when a worker node was removed). Tune is made to retry nothing here,
+    as for such trials: the driver runs them again, within the spec's ``max_failures``."""
+    from ray import tune
+
+    real = tune.FailureConfig
+    monkeypatch.setattr(tune, "FailureConfig", lambda **kw: real(**{**kw, "max_failures": 0}))
+    spec = fake_spec(tmp_path, datasets={"A": "flaky"}, pt_sources=[], max_failures=max_failures)
+    status = run_search(spec, verbose=0)
+    ran = Counter(executions(tmp_path))
+    if max_failures:
+        assert (status.planned, status.completed, status.remaining) == (2, 2, 0)
+        assert sorted(ran.values()) == [2, 2]  # each seed-run: the failure, then once more
+    else:  # no retries asked for: the errored trials stay for --resume
+        assert (status.planned, status.completed, status.remaining) == (2, 0, 2)
+        assert sorted(ran.values()) == [1, 1]

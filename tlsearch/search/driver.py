@@ -258,8 +258,15 @@ def run_experiment(
     job_fn: Callable[..., dict[str, Any]] | None,
     verbose: int,
     monitor: SearchMonitor | None = None,
+    rounds: int | None = None,
 ) -> Any:
-    """Run (or restore and finish) one Tune experiment; returns its ``ResultGrid``."""
+    """Run (or restore and finish) one Tune experiment; returns its ``ResultGrid``.
+
+    Tune retries a failed trial up to ``max_failures`` times only if it was running; one that
+    fails while it starts (its actor's node dies, e.g. a preempted worker) ends errored at
+    once. Such trials are run again here, by restoring the experiment, for at most
+    ``rounds`` (default: the spec's ``max_failures``) more rounds.
+    """
     from ray import tune
 
     from tlsearch.search.restore_limits import cap_restored
@@ -297,11 +304,33 @@ def run_experiment(
             f"experiment {experiment.name} stopped with {unfinished} unfinished trial(s); "
             "run again with --resume to finish it"
         )
+    rounds = env.spec.max_failures if rounds is None else rounds
+    unretried = unretried_errors(path, env.spec.max_failures)
+    if unretried and rounds > 0:
+        logger.warning(
+            "experiment %s: %d trial(s) failed while starting (e.g. their node died), which "
+            "Tune does not retry: running them again (%d round(s) left)",
+            experiment.name, unretried, rounds,
+        )  # fmt: skip
+        return run_experiment(
+            experiment, trial_fn, env, resources, True, job_fn, verbose, monitor, rounds - 1
+        )
     errored = statuses.count("ERROR")
     if errored:
         logger.warning("experiment %s: %d trial(s) errored after retries (see %s)",
                        experiment.name, errored, path)  # fmt: skip
     return results
+
+
+def unretried_errors(path: str, max_failures: int) -> int:
+    """How many trials of the experiment at ``path`` ended errored with retries left (at
+    most ``max_failures`` failures counted: Tune did not retry them)."""
+    from ray.tune import ExperimentAnalysis
+
+    return sum(
+        str(trial.status) == "ERROR" and trial.num_failures <= max_failures
+        for trial in ExperimentAnalysis(path).trials
+    )
 
 
 def saved_trials(path: str) -> list[tuple[str, dict[str, Any]]]:
