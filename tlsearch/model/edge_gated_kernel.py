@@ -24,8 +24,10 @@ thread each, per-worker partial sums reduced in order).
 Where the native loops of :mod:`tlsearch.model.native` are available (a C compiler on the
 machine; float32 on CPU), each chunk runs its matmul and then one fused loop instead of the
 elementwise and index passes above: forward ``m += A_u + B_v``, the gates, the scatter-adds of
-``den`` and ``num`` and the column sums in one pass; backward ``g_m`` and its scatter-adds into
-``g_A``, ``g_B``, ``g_C`` in one (the gates recomputed there, as fast as reading them back).
+``den`` and ``num`` and the batch moments (sums of ``m - shift`` and of its squares, ``shift``
+the first edge's ``m``: no pass of their own) in one pass; backward ``g_m`` and its
+scatter-adds into ``g_A``, ``g_B``, ``g_C`` in one (the gates recomputed there, as fast as
+reading them back), leaving the residual gradient in ``g_y``'s rows for the matmul to add to.
 The batch-norm passes go through the same loops (:mod:`tlsearch.model.bn_silu`). Paper model,
 2-core AVX-512 Xeon, ``tlsearch bench train``: ~1.3x faster training steps than the torch ops.
 
