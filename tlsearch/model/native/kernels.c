@@ -36,6 +36,16 @@ static inline float exp_f(float x) {
 
 static inline float sigmoid_f(float x) { return 1.f / (1.f + exp_f(-x)); }
 
+/* The float32 block sums of d and d^2 added to their float64 totals, and zeroed. */
+static inline void add_block_moments(int64_t D, float *RESTRICT blk, float *RESTRICT blk2,
+                                     double *RESTRICT col, double *RESTRICT sq) {
+    for (int64_t d = 0; d < D; d++) {
+        col[d] += (double)blk[d];
+        sq[d] += (double)blk2[d];
+        blk[d] = blk2[d] = 0.f;
+    }
+}
+
 /* Gates of one chunk of n edges (u -> v), D features.
  * On entry m (n, D) holds y W^T; on exit m = A_u + B_v + y W^T. With s = sigmoid(m):
  * den[v] += s, num[v] += C_u * s (den, num: (N, D)); with d = m - shift (shift: (D,), e.g.
@@ -48,9 +58,9 @@ void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int
                       int64_t ld, float *RESTRICT m, float *RESTRICT den, float *RESTRICT num,
                       const float *RESTRICT shift, double *RESTRICT col, double *RESTRICT sq) {
     float blk[D], blk2[D];
+    for (int64_t d = 0; d < D; d++) blk[d] = blk2[d] = 0.f;
     for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
         int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
-        for (int64_t d = 0; d < D; d++) blk[d] = blk2[d] = 0.f;
         for (int64_t e = e0; e < e1; e++) {
             const float *RESTRICT a = A + u[e] * ld, *RESTRICT b = B + v[e] * ld;
             const float *RESTRICT c = C + u[e] * ld;
@@ -67,10 +77,7 @@ void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int
                 blk2[d] += dx * dx;
             }
         }
-        for (int64_t d = 0; d < D; d++) {
-            col[d] += (double)blk[d];
-            sq[d] += (double)blk2[d];
-        }
+        add_block_moments(D, blk, blk2, col, sq);
     }
 }
 
@@ -79,19 +86,16 @@ void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int
 void tl_col_moments(int64_t n, int64_t D, const float *RESTRICT m, const float *RESTRICT shift,
                     double *RESTRICT col, double *RESTRICT sq) {
     float blk[D], blk2[D];
+    for (int64_t d = 0; d < D; d++) blk[d] = blk2[d] = 0.f;
     for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
         int64_t e1 = e0 + BLOCK < n ? e0 + BLOCK : n;
-        for (int64_t d = 0; d < D; d++) blk[d] = blk2[d] = 0.f;
         for (int64_t e = e0; e < e1; e++)
             for (int64_t d = 0; d < D; d++) {
                 float x = m[e * D + d] - shift[d];
                 blk[d] += x;
                 blk2[d] += x * x;
             }
-        for (int64_t d = 0; d < D; d++) {
-            col[d] += (double)blk[d];
-            sq[d] += (double)blk2[d];
-        }
+        add_block_moments(D, blk, blk2, col, sq);
     }
 }
 
