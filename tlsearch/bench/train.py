@@ -54,14 +54,7 @@ def matmul_roofline(device: str, seconds: float = 1.0) -> float:
     """GFLOP/s of a plain float32 (8192 x 256) @ (256 x 256) matmul on this device/threads."""
     a = torch.randn(8192, HIDDEN, device=device)
     b = torch.randn(HIDDEN, HIDDEN, device=device)
-    for _ in range(3):
-        a @ b
-    count, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        count += 1
-    _sync(device)
-    return 2 * 8192 * HIDDEN * HIDDEN * count / (time.perf_counter() - t0) / 1e9
+    return 2 * 8192 * HIDDEN * HIDDEN * _calls_per_second(lambda: a @ b, device, seconds) / 1e9
 
 
 def memory_bandwidth(device: str, megabytes: int = 256, seconds: float = 0.5) -> float:
@@ -71,22 +64,28 @@ def memory_bandwidth(device: str, megabytes: int = 256, seconds: float = 0.5) ->
     it, so a machine with fewer bytes per FLOP reaches a smaller fraction of the matmul bound."""
     src = torch.ones(megabytes * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
-    dst.copy_(src)
+    return 2 * src.numel() * 4 * _calls_per_second(lambda: dst.copy_(src), device, seconds) / 1e9
+
+
+def _calls_per_second(fn, device: str, seconds: float) -> float:
+    """How many times per second ``fn()`` runs on ``device``, after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
     _sync(device)
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        dst.copy_(src)
+        fn()
         count += 1
     _sync(device)
-    return 2 * src.numel() * 4 * count / (time.perf_counter() - t0) / 1e9
+    return count / (time.perf_counter() - t0)
 
 
-def _one_thread_bandwidth(device: str) -> float:
-    """:func:`memory_bandwidth` on one torch thread (restored after)."""
+def _one_thread_bandwidth() -> float:
+    """:func:`memory_bandwidth` on the CPU with one torch thread (restored after)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return memory_bandwidth(device)
+        return memory_bandwidth("cpu")
     finally:
         torch.set_num_threads(threads)
 
@@ -202,9 +201,7 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         "matmul_roofline_gflops": roofline,
         "tlsearch_fraction_of_roofline": flops / seconds["tlsearch"] / 1e9 / roofline,
         "memory_bandwidth_gbs": bandwidth,
-        "memory_bandwidth_one_thread_gbs": (
-            _one_thread_bandwidth(device) if device == "cpu" else bandwidth
-        ),
+        "memory_bandwidth_one_thread_gbs": _one_thread_bandwidth() if device == "cpu" else None,
         # FLOPs the matmuls do per byte the memory moves: the higher, the more the loops
         # between the matmuls cost against the roofline
         "machine_balance_flop_per_byte": roofline / bandwidth,
@@ -216,7 +213,7 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         "train (%s, %d threads, batch %d): tlsearch %.1f struct/s, alignn %.1f struct/s, "
         "ratio %.2fx (median per step %.2fx; forward+backward only %.2fx; optimizer step "
         "%.0f vs %.0f ms); %.1f GFLOP/s = %.0f%% of the %.1f GFLOP/s "
-        "matmul roofline; memory %.1f GB/s (%.1f on one thread), %.1f FLOP/byte; "
+        "matmul roofline; memory %.1f GB/s (%s on one thread), %.1f FLOP/byte; "
         "collate+line graph %.1f ms vs step %.1f ms",
         device,
         args.threads,
@@ -232,12 +229,16 @@ def bench_train(records: list[StructureRecord], args: argparse.Namespace) -> dic
         100 * result["tlsearch_fraction_of_roofline"],
         roofline,
         bandwidth,
-        result["memory_bandwidth_one_thread_gbs"],
+        _one_decimal(result["memory_bandwidth_one_thread_gbs"]),
         result["machine_balance_flop_per_byte"],
         collate_ms,
         result["tlsearch_step_ms"],
     )
     return result
+
+
+def _one_decimal(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _collate_ms(store, batch_size: int, repeats: int = 10) -> float:
