@@ -272,28 +272,28 @@ class EdgeGatedEdges(torch.autograd.Function):
                 return out
 
             def native_gates(share: list[tuple[int, _ChunkIndex]]) -> dict:
-                """As ``gates``, each chunk in one fused loop after its matmul; the loop also
-                sums ``m - shift`` and its squares (the batch moments, no pass of their own)."""
+                """As ``gates``, each chunk in one fused loop after its matmul; with batch
+                moments, the loop also sums ``m - shift`` and its squares (no pass of their
+                own)."""
                 out: dict = {"m": {}, "s": {}}
                 out["den"], out["num"] = y.new_zeros(num_nodes, dim), y.new_zeros(num_nodes, dim)
-                out["col"], out["sq"] = (y.new_zeros(dim, dtype=torch.float64) for _ in range(2))
+                if batch_stats:
+                    out["col"], out["sq"] = (y.new_zeros(dim, dtype=torch.float64) for _ in "cs")
                 for k, ch in share:
                     with matmul_threads():
                         m_c = torch.mm(y[ch.rows], weight.t())
                     out["m"][k] = m_c  # the gates are recomputed in backward (as fast)
                     native.gates_forward(
                         ch.src, ch.dst, a_nodes, b_nodes, c_view, m_c, out["den"], out["num"],
-                        shift, out["col"], out["sq"],
+                        shift, out.get("col"), out.get("sq"),
                     )  # fmt: skip
                 return out
 
-            # m of the first edge: the native loops sum the batch moments about it
-            first = chunks[0] if chunks else None
-            shift = (
-                None
-                if first is None
-                else ((a_nodes[first.src[0]] + b_nodes[first.dst[0]]) + y[0] @ weight.t())
-            )
+            # with batch moments, the native loops sum them about the first edge's m
+            shift = None
+            if batch_stats and chunks:
+                first = chunks[0]
+                shift = (a_nodes[first.src[0]] + b_nodes[first.dst[0]]) + y[0] @ weight.t()
 
             shares = split_map(gates, list(enumerate(chunks)), workers)
             m_parts, s_parts = _in_chunk_order(shares, "m"), _in_chunk_order(shares, "s")

@@ -206,12 +206,15 @@ def _p(t: Tensor | None) -> int | None:
 
 def gates_forward(
     src: Tensor, dst: Tensor, a: Tensor, b: Tensor, c: Tensor, m: Tensor, den: Tensor,
-    num: Tensor, shift: Tensor, col: Tensor, sq: Tensor,
+    num: Tensor, shift: Tensor | None = None, col: Tensor | None = None,
+    sq: Tensor | None = None,
 ) -> None:  # fmt: skip
     """In place: ``m += A_u + B_v``; with ``s = sigmoid(m)``, ``den[v] += s`` and
-    ``num[v] += C_u s``; with ``d = m - shift``, ``col +=`` the column sums of ``d`` and
-    ``sq +=`` of ``d ** 2`` (float64). ``a``, ``b``, ``c``: (N, D) row views with one row
-    stride."""
+    ``num[v] += C_u s``; with ``col`` (and ``shift``, ``sq``) and ``d = m - shift``,
+    ``col +=`` the column sums of ``d`` and ``sq +=`` of ``d ** 2`` (float64). ``a``, ``b``,
+    ``c``: (N, D) row views with one row stride."""
+    if col is not None and (shift is None or sq is None):
+        raise ValueError("the moments need shift, col and sq")
     n, d = m.shape
     _check_index(src, dst, n)
     library().tl_gates_forward(

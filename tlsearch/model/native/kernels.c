@@ -46,17 +46,13 @@ static inline void add_block_moments(int64_t D, float *RESTRICT blk, float *REST
     }
 }
 
-/* Gates of one chunk of n edges (u -> v), D features.
- * On entry m (n, D) holds y W^T; on exit m = A_u + B_v + y W^T. With s = sigmoid(m):
- * den[v] += s, num[v] += C_u * s (den, num: (N, D)); with d = m - shift (shift: (D,), e.g.
- * one row of m, so that d is small next to m's mean): col += column sums of d and sq += of
- * d^2 (float32 within blocks of BLOCK rows, then float64): the batch moments in this pass.
- * A, B, C rows have stride ld (node_proj's row length). The gates are not stored: the
- * backward recomputes them (as fast as reading them back). */
-void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int64_t *RESTRICT v,
-                      const float *RESTRICT A, const float *RESTRICT B, const float *RESTRICT C,
-                      int64_t ld, float *RESTRICT m, float *RESTRICT den, float *RESTRICT num,
-                      const float *RESTRICT shift, double *RESTRICT col, double *RESTRICT sq) {
+/* The rows of tl_gates_forward; has_moments is a constant in each caller, so both variants
+ * are branch-free, vectorized loops. */
+static inline __attribute__((always_inline)) void gates_forward_rows(
+    int64_t n, int64_t D, const int64_t *RESTRICT u, const int64_t *RESTRICT v,
+    const float *RESTRICT A, const float *RESTRICT B, const float *RESTRICT C, int64_t ld,
+    float *RESTRICT m, float *RESTRICT den, float *RESTRICT num, const float *RESTRICT shift,
+    double *RESTRICT col, double *RESTRICT sq, const int has_moments) {
     float blk[D], blk2[D];
     for (int64_t d = 0; d < D; d++) blk[d] = blk2[d] = 0.f;
     for (int64_t e0 = 0; e0 < n; e0 += BLOCK) {
@@ -69,16 +65,36 @@ void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int
             for (int64_t d = 0; d < D; d++) {
                 float x = (b[d] + a[d]) + me[d];
                 float g = sigmoid_f(x);
-                float dx = x - shift[d];
                 me[d] = x;
                 dn[d] += g;
                 nm[d] += c[d] * g;
-                blk[d] += dx;
-                blk2[d] += dx * dx;
+                if (has_moments) {
+                    float dx = x - shift[d];
+                    blk[d] += dx;
+                    blk2[d] += dx * dx;
+                }
             }
         }
-        add_block_moments(D, blk, blk2, col, sq);
+        if (has_moments) add_block_moments(D, blk, blk2, col, sq);
     }
+}
+
+/* Gates of one chunk of n edges (u -> v), D features.
+ * On entry m (n, D) holds y W^T; on exit m = A_u + B_v + y W^T. With s = sigmoid(m):
+ * den[v] += s, num[v] += C_u * s (den, num: (N, D)); when col is non-NULL, with
+ * d = m - shift (shift: (D,), e.g. one row of m, so that d is small next to m's mean):
+ * col += column sums of d and sq += of d^2 (float32 within blocks of BLOCK rows, then
+ * float64): the batch moments in this pass. A, B, C rows have stride ld (node_proj's row
+ * length). The gates are not stored: the backward recomputes them (as fast as reading them
+ * back). */
+void tl_gates_forward(int64_t n, int64_t D, const int64_t *RESTRICT u, const int64_t *RESTRICT v,
+                      const float *RESTRICT A, const float *RESTRICT B, const float *RESTRICT C,
+                      int64_t ld, float *RESTRICT m, float *RESTRICT den, float *RESTRICT num,
+                      const float *RESTRICT shift, double *RESTRICT col, double *RESTRICT sq) {
+    if (col)
+        gates_forward_rows(n, D, u, v, A, B, C, ld, m, den, num, shift, col, sq, 1);
+    else
+        gates_forward_rows(n, D, u, v, A, B, C, ld, m, den, num, 0, 0, 0, 0);
 }
 
 /* With d = m - shift (shift: (D,), e.g. one row of m): col += column sums of d and sq += of
