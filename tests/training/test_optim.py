@@ -7,6 +7,7 @@ import copy
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from tlsearch.training.config import TrainConfig
-from tlsearch.training.optim import EagerAdamW, build_optimizer, build_scheduler
+from tlsearch.training.optim import EagerAdamW, StepThreads, build_optimizer, build_scheduler
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,3 +138,57 @@ def test_training_does_not_import_torch_dynamo():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_step_threads_picks_the_faster_count_after_its_trials(monkeypatch):
+    """A fake clock: a step takes 5 s on the slow thread count, 1 s on the other."""
+    _threads, clock, seen = [2], [0.0], []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: _threads[0])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: _threads.__setitem__(0, n))
+
+    def step(slow_threads: int) -> None:
+        seen.append(_threads[0])
+        clock[0] += 5.0 if _threads[0] == slow_threads else 1.0
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    for slow, fast in ((2, 1), (1, 2)):
+        _threads[0] = 2
+        chooser = StepThreads(active=True)
+        for _ in range(1 + 2 * StepThreads.TRIALS + 3):
+            chooser.run(lambda slow=slow: step(slow))
+            assert _threads[0] == 2  # the caller's count is restored after every step
+        assert chooser.threads == fast
+        assert seen[-3:] == [fast] * 3  # the rest of the process runs on the faster count
+        assert seen[1 : 1 + 2 * StepThreads.TRIALS].count(1) == StepThreads.TRIALS
+
+
+def test_step_threads_stays_out_of_the_way_off_cpu_and_on_one_thread(monkeypatch):
+    calls = []
+    chooser = StepThreads(active=False)
+    for _ in range(10):
+        chooser.run(lambda: calls.append(torch.get_num_threads()))
+    assert chooser.threads is None and len(set(calls)) == 1
+
+
+def test_eager_adamw_on_either_thread_count_matches_torch_adamw_bitwise():
+    """Tensors large enough to be split over threads; the chooser times one and two threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(256, 512), nn.LayerNorm(512), nn.Linear(512, 1))
+        ours_net, theirs_net = copy.deepcopy(net), copy.deepcopy(net)
+        ours = EagerAdamW(ours_net.parameters(), lr=1e-2, weight_decay=1e-2, fused=True)
+        theirs = torch.optim.AdamW(theirs_net.parameters(), lr=1e-2, weight_decay=1e-2, fused=True)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(2 + 2 * StepThreads.TRIALS):
+            x, y = torch.randn(32, 256, generator=gen), torch.randn(32, 1, generator=gen)
+            for model, opt in ((ours_net, ours), (theirs_net, theirs)):
+                opt.zero_grad()
+                ((model(x) - y) ** 2).mean().backward()
+                opt.step()
+        assert ours._step_threads.threads in (1, 2)
+        for a, b in zip(ours_net.parameters(), theirs_net.parameters(), strict=True):
+            assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(before)
