@@ -92,8 +92,8 @@ class EagerAdamW(torch.optim.AdamW):
 
 
 class StepThreads:
-    """Runs a CPU optimiser step on torch's thread count or on one thread, whichever the
-    first steps of this process measured faster; the update is the same either way (AdamW is
+    """Runs a CPU optimiser step on torch's thread count or on one thread, whichever this
+    optimiser's first steps measured faster; the update is the same either way (AdamW is
     elementwise: every element gets the same arithmetic whatever the thread split).
 
     Why measured: each parameter tensor's update is its own OpenMP region, and with sleeping
@@ -101,39 +101,40 @@ class StepThreads:
     (190 tensors, 4.0M parameters) inside a training step on a 2-core Xeon: 15-16 ms on 2
     threads, 6-7 ms on one; a model with large tensors on many cores gains from the threads.
     After one untimed step (it creates the optimiser state), :data:`TRIALS` steps of each choice
-    alternate, then the lower median wins for the rest of the process.
+    alternate, then the lower median wins for the optimiser's remaining steps.
     """
 
     TRIALS = 3
 
     def __init__(self, active: bool) -> None:
         self.active = active
-        self.seconds: dict[int, list[float]] = {}
+        self.seconds: dict[bool, list[float]] = {True: [], False: []}  # by one_thread
         self.calls = 0
-        self.threads: int | None = None  # the choice, once made
+        self.one_thread: bool | None = None  # the choice, once made
 
     def run(self, step: Callable[[], Any]) -> Any:
-        threads = torch.get_num_threads()
-        if not self.active or threads < 2:
+        if not self.active or torch.get_num_threads() < 2:
             return step()
         self.calls += 1
-        if self.threads is not None or self.calls == 1:
-            use = self.threads or threads
-            return _on_threads(use, threads, step)
-        use = threads if self.calls % 2 == 0 else 1
+        if self.one_thread is not None or self.calls == 1:
+            return _on_one_thread(bool(self.one_thread), step)
+        one = self.calls % 2 == 1
         start = time.perf_counter()
-        result = _on_threads(use, threads, step)
-        self.seconds.setdefault(use, []).append(time.perf_counter() - start)
-        if all(len(self.seconds.get(k, [])) >= self.TRIALS for k in (1, threads)):
-            self.threads = min((1, threads), key=lambda k: statistics.median(self.seconds[k]))
+        result = _on_one_thread(one, step)
+        self.seconds[one].append(time.perf_counter() - start)
+        if min(len(times) for times in self.seconds.values()) >= self.TRIALS:
+            self.one_thread = statistics.median(self.seconds[True]) < statistics.median(
+                self.seconds[False]
+            )
         return result
 
 
-def _on_threads(use: int, threads: int, step: Callable[[], Any]) -> Any:
-    """``step()`` with torch set to ``use`` threads (``threads`` restored after)."""
-    if use == threads:
+def _on_one_thread(one: bool, step: Callable[[], Any]) -> Any:
+    """``step()``, with torch set to one thread while it runs when ``one``."""
+    if not one:
         return step()
-    torch.set_num_threads(use)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         return step()
     finally:
