@@ -249,6 +249,22 @@ def test_rbf_expansion_formula():
         RBFExpansion(bins=1)
 
 
+def test_rbf_expansion_has_no_subnormal_outputs():
+    """Bond lengths 0-8 A on the paper's 80 bins: exp underflows into subnormal floats for
+    entries 1.4-1.6 A from a center (x86 multiplies those on a slow path); they become 0, every
+    other entry is exp's."""
+    rbf = RBFExpansion(vmin=0.0, vmax=8.0, bins=80)
+    d = torch.linspace(0.0, 8.0, 2001)
+    out = rbf(d)
+    tiny = torch.finfo(torch.float32).tiny
+    raw = torch.exp(-rbf.gamma * (d[:, None] - rbf.centers) ** 2)
+    subnormal = (raw > 0) & (raw < tiny)
+    assert subnormal.sum() > 1000  # the case exists at these sizes
+    assert not ((out > 0) & (out < tiny)).any()
+    assert torch.equal(out[subnormal], torch.zeros(int(subnormal.sum())))
+    assert torch.equal(out[~subnormal], raw[~subnormal])
+
+
 def test_mlp_layer_is_linear_batchnorm_silu():
     layer = MLPLayer(7, 3).eval()
     assert [type(m) for m in layer.layer] == [nn.Linear, nn.BatchNorm1d, nn.SiLU]

@@ -46,7 +46,13 @@ class RBFExpansion(nn.Module):
             self.gamma = 1.0 / self.lengthscale**2
 
     def forward(self, distance: Tensor) -> Tensor:
-        return torch.exp(-self.gamma * (distance.unsqueeze(1) - self.centers) ** 2)
+        rbf = torch.exp(-self.gamma * (distance.unsqueeze(1) - self.centers) ** 2)
+        # exp gives subnormal floats (below finfo.tiny, ~1.2e-38 in float32) where
+        # gamma (d - c_k)^2 is ~87-104: ~4.5% of a bond RBF's entries with the paper's 80 bins.
+        # x86 multiplies subnormals on a slow path: the matmuls that read this output ran 4-15x
+        # slower (weight gradient of a 1,754-bond batch: 6.5 ms vs 0.4 ms). Flushed to zero,
+        # which changes no value by more than finfo.tiny.
+        return rbf.masked_fill(rbf < torch.finfo(rbf.dtype).tiny, 0.0)
 
 
 class MLPLayer(nn.Module):
