@@ -251,8 +251,8 @@ def test_rbf_expansion_formula():
 
 def test_rbf_expansion_has_no_subnormal_outputs():
     """Bond lengths 0-8 A on the paper's 80 bins: exp underflows into subnormal floats for
-    entries 1.4-1.6 A from a center (x86 multiplies those on a slow path); they become 0, every
-    other entry is exp's."""
+    entries ~3.0-3.2 A from a center (x86 multiplies those on a slow path); they become 0,
+    every other entry is exp's."""
     rbf = RBFExpansion(vmin=0.0, vmax=8.0, bins=80)
     d = torch.linspace(0.0, 8.0, 2001)
     out = rbf(d)

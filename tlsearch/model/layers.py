@@ -28,6 +28,7 @@ class RBFExpansion(nn.Module):
     checkpoint compatibility.
 
     Shapes: input (E,), output (E, bins). The ``centers`` buffer is in the ``state_dict``.
+    Entries below the dtype's smallest normal number (``finfo.tiny``) are returned as 0.
     """
 
     def __init__(
