@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -294,10 +294,10 @@ def run_experiment(
             results = tuner.fit()
         phase.append(time.time())
         saved = saved_trials(path)
-    statuses = [status for status, _ in saved]
+    statuses = [trial.status for trial in saved]
     unfinished = sum(s not in ("TERMINATED", "ERROR") for s in statuses)
     missing = experiment.algorithm == "grid" and len(saved) < expected_grid_trials(
-        experiment, [point for _, point in saved]
+        experiment, [trial.point for trial in saved]
     )
     if unfinished or missing:
         raise SearchInterruptedError(
@@ -305,7 +305,8 @@ def run_experiment(
             "run again with --resume to finish it"
         )
     rounds = env.spec.max_failures if rounds is None else rounds
-    unretried = unretried_errors(path, env.spec.max_failures)
+    # errored with retries left (at most max_failures failures counted): Tune did not retry them
+    unretried = sum(t.status == "ERROR" and t.failures <= env.spec.max_failures for t in saved)
     if unretried and rounds > 0:
         logger.warning(
             "experiment %s: %d trial(s) failed while starting (e.g. their node died), which "
@@ -322,20 +323,16 @@ def run_experiment(
     return results
 
 
-def unretried_errors(path: str, max_failures: int) -> int:
-    """How many trials of the experiment at ``path`` ended errored with retries left (at
-    most ``max_failures`` failures counted: Tune did not retry them)."""
-    from ray.tune import ExperimentAnalysis
+class SavedTrial(NamedTuple):
+    """A trial as saved in the experiment state: status, configuration point, failures."""
 
-    return sum(
-        str(trial.status) == "ERROR" and trial.num_failures <= max_failures
-        for trial in ExperimentAnalysis(path).trials
-    )
+    status: str
+    point: dict[str, Any]
+    failures: int
 
 
-def saved_trials(path: str) -> list[tuple[str, dict[str, Any]]]:
-    """``(status, point)`` of every trial as saved in the experiment state (what ``--resume``
-    will see).
+def saved_trials(path: str) -> list[SavedTrial]:
+    """Every trial as saved in the experiment state (what ``--resume`` will see).
 
     After a SIGINT, Tune saves the state and then stops the running trials, so the in-memory
     ``ResultGrid`` reports them as terminated; the saved state says they were still running.
@@ -343,7 +340,7 @@ def saved_trials(path: str) -> list[tuple[str, dict[str, Any]]]:
     from ray.tune import ExperimentAnalysis
 
     return [
-        (str(trial.status), dict(trial.config.get("point") or {}))
+        SavedTrial(str(trial.status), dict(trial.config.get("point") or {}), trial.num_failures)
         for trial in ExperimentAnalysis(path).trials
     ]
 
