@@ -109,3 +109,19 @@ def _fake_graph_cache(job, ref) -> dict[str, bool]:
                 meta.parent.mkdir(parents=True, exist_ok=True)
                 meta.write_text("{}")
     return out
+
+
+#: probe_mae of each fake PT source (lower ranks first); sources not listed score 0.5.
+FAKE_PROBE = {"B": 0.10, "C": 0.20, "D": 0.30}
+
+
+def fake_rank(source, checkpoint, job):
+    """Same signature as :func:`tlsearch.search.prefilter.score_with_trunk`: scores from
+    :data:`FAKE_PROBE`, one line per call in ``<log>/rankings.log``."""
+    _, opts = _options(job.data.data)
+    log = Path(opts["log"])
+    log.mkdir(parents=True, exist_ok=True)
+    with open(log / "rankings.log", "a") as fh:
+        fh.write(json.dumps([source, job.data.name, job.data.size, Path(checkpoint).name]) + "\n")
+    probe = FAKE_PROBE.get(source, 0.5)
+    return {"probe_mae": probe, "logme": -probe, "baseline_mae": 0.6, "n": job.data.size}

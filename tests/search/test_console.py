@@ -109,6 +109,8 @@ def test_best_configuration_skips_failed_ones_and_follows_the_mode():
     state.mode = "max"
     assert state.best().value == 0.9
     assert state.counts_text() == ("seed-runs 5/6, running 0, failed 1, diverged 0, PT jobs 0/0")
+    state.add([_row("d0", "skipped", None, config="d", kind="finetune")])  # search.prefilter
+    assert state.best().value == 0.9 and "skipped 1, PT jobs" in state.counts_text()
 
 
 def test_failure_lines_name_the_run_and_its_reason():

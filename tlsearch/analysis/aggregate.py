@@ -1,7 +1,9 @@
-"""One line per configuration: seeds planned/ok/failed/diverged and mean ± 95% CI per metric.
+"""One line per configuration: seeds planned/ok/failed/diverged/skipped and mean ± 95% CI per
+metric.
 
 Only ``ok`` seed-runs enter the means; failed and diverged ones are counted in their own columns
-(never silently dropped), and a configuration with fewer ok seeds than planned is ``incomplete``.
+(never silently dropped), and a configuration with fewer ok seeds than planned is ``incomplete``
+(one ``search.prefilter`` skipped is counted in ``n_skipped`` instead).
 A configuration is its :data:`~tlsearch.results.schema.CONFIG_KEYS` *and* its ``config_hash``
 (which also hashes the recipe: epochs, model, data), so two searches that ran the same point
 with different recipes are never averaged together; the same point and recipe in two searches
@@ -33,11 +35,12 @@ def _group_line(group: pd.DataFrame, metrics: list[str], planned: int | None) ->
         "n_ok": len(ok),
         "n_failed": int((group["status"] == "failed").sum()),
         "n_diverged": int((group["status"] == "diverged").sum()),
+        "n_skipped": int((group["status"] == "skipped").sum()),
         "n_planned": planned,
         "seeds": sorted(int(s) for s in ok["seed"].dropna()),
         "run_ids": list(group["run_id"]),
     }
-    line["incomplete"] = planned is not None and line["n_ok"] < planned
+    line["incomplete"] = planned is not None and line["n_ok"] < planned and not line["n_skipped"]
     for metric in metrics:
         est = mean_ci(ok[metric])
         line[f"{metric}_mean"] = est.mean
@@ -69,7 +72,8 @@ def summarize(
         line = dict(zip(keys, key, strict=True))
         line.update(_group_line(group, metrics, planned_seeds))
         lines.append(line)
-    columns = list(CONFIG_KEYS) + ["n_ok", "n_failed", "n_diverged", "n_planned", "incomplete"]
+    counts = ["n_ok", "n_failed", "n_diverged", "n_skipped", "n_planned", "incomplete"]
+    columns = [*CONFIG_KEYS, *counts]
     frame = pd.DataFrame(lines)
     if frame.empty:
         return pd.DataFrame(columns=columns)

@@ -71,6 +71,8 @@ def default_ft_size(summary: pd.DataFrame, target: str) -> int | None:
 
 
 def _eligible(line: pd.Series, planned: int | None) -> tuple[bool, str]:
+    if line.get("n_skipped"):
+        return False, "skipped by search.prefilter"
     if line["n_ok"] == 0:
         return False, "no ok seed"
     if line["n_failed"] or line["n_diverged"]:

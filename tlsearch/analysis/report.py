@@ -299,6 +299,7 @@ def counts_table(results: Results) -> pd.DataFrame:
                 "ok": int((seed_runs["status"] == "ok").sum()),
                 "failed": int((seed_runs["status"] == "failed").sum()),
                 "diverged": int((seed_runs["status"] == "diverged").sum()),
+                "skipped": int((seed_runs["status"] == "skipped").sum()),
                 "PT jobs planned": plan.get("planned_pretrain_jobs"),
                 "PT jobs recorded": int((part["kind"] == "pretrain").sum()),
             }

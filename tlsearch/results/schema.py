@@ -26,7 +26,8 @@ import pyarrow as pa
 SCHEMA_VERSION = "4"
 
 KINDS = ("scratch", "pretrain", "finetune", "mpt")
-STATUSES = ("ok", "failed", "diverged")
+#: ``skipped``: a seed-run ``search.prefilter`` did not run (``error`` says why)
+STATUSES = ("ok", "failed", "diverged", "skipped")
 METRIC_NAMES = ("r2", "mae", "rmse")
 
 _METRIC_FIELDS = [

@@ -37,8 +37,8 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         "under <storage>/<name>/runs/. Without --address a local Ray is started (its "
         "dashboard URL is logged). Stopped searches "
         "continue with --resume; recorded seed-runs are never run again. Exit status: 0 when "
-        "every planned seed-run has a row (ok, failed or diverged), 3 when some have none at "
-        "the end (reason on the last line), 130 when interrupted, 2 for bad input.",
+        "every planned seed-run has a row (ok, failed, diverged or skipped), 3 when some have "
+        "none at the end (reason on the last line), 130 when interrupted, 2 for bad input.",
     )
     p.add_argument("spec", type=Path, metavar="SPEC.yaml", help="search spec (search_spaces/)")
     p.add_argument(
@@ -221,8 +221,8 @@ def parse_vars(items: Sequence[str]) -> dict[str, str]:
 
 
 def _exit_status(status: Any) -> int:
-    """0 when every planned seed-run has a row (ok, failed or diverged: the search's failure
-    policy), else :data:`EXIT_INCOMPLETE` with the reason as the last line on stderr."""
+    """0 when every planned seed-run has a row (ok, failed, diverged or skipped: the search's
+    failure policy), else :data:`EXIT_INCOMPLETE` with the reason as the last line on stderr."""
     problem = incomplete_reason(status)
     if problem is None:
         return 0

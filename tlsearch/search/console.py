@@ -180,7 +180,7 @@ class ConsoleProgress(Sink):
         self._bar.n = state.done
         self._bar.set_postfix_str(
             f"running {state.running}, failed {failed}, diverged {diverged}, "
-            f"PT jobs {state.pt_done}/{state.planned_pretrain}",
+            f"{state.skipped_text()}PT jobs {state.pt_done}/{state.planned_pretrain}",
             refresh=False,
         )
         best = str(state.best() or "best: none yet")

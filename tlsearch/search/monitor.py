@@ -184,12 +184,17 @@ class SearchState:
         value, seeds, row = min(scored, key=lambda s: sign * s[0])
         return Best(self.metric, value, seeds, describe(row))
 
+    def skipped_text(self) -> str:
+        """``skipped N, `` when ``search.prefilter`` skipped seed-runs, else empty."""
+        skipped = self.counts.get("skipped", 0)
+        return f"skipped {skipped}, " if skipped else ""
+
     def counts_text(self) -> str:
         """``seed-runs 12/30, running 2, failed 1, diverged 0, PT jobs 1/1``."""
         return (
             f"seed-runs {self.done}/{self.planned}, running {self.running}, "
             f"failed {self.counts.get('failed', 0)}, diverged {self.counts.get('diverged', 0)}, "
-            f"PT jobs {self.pt_done}/{self.planned_pretrain}"
+            f"{self.skipped_text()}PT jobs {self.pt_done}/{self.planned_pretrain}"
         )
 
 

@@ -169,7 +169,7 @@ def finish(row: dict[str, Any]) -> dict[str, Any]:
 def trial_report(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
     """What a trial reports after each seed: the mean metric over the seeds done so far.
 
-    A configuration with any failed or diverged seed reports a penalty (1e6, or -1e6 when
+    A configuration with any failed, diverged or skipped seed reports a penalty (1e6, or -1e6 when
     maximising) instead: never NaN (Optuna drops NaN results) and never the best.
     """
     values = [_finite(r.get(metric)) for r in rows]
@@ -182,5 +182,6 @@ def trial_report(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str
         "n_ok": n_ok,
         "n_failed": sum(r["status"] == "failed" for r in rows),
         "n_diverged": sum(r["status"] == "diverged" for r in rows),
+        "n_skipped": sum(r["status"] == "skipped" for r in rows),
         "config_hash": rows[0].get("config_hash") if rows else None,
     }

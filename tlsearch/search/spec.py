@@ -150,6 +150,8 @@ class SearchSpec(StrictModel):
                 "pt_sources[].sizes cannot be used when Optuna samples pt_source; "
                 "set pt_sizes instead"
             )
+        if self.search.prefilter is not None and not self.pt_sources:
+            raise ValueError("search.prefilter ranks PT sources: give pt_sources")
         if self.search.algorithm == "grid" and isinstance(self.lr, LogUniform):
             raise ValueError(
                 "lr: a loguniform range needs search.algorithm optuna; grid takes a value or a list"

@@ -142,6 +142,20 @@ class Asha(StrictModel):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+class Prefilter(StrictModel):
+    """Fine-tune from the ``keep`` best-ranked PT sources of each target only.
+
+    Before a target's first transfer seed-run, every PT source of it is scored on the target's
+    FT sample (``tlsearch rank-sources``: a ridge probe's leave-one-out MAE, ``probe_mae``, or
+    LogME, ``logme``, on the frozen trunk's features); the seed-runs of the other sources are
+    recorded as ``skipped`` rows naming their rank (:mod:`tlsearch.search.prefilter`). Off by
+    default: the estimates were only weakly predictive in the checks so far.
+    """
+
+    keep: PositiveInt
+    by: Literal["probe_mae", "logme"] = "probe_mae"
+
+
 class SearchAlgorithm(StrictModel):
     """How configurations are chosen.
 
@@ -150,6 +164,7 @@ class SearchAlgorithm(StrictModel):
             per combination of the other axes, ``num_samples`` configurations each).
         metric: what the searcher sees (mean over the seeds; validation by default, so the test
             set never steers the search). ``mode`` defaults to max for R2, min otherwise.
+        prefilter: skip the lowest-ranked PT sources of each target (:class:`Prefilter`).
     """
 
     algorithm: Literal["grid", "optuna"] = "grid"
@@ -159,11 +174,17 @@ class SearchAlgorithm(StrictModel):
     mode: Literal["min", "max"] | None = None
     optuna_axes: list[OptunaAxis] = Field(default_factory=lambda: ["strategy", "sampling", "lr"])
     asha: Asha | None = None
+    prefilter: Prefilter | None = None
 
     @model_validator(mode="after")
     def _mode(self) -> SearchAlgorithm:
         if self.mode is None:
             self.mode = "max" if self.metric.endswith("r2") else "min"
+        if self.prefilter is not None and "pt_source" in self.optuna_axes:
+            raise ValueError(
+                "search.prefilter cannot be used when Optuna samples pt_source (its study "
+                "would keep sampling skipped sources); remove pt_source from optuna_axes"
+            )
         return self
 
 
@@ -244,6 +265,9 @@ class PretrainSpec(StrictModel):
 
 
 class TestingHooks(StrictModel):
-    """For tests only: ``job_fn: "module:function"`` replaces the real job function."""
+    """For tests only: ``job_fn: "module:function"`` replaces the real job function,
+    ``rank_fn`` the PT-source scorer of ``search.prefilter``
+    (:func:`tlsearch.search.prefilter.score_with_trunk`'s signature)."""
 
     job_fn: str | None = None
+    rank_fn: str | None = None

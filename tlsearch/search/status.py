@@ -1,7 +1,8 @@
 """What a search ran, what is left and what failed: from ``plan.json`` and the Parquet rows.
 
-"Nothing lost" reads ``planned == completed + failed + diverged`` once a search has finished,
-with no duplicate ``run_id`` (file names make duplicates impossible; this checks it).
+"Nothing lost" reads ``planned == completed + failed + diverged + skipped`` once a search has
+finished (``skipped``: seed-runs ``search.prefilter`` did not run), with no duplicate ``run_id``
+(file names make duplicates impossible; this checks it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ TABLE_COLUMNS = (
     "seeds",
     "failed",
     "diverged",
+    "skipped",
     "test_mae",
     "test_mae_std",
     "test_r2",
@@ -52,6 +54,11 @@ class SearchStatus:
         return self.counts.get("diverged", 0)
 
     @property
+    def skipped(self) -> int:
+        """Seed-runs ``search.prefilter`` did not run (recorded as such, not lost)."""
+        return self.counts.get("skipped", 0)
+
+    @property
     def recorded(self) -> int:
         return sum(self.counts.values())
 
@@ -63,9 +70,10 @@ class SearchStatus:
         """``planned N, completed N, failed N, diverged N, remaining N``."""
         planned = "?" if self.planned is None else self.planned
         remaining = "?" if self.remaining is None else self.remaining
+        skipped = f"skipped {self.skipped}, " if self.skipped else ""
         return (
             f"planned {planned}, completed {self.completed}, failed {self.failed}, "
-            f"diverged {self.diverged}, remaining {remaining}"
+            f"diverged {self.diverged}, {skipped}remaining {remaining}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,6 +84,7 @@ class SearchStatus:
             "completed": self.completed,
             "failed": self.failed,
             "diverged": self.diverged,
+            "skipped": self.skipped,
             "remaining": self.remaining,
             "duplicates": self.duplicates,
             "pretrain": {"planned": self.planned_pretrain, **self.pretrain_counts},
@@ -136,6 +145,7 @@ def configuration_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seeds=len(ok),
             failed=sum(r["status"] == "failed" for r in members),
             diverged=sum(r["status"] == "diverged" for r in members),
+            skipped=sum(r["status"] == "skipped" for r in members),
             test_mae=statistics.fmean(maes) if maes else None,
             test_mae_std=statistics.stdev(maes) if len(maes) > 1 else None,
             test_r2=statistics.fmean(r2s) if r2s else None,

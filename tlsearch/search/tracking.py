@@ -111,6 +111,7 @@ class MlflowTracker(Sink):
             "seed_runs_completed": state.counts.get("ok", 0),
             "seed_runs_failed": state.counts.get("failed", 0),
             "seed_runs_diverged": state.counts.get("diverged", 0),
+            "seed_runs_skipped": state.counts.get("skipped", 0),
             "pt_jobs_done": state.pt_done,
         }
         best = state.best()

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
+from tlsearch.search import prefilter
 from tlsearch.search.checkpoints import pretrain_resume_uri, seed_run_resume_uri
 from tlsearch.search.claims import exclusive
 from tlsearch.search.compile import is_pretrain_point
@@ -201,6 +202,12 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
         **provenance_columns(spec, {point.target} | source_datasets(spec, point)),
     )
     try:
+        skipped = prefilter.skip_reason(env, point, _checkpoint_of(env, job_fn, trial_id))
+        if skipped is not None:
+            logger.info("seed-run %s: %s", run_id, skipped)
+            row.update(status="skipped", error=skipped, wall_seconds=time.perf_counter() - start)
+            store.write(finish(row))
+            return row
         pretrained = None
         if point.uses_pretraining:
             pretrained, row["pt_run_id"] = pretrained_checkpoint(env, point, seed, job_fn, trial_id)
@@ -223,6 +230,13 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
     row["wall_seconds"] = time.perf_counter() - start
     store.write(finish(row))
     return row
+
+
+def _checkpoint_of(env: TrialEnv, job_fn: JobFn, trial_id: str | None) -> Callable[[Point], str]:
+    """The PT checkpoint of a prefilter candidate (the first seed's PT job)."""
+    return lambda candidate: pretrained_checkpoint(
+        env, candidate, env.spec.seeds[0], job_fn, trial_id
+    )[0]
 
 
 def pretrained_checkpoint(
