@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from tests.search.conftest import executions, fake_spec
 from tlsearch.analysis.aggregate import summarize
+from tlsearch.analysis.best_pair import _eligible
 from tlsearch.results.store import RunStore, read_runs
 from tlsearch.search.driver import run_search
 from tlsearch.search.points import Point
@@ -67,6 +68,8 @@ def test_the_lowest_ranked_sources_are_skipped_and_stated_in_the_rows(tmp_path, 
     lines = summary[summary["kind"] == "finetune"].set_index(["pt_source", "strategy"])
     assert lines.loc[("D", "last_layer"), "n_skipped"] == 2
     assert not lines["incomplete"].any()
+    assert _eligible(lines.loc[("D", "last_layer")], 2) == (False, "skipped by search.prefilter")
+    assert _eligible(lines.loc[("B", "last_layer")], 2) == (True, "")
 
     before = (len(executions(tmp_path)), len(_rankings(tmp_path)))
     again = run_search(spec, resume=True, verbose=0)

@@ -3,7 +3,7 @@ metric.
 
 Only ``ok`` seed-runs enter the means; failed and diverged ones are counted in their own columns
 (never silently dropped), and a configuration with fewer ok seeds than planned is ``incomplete``
-(one ``search.prefilter`` skipped is counted in ``n_skipped`` instead).
+(not one ``search.prefilter`` skipped: its seeds are counted in ``n_skipped``).
 A configuration is its :data:`~tlsearch.results.schema.CONFIG_KEYS` *and* its ``config_hash``
 (which also hashes the recipe: epochs, model, data), so two searches that ran the same point
 with different recipes are never averaged together; the same point and recipe in two searches

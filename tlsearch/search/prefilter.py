@@ -136,7 +136,9 @@ def compute_ranking(
         entry.update(pt_size=candidate.pt_size, probe_mae=None, logme=None, error=None)
         start = time.perf_counter()
         try:
-            checkpoint = ensure_checkpoint(candidate)
+            checkpoint = ensure_checkpoint(candidate)  # may wait for (or run) its PT job
+            entry["pt_wait_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
             scores = scorer(str(candidate.pt_source), checkpoint, job)
             entry.update({k: _finite(scores.get(k)) for k in ("probe_mae", "logme")})
             entry["baseline_mae"] = _finite(scores.get("baseline_mae"))

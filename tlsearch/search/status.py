@@ -67,7 +67,7 @@ class SearchStatus:
         return None if self.planned is None else max(self.planned - self.recorded, 0)
 
     def counts_line(self) -> str:
-        """``planned N, completed N, failed N, diverged N, remaining N``."""
+        """``planned N, completed N, failed N, diverged N, [skipped N, ]remaining N``."""
         planned = "?" if self.planned is None else self.planned
         remaining = "?" if self.remaining is None else self.remaining
         skipped = f"skipped {self.skipped}, " if self.skipped else ""
