@@ -36,8 +36,9 @@ from tlsearch.search.rows import PretrainUnavailableError
 
 logger = logging.getLogger(__name__)
 
-#: ``scorer(source, checkpoint, data, **kwargs) -> {"probe_mae": ..., "logme": ..., ...}``
-Scorer = Callable[..., dict[str, Any]]
+#: ``scorer(source, checkpoint, job) -> {"probe_mae": ..., "logme": ..., ...}``, ``job`` the
+#: group's FT job of the first seed (its data, size, sampling and seed define the sample).
+Scorer = Callable[[str, str, Any], dict[str, Any]]
 #: Which way is better for each estimate.
 HIGHER_IS_BETTER = {"probe_mae": False, "logme": True}
 
