@@ -1,12 +1,13 @@
 """Rehearsals run end to end on the paper's files (``tlsearch search --rehearse --offline``).
 
-The default suite rehearses ``pairwise_cpu.yaml`` (one seed); the slow ones rehearse the paper
-specs named by the issue that asked for rehearsals (``ft_strategy``, ``mpt``, ``best_pair``),
-one seed each, every other axis whole.
+The default suite rehearses ``pairwise_cpu.yaml`` (one seed; again with ``search.prefilter``,
+~20 s); the slow ones rehearse the paper specs named by the issue that asked for rehearsals
+(``ft_strategy``, ``mpt``, ``best_pair``), one seed each, every other axis whole.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -16,13 +17,14 @@ from tlsearch.results.store import read_runs
 from tlsearch.search.cli import main as search_cli
 
 
-def rehearse(name: str, storage, capsys, seeds: int = 1) -> list[dict]:
-    """Rehearse ``search_spaces/<name>.yaml`` from the project root; its rows."""
+def rehearse(name: str, storage, capsys, seeds: int = 1, spec=None) -> list[dict]:
+    """Rehearse ``search_spaces/<name>.yaml`` (or the file ``spec`` of that name) from the
+    project root; its rows."""
     cwd = os.getcwd()
     os.chdir(REPO)  # the specs' vars.paper is relative to the project root
     try:
         code = search_cli(
-            ["search", f"search_spaces/{name}.yaml", "--rehearse", "--offline",
+            ["search", str(spec or f"search_spaces/{name}.yaml"), "--rehearse", "--offline",
              "--seeds", str(seeds), "--storage", str(storage), "--no-plot", "-q"]
         )  # fmt: skip
     finally:
@@ -49,3 +51,23 @@ def test_rehearse_pairwise_cpu(paper_data, local_ray, tmp_path, capsys):
 def test_rehearse_paper_spec(name, paper_data, local_ray, tmp_path, capsys):
     rows = rehearse(name, tmp_path, capsys)
     assert rows and all(r["rehearsal"] and r["status"] == "ok" for r in rows)
+
+
+@pytest.mark.realdata
+def test_rehearse_a_prefiltered_search(paper_data, local_ray, tmp_path, capsys):
+    """pairwise_cpu with search.prefilter keep 1: the rehearsal scores both PT models on the
+    real DC files (100 and 800 structures) and still runs every configuration."""
+    text = (REPO / "search_spaces" / "pairwise_cpu.yaml").read_text()
+    spec = tmp_path / "pairwise_cpu.yaml"
+    spec.write_text(text.replace("metric: val_mae}", "metric: val_mae, prefilter: {keep: 1}}"))
+    rows = rehearse("pairwise_cpu", tmp_path, capsys, spec=spec)
+    assert len([r for r in rows if r["kind"] != "pretrain"]) == 6
+    assert all(r["status"] == "ok" for r in rows)
+    rankings = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "pairwise_cpu-rehearsal" / "prefilter").glob("*.json")
+    ]
+    assert sorted(r["ft_size"] for r in rankings) == [100, 800]
+    for ranking in rankings:
+        assert [m["n"] for m in ranking["models"]] == [ranking["ft_size"]] * 2
+        assert all(m["probe_mae"] > 0 for m in ranking["models"]) and len(ranking["kept"]) == 2

@@ -84,6 +84,18 @@ def test_summary_says_passed_or_failed():
     text = rehearsal_summary(bad, planned=3)
     assert text.startswith("rehearsal FAILED") and "failed: c: no file x" in text
     assert rehearsal_summary(ok, planned=5).startswith("rehearsal FAILED")
+    skipped = [*ok, {"kind": "finetune", "status": "skipped", "run_id": "d", "error": "rank 2"}]
+    text = rehearsal_summary(skipped, planned=3)  # search.prefilter skipped one: not a failure
+    assert text.startswith("rehearsal PASSED: planned 3 seed-runs, completed 2, skipped 1, ")
+
+
+def test_a_rehearsal_ranks_but_keeps_every_pt_model(tmp_path):
+    spec = load_spec(
+        REPO / "search_spaces" / "rank_check_cpu.yaml",
+        {"storage": str(tmp_path), "search": {"prefilter": {"keep": 2, "by": "logme"}}},
+    )
+    small = rehearsal_spec(spec).search.prefilter
+    assert small is not None and small.keep == 6 and small.by == "logme"
 
 
 def test_analysis_refuses_to_mix_rehearsal_rows():

@@ -10,6 +10,10 @@ the same files with the same record counts, splits and batch sizes. Only these s
   :data:`DDP_WORKER_CPUS` CPUs each (gloo instead of NCCL), so ``pt_size``/``hparam``'s 4-worker
   jobs run on a laptop.
 
+A ``search.prefilter`` still ranks the PT models (its scorer runs on the real files) but keeps
+every one of them: which sources the real search keeps depends on real models, so every
+configuration it might run is rehearsed.
+
 Its rows carry ``rehearsal = true`` and its results go to ``<storage>/<name>-rehearsal/``;
 ``tlsearch analyze`` / ``best-pair`` / ``compare-paper`` refuse to mix them with real results.
 It answers, before a GPU search is paid for: planned = completed, nothing failed, and the time
@@ -21,6 +25,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from tlsearch.search.points import pt_sizes_for
 from tlsearch.search.spec import SearchSpec
 
 REHEARSAL_EPOCHS = 2
@@ -38,6 +43,9 @@ def rehearsal_spec(spec: SearchSpec) -> SearchSpec:
     data["pretrain"]["train"] = {**spec.pretrain.train, **short}
     data["model"] = {**spec.model, **TINY_MODEL}
     data["resources"] = {"cpu": 1.0, "gpu": 0.0}
+    if spec.search.prefilter is not None:  # rank, but keep every PT model (module docstring)
+        every = sum(len(pt_sizes_for(spec, s)) for s in spec.pt_sources)
+        data["search"]["prefilter"]["keep"] = max(every, spec.search.prefilter.keep)
     if spec.pretrain.num_workers > 1:
         data["pretrain"].update(cpus_per_worker=DDP_WORKER_CPUS, gpus_per_worker=0.0)
         data["pretrain"]["resources"] = {"cpu": DDP_COORDINATOR_CPUS, "gpu": 0.0}
@@ -58,11 +66,13 @@ def rehearsal_summary(rows: list[dict[str, Any]], planned: int | None) -> str:
     seed_runs = [r for r in rows if r.get("kind") != "pretrain"]
     pt = [r for r in rows if r.get("kind") == "pretrain"]
     done = [r for r in seed_runs if r.get("status") == "ok"]
-    bad = [r for r in rows if r.get("status") != "ok"]
-    verdict = "PASSED" if planned == len(done) and not bad else "FAILED"
+    skipped = [r for r in seed_runs if r.get("status") == "skipped"]  # search.prefilter
+    bad = [r for r in rows if r.get("status") not in ("ok", "skipped")]
+    verdict = "PASSED" if planned == len(done) + len(skipped) and not bad else "FAILED"
     lines = [
         f"rehearsal {verdict}: planned {planned} seed-runs, completed {len(done)}, "
-        f"failed/diverged {len(bad)} (PT jobs: {len(pt)})",
+        + (f"skipped {len(skipped)}, " if skipped else "")
+        + f"failed/diverged {len(bad)} (PT jobs: {len(pt)})",
         "  seconds per seed-run: " + _times(seed_runs),
         "  seconds per PT job:   " + _times(pt),
     ]
