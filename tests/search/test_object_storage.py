@@ -68,3 +68,36 @@ def test_a_search_runs_resumes_and_analyses_on_s3(s3_uri, tmp_path):
     results = load_runs(s3_uri)
     assert len(results.seed_runs) == 4 and results.planned_seeds() == 2
     assert rank(results, "A").winner is not None
+
+
+def test_a_prefiltered_search_keeps_its_ranking_on_s3(s3_uri, tmp_path):
+    """search.prefilter's lock (a claim on the object store) and ranking file live on S3."""
+    import json
+
+    from tlsearch.results.store import read_text
+    from tlsearch.search.driver import run_search
+
+    spec = fake_spec(
+        tmp_path,
+        name="objstore-pf",
+        storage=s3_uri,
+        datasets={"A": "ok", "B": "ok", "C": "ok"},
+        pt_sources=["B", "C"],
+        search={"prefilter": {"keep": 1}},
+        testing={
+            "job_fn": "tests.search.fakes:fake_job",
+            "rank_fn": "tests.search.fakes:fake_rank",
+        },
+    )
+    status = run_search(spec, verbose=0)
+    assert status.counts == {"ok": 4, "skipped": 2}  # scratch and B; C skipped
+    skipped = [
+        r
+        for r in RunStore.for_search(s3_uri, "objstore-pf").rows()
+        if r["kind"] != "pretrain" and r["status"] == "skipped"
+    ]
+    assert {r["pt_source"] for r in skipped} == {"C"}
+    key = skipped[0]["error"].rsplit("prefilter/", 1)[1].removesuffix(".json")
+    ranking = json.loads(read_text(join(s3_uri, "objstore-pf", "prefilter", f"{key}.json")))
+    assert ranking["kept"] == ["B"] and [m["model"] for m in ranking["models"]] == ["B", "C"]
+    assert not (tmp_path / "store").exists()  # nothing written locally instead
