@@ -14,7 +14,7 @@ from tlsearch.search.driver import run_search
 from tlsearch.search.spec import load_spec
 
 
-def test_bench_rank_sources_on_a_search_with_two_sources(tmp_path, local_ray):
+def test_bench_rank_sources_on_a_search_with_two_sources(tmp_path, local_ray, monkeypatch):
     spec = load_spec(
         QUICKSTART,
         {
@@ -43,7 +43,11 @@ def test_bench_rank_sources_on_a_search_with_two_sources(tmp_path, local_ray):
     status = run_search(spec, verbose=0)
     assert status.completed == 4 and status.pretrain_counts == {"ok": 2}
     results = tmp_path / "results" / "quickstart"
-    assert bench_main(["rank-sources", str(results), "--cache-dir", str(tmp_path / "c")]) == 0
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TLSEARCH_CACHE", str(tmp_path / "default_cache"))
+    assert bench_main(["rank-sources", str(results)]) == 0
+    # scored from the search's own cache (its graphs and trunk features), nothing built elsewhere
+    assert not (tmp_path / "default_cache").exists() and not (tmp_path / ".tlsearch_cache").exists()
     report = json.loads((results / "bench_rank_sources.json").read_text())
     (group,) = report["groups"]
     assert group["group"]["strategy"] == "last_layer" and group["group"]["ft_size"] == 20

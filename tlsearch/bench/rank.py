@@ -32,11 +32,17 @@ GROUP = ("ft_target", "ft_size", "strategy", "sampling")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tlsearch bench rank-sources", description=__doc__)
     parser.add_argument("results", type=Path, help="a search's results folder (<storage>/<name>)")
-    parser.add_argument("--cache-dir", type=Path, default=Path(".tlsearch_cache"))
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="graph and frozen-trunk cache (default: the search's own, <storage>/graphs, when "
+        "there; else $TLSEARCH_CACHE or ~/.cache/tlsearch/graphs)",
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    report = bench_rank_sources(args.results, args.cache_dir, args.device)
+    cache_dir = args.cache_dir or search_cache_dir(args.results)
+    report = bench_rank_sources(args.results, cache_dir, args.device)
     from tlsearch.training.metrics import json_safe
 
     text = json.dumps(json_safe(report), indent=2)
@@ -51,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     logger.info("summary: %s", json.dumps(report["summary"]))
     return 0
+
+
+def search_cache_dir(results: Path) -> Path:
+    """The cache a local search kept its graphs and trunk features in (``<storage>/graphs``,
+    beside ``results``), so scoring reuses them; else the default graph cache."""
+    from tlsearch.graphs.settings import default_cache_dir
+
+    own = results.parent / "graphs"
+    return own if own.is_dir() else default_cache_dir()
 
 
 def bench_rank_sources(results: Path, cache_dir: Path, device: str = "cpu") -> dict[str, Any]:
