@@ -45,9 +45,13 @@ def test_bench_rank_sources_on_a_search_with_two_sources(tmp_path, local_ray, mo
     results = tmp_path / "results" / "quickstart"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TLSEARCH_CACHE", str(tmp_path / "default_cache"))
+    graphs_before = sorted((tmp_path / "results" / "graphs").iterdir())
     assert bench_main(["rank-sources", str(results)]) == 0
     # scored from the search's own cache (its graphs and trunk features), nothing built elsewhere
     assert not (tmp_path / "default_cache").exists() and not (tmp_path / ".tlsearch_cache").exists()
+    # on the graphs fine-tuning used (the spec's max_neighbors: 8): no new graph cache entry
+    graphs_after = sorted((tmp_path / "results" / "graphs").iterdir())
+    assert [p for p in graphs_after if p not in graphs_before and p.name != "frozen_trunk"] == []
     report = json.loads((results / "bench_rank_sources.json").read_text())
     (group,) = report["groups"]
     assert group["group"]["strategy"] == "last_layer" and group["group"]["ft_size"] == 20

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        help="graph and frozen-trunk cache (default: the search's own, <storage>/graphs, when "
-        "there; else $TLSEARCH_CACHE or ~/.cache/tlsearch/graphs)",
+        help="graph and frozen-trunk cache (default: the one the search's seed-runs used)",
     )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    cache_dir = args.cache_dir or search_cache_dir(args.results)
-    report = bench_rank_sources(args.results, cache_dir, args.device)
+    report = bench_rank_sources(args.results, args.cache_dir, args.device)
     from tlsearch.training.metrics import json_safe
 
     text = json.dumps(json_safe(report), indent=2)
@@ -59,16 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def search_cache_dir(results: Path) -> Path:
-    """The cache a local search kept its graphs and trunk features in (``<storage>/graphs``,
-    beside ``results``), so scoring reuses them; else the default graph cache."""
-    from tlsearch.graphs.settings import default_cache_dir
-
-    own = results.parent / "graphs"
-    return own if own.is_dir() else default_cache_dir()
-
-
-def bench_rank_sources(results: Path, cache_dir: Path, device: str = "cpu") -> dict[str, Any]:
+def bench_rank_sources(
+    results: Path, cache_dir: Path | None = None, device: str = "cpu"
+) -> dict[str, Any]:
     """The comparison for every group of ``results`` (see the module docstring)."""
     from tlsearch.results.store import RunStore
 
@@ -91,26 +81,23 @@ def bench_rank_sources(results: Path, cache_dir: Path, device: str = "cpu") -> d
 
 
 def _group(
-    key: tuple, by_source: dict[str, list[dict]], checkpoints: dict[str, str], cache_dir: Path,
-    device: str,
+    key: tuple, by_source: dict[str, list[dict]], checkpoints: dict[str, str],
+    cache_dir: Path | None, device: str,
 ) -> dict[str, Any]:  # fmt: skip
-    from tlsearch.transfer.rank_sources import score_source, spearman
+    from tlsearch.search.prefilter import score_with_trunk
+    from tlsearch.transfer.rank_sources import spearman
 
     sources = []
     for source, rows in sorted(by_source.items()):
         first = min(rows, key=lambda r: r["seed"])
-        with tempfile.TemporaryDirectory(prefix="tlsearch-rank-") as tmp:
-            pool, job = _training_pool(first, Path(tmp))
-            score = score_source(
-                checkpoints[first["pt_run_id"]], pool, size=job.data.size,
-                sampling=job.data.sampling, seed=job.seed, cache_dir=cache_dir, device=device,
-            )  # fmt: skip
+        job = _job(first, cache_dir, device)
+        score = score_with_trunk(source, checkpoints[first["pt_run_id"]], job)
         maes = [r["test_mae_phys"] if r["test_mae_phys"] is not None else r["test_mae"]
                 for r in rows]  # fmt: skip
         sources.append({
             "source": source, "ft_test_mae": float(np.mean(maes)), "seeds": len(rows),
             "ft_seconds": float(sum(r["wall_seconds"] or 0.0 for r in rows)),
-            **score.as_row(),
+            **score,
         })  # fmt: skip
     ft = [s["ft_test_mae"] for s in sources]
     best = min(sources, key=lambda s: s["ft_test_mae"])["source"]
@@ -129,13 +116,16 @@ def _group(
     }
 
 
-def _training_pool(row: dict[str, Any], folder: Path) -> tuple[str, Any]:
-    """The data the seed-run trained from (its test part held out again into ``folder``, as
-    the job did)."""
-    from tlsearch.search.jobs import JobConfig, training_run_config
+def _job(row: dict[str, Any], cache_dir: Path | None, device: str) -> Any:
+    """The seed-run's own job (its data, sample, graph settings and cache), on ``device`` and,
+    when given, with ``cache_dir`` as its cache."""
+    from tlsearch.search.jobs import JobConfig
 
     job = JobConfig.model_validate_json(row["config_json"])
-    return str(training_run_config(job, job.data, folder).data), job
+    update: dict[str, Any] = {"train": {**job.train, "device": device}}
+    if cache_dir is not None:
+        update["cache_dir"] = str(cache_dir)
+    return job.model_copy(update=update)
 
 
 def _summary(groups: list[dict[str, Any]]) -> dict[str, Any]:

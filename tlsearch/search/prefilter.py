@@ -191,7 +191,8 @@ def resolve_scorer(ref: str | None) -> Scorer:
 
 def score_with_trunk(source: str, checkpoint: str, job: Any) -> dict[str, Any]:
     """Both estimates of PT ``checkpoint`` on the FT sample of ``job`` (its data, size,
-    sampling and seed, with the test part held out as fine-tuning holds it out)."""
+    sampling and seed, with the test part held out as fine-tuning holds it out; its graph
+    settings and cache). The search's scorer, and ``tlsearch bench rank-sources``'s."""
     import torch
 
     from tlsearch.graphs.settings import GraphSettings
@@ -219,7 +220,7 @@ def score_with_trunk(source: str, checkpoint: str, job: Any) -> dict[str, Any]:
             graphs=GraphSettings(**job.graphs),
             device=str(select_device(job.train.get("device", "auto"))),  # as fine-tuning
         )
-    logger.info("prefilter: %s scored in %.1f s", source, score.seconds)
+    logger.info("PT model %s scored in %.1f s", source, score.seconds)
     return score.as_row()
 
 
