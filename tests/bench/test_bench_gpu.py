@@ -102,8 +102,8 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
     """The GPU-side plumbing on this CPU node: the benches and CUDA's counters are stand-ins."""
     import tlsearch.bench.packing as packing
     import tlsearch.bench.train as train
+    import tlsearch.jobs.run as jobs
     import tlsearch.search.ddp as ddp
-    import tlsearch.search.jobs as jobs
     from tlsearch.search import driver, gpu_memory
 
     calls: dict[str, object] = {}

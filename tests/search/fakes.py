@@ -35,7 +35,7 @@ def _score(*parts: object) -> float:
 
 
 def fake_job(job, workdir):
-    """Same signature as :func:`tlsearch.search.jobs.run_job`."""
+    """Same signature as :func:`tlsearch.jobs.run.run_job`."""
     ref = job.data if job.data is not None else job.mpt_data[0]
     mode, opts = _options(ref.data)
     identity = json.dumps(
@@ -95,7 +95,7 @@ def _fake_graph_cache(job, ref) -> dict[str, bool]:
     """Hit/miss of the job's graph stores, emulated with one marker folder per data spec."""
     if not job.cache_dir:
         return {}
-    from tlsearch.locking import file_lock
+    from tlsearch.storage.locks import file_lock
 
     root = Path(job.cache_dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tlsearch.jobs.checkpoints import StorageCheckpoints
+from tlsearch.jobs.run import run_job
 from tlsearch.search import ddp
-from tlsearch.search.checkpoints import RayTrainCheckpoints, StorageCheckpoints
-from tlsearch.search.jobs import run_job
+from tlsearch.search.ddp import RayTrainCheckpoints
 
 KILL_AFTER = 2
 #: Seconds rank 1 lives on after its epoch-KILL_AFTER checkpoint (see rank1_dies_once).

@@ -80,9 +80,9 @@ def test_counters_and_breakdown_of_a_fake_search(tmp_path, local_ray):
 def test_a_reused_pt_model_is_counted_as_reused(tmp_path):
     """Two searches sharing a storage: the second finds the PT model (no Ray needed)."""
     from tests.search.fakes import fake_job
+    from tlsearch.jobs.identity import pretrain_key
     from tlsearch.search.compile import compile_spec
     from tlsearch.search.driver import resolve_storage
-    from tlsearch.search.pretrain_cache import pretrain_key
     from tlsearch.search.trainable import TrialEnv, ensure_pt_row
 
     rows = []
@@ -142,9 +142,9 @@ def test_trials_needing_a_running_pt_job_wait_for_its_row(tmp_path, mode):
 
     from tests.search.conftest import executions
     from tests.search.fakes import fake_job
+    from tlsearch.jobs.identity import pretrain_key
     from tlsearch.search.compile import compile_spec
     from tlsearch.search.driver import resolve_storage
-    from tlsearch.search.pretrain_cache import pretrain_key
     from tlsearch.search.trainable import TrialEnv, ensure_pt_row
 
     data = _spec(tmp_path, "first").model_dump()

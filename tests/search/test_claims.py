@@ -15,8 +15,9 @@ import time
 import pytest
 
 from tests.search.conftest import REPO
-from tlsearch.search import claims
-from tlsearch.search.claims import ActorClaimStore, Claim, S3ClaimStore, exclusive
+from tlsearch.search.claims import ActorClaimStore, exclusive
+from tlsearch.storage import claims
+from tlsearch.storage.claims import Claim, S3ClaimStore
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -86,7 +87,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     import boto3
-    from tlsearch.search.claims import Claim, S3ClaimStore
+    from tlsearch.storage.claims import Claim, S3ClaimStore
     store = S3ClaimStore(boto3.client("s3", endpoint_url=sys.argv[1]), sys.argv[2])
     Claim(store, "dead.claim", lease_s=2.0, renew_s=0.3, poll_s=0.1).acquire()
     print("held", flush=True)

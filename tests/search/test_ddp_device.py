@@ -21,8 +21,9 @@ import torch.distributed as dist
 from torch.overrides import TorchFunctionMode
 
 from tests.search.conftest import OneRankContext, one_rank_collectives
+from tlsearch.jobs.config import DataRef, JobConfig
+from tlsearch.jobs.run import training_run_config
 from tlsearch.search import ddp
-from tlsearch.search.jobs import DataRef, JobConfig, training_run_config
 
 pytest.importorskip("ray.train")
 

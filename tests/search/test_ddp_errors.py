@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.search import ddp
-from tlsearch.search.jobs import DataRef, JobConfig
 
 train_errors = pytest.importorskip("ray.train")
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from tlsearch.jobs.config import DataRef, JobConfig
+from tlsearch.jobs.run import training_run_config
 from tlsearch.search import ddp
-from tlsearch.search.jobs import DataRef, JobConfig, training_run_config
 from tlsearch.training.checkpoint import bundle_from_payload
 from tlsearch.training.run import pool_scaler, prepare_run_data
 

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tlsearch.search import jobs
-from tlsearch.search.jobs import DataRef, JobConfig, resolve_job_fn, split_test
-from tlsearch.search.pretrain_cache import COMPLETE, ensure_pretrained, pretrain_key
+from tlsearch.jobs.config import DataRef, JobConfig
+from tlsearch.jobs.identity import pretrain_key
+from tlsearch.jobs.run import run_job, split_test
+from tlsearch.search.job_fn import resolve_job_fn, run_search_job
+from tlsearch.search.pretrain_cache import COMPLETE, ensure_pretrained
 from tlsearch.search.rows import metric_columns, outcome_columns, trial_report
 
 
@@ -121,31 +123,21 @@ def test_split_test_holds_out_a_fixed_part(tmp_path):
     assert len(ids[1]) == 10 and not ids[0] & ids[1] and ids[1] == ids[2]
 
 
-def test_missing_transfer_layer_is_a_clear_not_implemented(monkeypatch, tmp_path):
-    real = jobs.importlib.import_module
-
-    def no_transfer(name, *args):
-        if name == "tlsearch.transfer.run":
-            raise ModuleNotFoundError("No module named 'tlsearch.transfer.run'")
-        return real(name, *args)
-
-    monkeypatch.setattr(jobs.importlib, "import_module", no_transfer)
-    job = JobConfig(kind="finetune", seed=0, data=DataRef(name="A", data="generated:20:1"),
-                    pretrained="x.pt", strategy="unfreeze_all")  # fmt: skip
-    with pytest.raises(NotImplementedError, match="finetune jobs need tlsearch.transfer.run"):
-        jobs.run_job(job, tmp_path)
+def test_a_ddp_job_is_refused_outside_ray_train(tmp_path):
+    job = pt_job(num_workers=2)
+    with pytest.raises(NotImplementedError, match="Ray Train"):
+        run_job(job, tmp_path)
 
 
 def test_resolve_job_fn():
-    assert resolve_job_fn(None) is jobs.run_job
+    assert resolve_job_fn(None) is run_search_job
     assert resolve_job_fn("tests.search.fakes:fake_job").__name__ == "fake_job"
     with pytest.raises(ValueError, match="package.module:function"):
         resolve_job_fn("tests.search.fakes")
 
 
 def test_a_job_saves_checkpoints_and_removes_them_when_it_ends(tmp_path, monkeypatch):
-    from tlsearch.search.checkpoints import StorageCheckpoints
-    from tlsearch.search.jobs import run_job
+    from tlsearch.jobs.checkpoints import StorageCheckpoints
 
     saved: list[int] = []
     real = StorageCheckpoints.save

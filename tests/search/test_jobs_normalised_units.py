@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from tlsearch.search.jobs import DataRef, JobConfig, run_job
+from tlsearch.jobs.config import DataRef, JobConfig
+from tlsearch.jobs.run import run_job
 from tlsearch.search.rows import metric_columns
 from tlsearch.structures.load import load_data
 from tlsearch.training.checkpoint import read_bundle

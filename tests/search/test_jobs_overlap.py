@@ -7,7 +7,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from tlsearch.search.jobs import DataRef, JobConfig, split_test, training_run_config
+from tlsearch.jobs.config import DataRef, JobConfig
+from tlsearch.jobs.run import split_test, training_run_config
 from tlsearch.search.points import data_ref
 from tlsearch.search.spec import SearchSpec
 from tlsearch.structures.generate import generate_dataset, write_jarvis_json

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 
 import tlsearch.api as api
 from tests.search.conftest import REPO
+from tlsearch.jobs.identity import pretrain_key
 from tlsearch.search import driver
 from tlsearch.search.compile import compile_spec, is_pretrain_point, smoke_spec
 from tlsearch.search.points import Point, resolve_datasets, run_id_for
-from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.spec import load_spec
 
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"

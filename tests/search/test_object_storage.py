@@ -9,7 +9,8 @@ import os
 import pytest
 
 from tests.search.conftest import REPO, executions, fake_spec
-from tlsearch.results.store import RunStore, join
+from tlsearch.results.store import RunStore
+from tlsearch.storage.uri import join
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -74,8 +75,8 @@ def test_a_prefiltered_search_keeps_its_ranking_on_s3(s3_uri, tmp_path):
     """search.prefilter's lock (a claim on the object store) and ranking file live on S3."""
     import json
 
-    from tlsearch.results.store import read_text
     from tlsearch.search.driver import run_search
+    from tlsearch.storage.uri import read_text
 
     spec = fake_spec(
         tmp_path,

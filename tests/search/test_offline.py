@@ -154,7 +154,8 @@ def test_missing_paper_files_and_unknown_codes(tmp_path):
 
 
 def test_a_pool_with_test_fraction_zero_holds_nothing_out(tmp_path):
-    from tlsearch.search.jobs import DataRef, JobConfig, training_run_config
+    from tlsearch.jobs.config import DataRef, JobConfig
+    from tlsearch.jobs.run import training_run_config
 
     ref = DataRef(name="P", data="generated:30:1", test_fraction=0.0)
     job = JobConfig(kind="pretrain", seed=0, data=ref)
@@ -166,6 +167,6 @@ def test_a_pool_with_test_fraction_zero_holds_nothing_out(tmp_path):
 
 
 def test_the_2d_stand_in_is_a_scheme_not_a_path():
-    from tlsearch.search.jobs import absolute_spec
+    from tlsearch.jobs.config import absolute_spec
 
     assert absolute_spec(DFT_2D_STAND_IN, "/somewhere") == DFT_2D_STAND_IN

@@ -11,10 +11,10 @@ import pytest
 
 from tests.search.preempt_jobs import KILL_AFTER, rank1_dies_once
 from tests.search.test_quickstart import QUICKSTART, TINY_DATA
+from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.results.store import RunStore
 from tlsearch.search import ddp
 from tlsearch.search.driver import run_search
-from tlsearch.search.jobs import DataRef, JobConfig
 from tlsearch.search.spec import load_spec
 
 pytest.importorskip("ray.train")

@@ -26,7 +26,7 @@ from tlsearch.analysis.aggregate import estimate, scratch_line, seed_values, sum
 from tlsearch.analysis.frame import TRANSFER_KINDS, Results
 from tlsearch.analysis.stats import lower_is_better, paired_test, pct_change
 from tlsearch.analysis.tables import fmt_pct, pt_label, size_label
-from tlsearch.results.store import resolve
+from tlsearch.storage.uri import resolve
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ def _plain_size(value: object) -> int | None:
 
 def fill_specs(spec: Any, best: BestPair, top: int = 3) -> list[Any]:
     """Grid specs for the candidates' missing seeds and scratch baselines (may be empty)."""
-    from tlsearch.search.points import stable_hash
+    from tlsearch.jobs.identity import stable_hash
     from tlsearch.search.spec import SearchSpec
 
     clean = best.ranking[(best.ranking["n_failed"] == 0) & (best.ranking["n_diverged"] == 0)]

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs as pafs
 
-from tlsearch.results.store import join, read_runs, read_text, resolve
+from tlsearch.results.store import read_runs
+from tlsearch.storage.uri import join, read_text, resolve
 
 logger = logging.getLogger(__name__)
 

@@ -130,8 +130,9 @@ def check_memory(args: argparse.Namespace) -> CheckResult:
     """Peak CUDA memory of one packed-trial-sized run under a ``gpu: 0.25`` cap."""
     import torch
 
+    from tlsearch.jobs.config import DataRef, JobConfig
+    from tlsearch.jobs.run import run_job
     from tlsearch.search.gpu_memory import cap_gpu_memory
-    from tlsearch.search.jobs import DataRef, JobConfig, run_job
 
     total = torch.cuda.get_device_properties(0).total_memory
     job = JobConfig(
@@ -172,8 +173,8 @@ def check_ddp(args: argparse.Namespace) -> CheckResult:
     """A DDP PT job on NCCL (Ray Train, one GPU per worker)."""
     import torch
 
+    from tlsearch.jobs.config import DataRef, JobConfig
     from tlsearch.search.ddp import run_ddp_pretrain
-    from tlsearch.search.jobs import DataRef, JobConfig
 
     if not _nccl_available():
         raise SkipCheck("torch.distributed has no NCCL here")
@@ -230,7 +231,8 @@ def check_packing(args: argparse.Namespace) -> CheckResult:
 
 def check_precision(args: argparse.Namespace) -> CheckResult:
     """The paper's model on DC at fp32, tf32 and bf16: speed and accuracy of each."""
-    from tlsearch.search.jobs import DataRef, JobConfig, run_job
+    from tlsearch.jobs.config import DataRef, JobConfig
+    from tlsearch.jobs.run import run_job
 
     data, test = args.data_root / "dc" / "dc_trial1_800.json.gz", args.data_root.parent / "test"
     if data.is_file() and (test / "dc_test.json.gz").is_file():

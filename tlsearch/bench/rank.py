@@ -119,7 +119,7 @@ def _group(
 def _job(row: dict[str, Any], cache_dir: Path | None, device: str) -> Any:
     """The seed-run's own job (its data, sample, graph settings and cache), on ``device`` and,
     when given, with ``cache_dir`` as its cache."""
-    from tlsearch.search.jobs import JobConfig
+    from tlsearch.jobs.config import JobConfig
 
     job = JobConfig.model_validate_json(row["config_json"])
     update: dict[str, Any] = {"train": {**job.train, "device": device}}

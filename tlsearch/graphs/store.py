@@ -37,7 +37,7 @@ from tlsearch.graphs.build import build_many
 from tlsearch.graphs.features import cgcnn_table
 from tlsearch.graphs.linegraph import bond_cosines, line_graph
 from tlsearch.graphs.settings import GraphSettings
-from tlsearch.locking import file_lock
+from tlsearch.storage.locks import file_lock
 from tlsearch.structures.records import Rejection, StructureRecord
 
 logger = logging.getLogger(__name__)

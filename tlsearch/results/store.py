@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,65 +39,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tlsearch.results.schema import RUN_SCHEMA, SCHEMA_VERSION, conform, row_table
+from tlsearch.storage.atomic import TEMP_PREFIX, atomic_write
+from tlsearch.storage.uri import join, resolve
 
 logger = logging.getLogger(__name__)
 
-TEMP_PREFIX = "_tmp-"
 #: Temporary files end in ``.part``, never ``.parquet``, so ``runs/*.parquet`` globs miss them.
 TEMP_SUFFIX = ".parquet.part"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 COLUMN_SET = frozenset(RUN_SCHEMA.names)
-
-
-# --- storage locations -------------------------------------------------------------------------
-
-
-def is_remote(uri: str | Path) -> bool:
-    """Whether ``uri`` names an object store or another non-local filesystem (``scheme://``)."""
-    text = str(uri)
-    return "://" in text and not text.startswith("file://")
-
-
-def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it (local paths made absolute)."""
-    text = str(uri)
-    if is_remote(text):
-        return pafs.FileSystem.from_uri(text)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
-
-
-def join(uri: str | Path, *parts: str) -> str:
-    """``uri/part/...`` for local paths and URIs alike.
-
-    A URI's query (``s3://bucket/x?endpoint_override=host:9000&scheme=http``, how pyarrow
-    reaches MinIO and other S3-compatible stores) stays at the end.
-    """
-    text, query = str(uri), ""
-    if is_remote(text) and "?" in text:
-        text, query = text.split("?", 1)
-        query = "?" + query
-    text = text.rstrip("/")
-    return "/".join([text, *(p.strip("/") for p in parts)]) + query
-
-
-def upload_dir(local_dir: Path, uri: str) -> None:
-    """Copy a local folder to ``uri`` (no-op when ``uri`` is that folder)."""
-    fs, path = resolve(uri)
-    if isinstance(fs, pafs.LocalFileSystem) and os.path.abspath(local_dir) == path:
-        return
-    fs.create_dir(path, recursive=True)
-    pafs.copy_files(str(local_dir), path, destination_filesystem=fs)
-
-
-def read_text(uri: str | Path) -> str | None:
-    """A small text file's content (``plan.json``, ``spec.yaml``), or ``None`` if it is missing."""
-    fs, path = resolve(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as stream:
-        return stream.read().decode("utf-8")
 
 
 # --- atomic Parquet writes ---------------------------------------------------------------------
@@ -116,38 +65,7 @@ def write_table_atomic(table: pa.Table, uri: str | Path) -> str:
 
 def write_to(table: pa.Table, fs: pafs.FileSystem, path: str) -> str:
     """:func:`write_table_atomic` on an already resolved filesystem and path."""
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    if not isinstance(fs, pafs.LocalFileSystem):
-        pq.write_table(table, path, filesystem=fs)
-        return path
-    tmp = os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as out:
-            pq.write_table(table, out)
-            out.flush()
-            os.fsync(out.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(parent)
-    return path
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make a rename in ``folder`` durable (best effort: some filesystems refuse it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(fs, path, lambda out: pq.write_table(table, out), suffix=TEMP_SUFFIX)
 
 
 def read_runs(uri: str | Path, columns: list[str] | None = None) -> pa.Table:

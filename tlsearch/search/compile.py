@@ -26,7 +26,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsearch.search.jobs import JobConfig
+from tlsearch.jobs.config import JobConfig
+from tlsearch.jobs.identity import pretrain_key, stable_hash
 from tlsearch.search.points import (
     SCRATCH,
     Point,
@@ -34,7 +35,6 @@ from tlsearch.search.points import (
     pretrain_job,
     pt_sizes_for,
     sources_for,
-    stable_hash,
 )
 from tlsearch.search.spec import LogUniform, SearchSpec
 from tlsearch.transfer.names import HEAD_ONLY_STRATEGIES
@@ -263,8 +263,6 @@ def compile_spec(spec: SearchSpec, base_dir: str = ".") -> SearchPlan:
 
 def planned_pretrain_jobs(spec: SearchSpec, base_dir: str) -> list[JobConfig]:
     """Every distinct PT job any configuration may need (each Optuna choice included)."""
-    from tlsearch.search.pretrain_cache import pretrain_key
-
     jobs: dict[str, JobConfig] = {}
     seeds = spec.seeds if spec.pretrain.seed_mode == "per_seed" else [spec.pretrain.seed]
     for target in spec.targets:

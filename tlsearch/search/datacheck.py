@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tlsearch.jobs.config import DataRef, absolute_spec
 from tlsearch.search.compile import SearchPlan, is_pretrain_point
-from tlsearch.search.jobs import DataRef, absolute_spec
 from tlsearch.search.points import Point, build_job, data_ref, sources_for
 from tlsearch.search.spec import SearchSpec
 

@@ -18,9 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tlsearch.results.store import resolve
-from tlsearch.search.checkpoints import StorageCheckpoints
-from tlsearch.search.jobs import JobConfig, training_run_config
+from tlsearch.jobs.checkpoints import STATE_FILE, StorageCheckpoints
+from tlsearch.jobs.config import JobConfig
+from tlsearch.jobs.errors import DETERMINISTIC_ERRORS
+from tlsearch.jobs.identity import pretrain_key
+from tlsearch.storage.uri import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ def run_ddp_pretrain(job: JobConfig, workdir: Path) -> dict[str, Any]:
     """
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from tlsearch.search.pretrain_cache import pretrain_key
 
     if job.data is None:
         raise ValueError("a pretrain job needs data")
@@ -110,8 +110,6 @@ def deterministic_cause(exc: BaseException) -> ValueError | None:
     retried by Tune instead of being recorded as ``failed``. None when no worker failed
     deterministically (the error is then re-raised as it is, and retried).
     """
-    from tlsearch.search.rows import DETERMINISTIC_ERRORS
-
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     while todo:
@@ -146,7 +144,8 @@ def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train
     from ray.train.torch import get_device
 
-    from tlsearch.search.checkpoints import RayTrainCheckpoints
+    # torch comes with these: only Ray Train's workers need them, not the driver
+    from tlsearch.jobs.run import training_run_config
     from tlsearch.training.config import RunConfig
     from tlsearch.training.distributed import Distributed
     from tlsearch.transfer.run import pretrain_run
@@ -169,3 +168,36 @@ def ddp_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
             return None
         files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
     return {"metrics": metrics, "files": files}
+
+
+class RayTrainCheckpoints:
+    """Ray Train's checkpoints of a DDP job: rank 0 attaches the state, every rank reports."""
+
+    def __init__(self, every: int, rank: int) -> None:
+        self.every = every
+        self.rank = rank
+
+    def load(self) -> dict[str, Any] | None:
+        import ray.train
+
+        from tlsearch.training.resume import state_from_bytes
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return state_from_bytes((Path(folder) / STATE_FILE).read_bytes())
+
+    def save(self, state: dict[str, Any]) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        from tlsearch.training.resume import state_to_bytes
+
+        metrics = {"epoch": int(state["epoch"])}
+        if self.rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory(prefix="tlsearch-ckpt-") as tmp:
+            (Path(tmp) / STATE_FILE).write_bytes(state_to_bytes(state))
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))

@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from tlsearch.results.store import RunStore, is_remote, join, resolve
+from tlsearch.jobs.config import absolute_spec
+from tlsearch.jobs.identity import pretrain_key
+from tlsearch.results.store import RunStore
 from tlsearch.search.cluster_fit import check_cluster_fits
 from tlsearch.search.compile import (
     PRETRAIN_EXPERIMENT,
@@ -39,10 +41,8 @@ from tlsearch.search.compile import (
     is_pretrain_point,
 )
 from tlsearch.search.datacheck import check_plan_data
-from tlsearch.search.jobs import absolute_spec
 from tlsearch.search.monitor import SearchMonitor
 from tlsearch.search.points import resolve_datasets
-from tlsearch.search.pretrain_cache import pretrain_key
 from tlsearch.search.resume import capped, check_resume
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.startup import (
@@ -56,6 +56,7 @@ from tlsearch.search.startup import (
 from tlsearch.search.status import SearchStatus, resume_summary, search_status
 from tlsearch.search.trainable import TrialEnv, search_trial
 from tlsearch.search.tune_output import without_ray_banner
+from tlsearch.storage.uri import is_remote, join, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def run_search(
         address: a Ray cluster (``"auto"``, ``"ray://host:10001"``...); None starts a local Ray
             unless one is already initialised in this process.
         resume: continue an interrupted search (``Tuner.restore``); finished seed-runs stay.
-        job_fn: replaces :func:`tlsearch.search.jobs.run_job` (tests).
+        job_fn: replaces :func:`tlsearch.search.job_fn.run_search_job` (tests).
         base_dir: folder for relative paths in the spec (default: the current directory).
         verbose: Tune's console verbosity (0-2).
         allow_changed_spec: resume even when the spec or its data changed since the search

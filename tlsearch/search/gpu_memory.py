@@ -8,7 +8,7 @@ out of memory alone instead of starving its neighbours, and does so the same way
 A CUDA out-of-memory is never a diverged model. :func:`retry_out_of_memory` runs the job once
 more at half its batch size (the row then records ``batch_size`` and, in ``error``, why it
 changed); when that runs out of memory too, or the batch cannot be halved, it raises
-:class:`~tlsearch.search.rows.GpuOutOfMemoryError`: a ``failed`` row naming the reason.
+:class:`~tlsearch.jobs.errors.GpuOutOfMemoryError`: a ``failed`` row naming the reason.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tlsearch.search.jobs import JobConfig
-from tlsearch.search.rows import GpuOutOfMemoryError
+from tlsearch.jobs.config import JobConfig
+from tlsearch.jobs.errors import GpuOutOfMemoryError
 
 logger = logging.getLogger(__name__)
 

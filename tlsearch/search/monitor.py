@@ -40,7 +40,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tlsearch.results.schema import conform
-from tlsearch.results.store import join, resolve
 from tlsearch.search.tune_output import (
     Tee,
     TuneOutput,
@@ -48,6 +47,7 @@ from tlsearch.search.tune_output import (
     tune_info_to_file,
     tune_log_path,
 )
+from tlsearch.storage.uri import join, resolve
 
 logger = logging.getLogger(__name__)
 

@@ -90,7 +90,7 @@ def offline_spec(
 def offline_folder(spec: SearchSpec) -> Path:
     """Where pools and stand-ins are written: ``<storage>/offline_data`` for local storage."""
     from tlsearch.graphs.settings import default_cache_dir
-    from tlsearch.results.store import is_remote
+    from tlsearch.storage.uri import is_remote
 
     if is_remote(spec.storage):
         return Path(default_cache_dir()).parent / "offline_data"

@@ -1,24 +1,30 @@
 """Configurations (:class:`Point`) and the jobs they run: ids, data, recipes, PT jobs.
 
-A configuration's id (:func:`config_hash`) hashes the point, the recipe it runs with and the
-identity of the data it reads (:func:`dataset_identity`: file contents, not paths), so a
-seed-run's ``run_id`` (``<config hash>-s<seed>``) names the same work in every attempt, retry,
-resume and machine, and changes when the recipe or the data changes.
+A configuration's id (:func:`config_hash`, hashed as :mod:`tlsearch.jobs.identity` says) hashes
+the point, the recipe it runs with and the identity of the data it reads
+(:func:`dataset_identity`: file contents, not paths), so a seed-run's ``run_id``
+(``<config hash>-s<seed>``) names the same work in every attempt, retry, resume and machine,
+and changes when the recipe or the data changes.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import os
-import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tlsearch.search.jobs import SCHEMES, DataRef, JobConfig, absolute_spec
+from tlsearch.graphs.settings import default_cache_dir
+from tlsearch.jobs.config import DataRef, JobConfig, absolute_spec
+from tlsearch.jobs.identity import (
+    fill_fields,
+    path_identity,
+    recipe_hash,
+    run_id,
+    source_identity,
+)
 from tlsearch.search.spec import LogUniform, PretrainSource, SearchSpec
+from tlsearch.storage.uri import is_remote, join
 
 SCRATCH = "scratch"
 
@@ -97,12 +103,6 @@ def pt_sizes_for(spec: SearchSpec, source: PretrainSource) -> list[int | None]:
 # --- hashes and jobs ------------------------------------------------------------------------
 
 
-def stable_hash(value: Any) -> str:
-    """sha256 hex of the canonical JSON of ``value``."""
-    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def config_hash(spec: SearchSpec, point: Point, base_dir: str | None = None) -> str:
     """16 hex digits naming a configuration, the recipe it runs with and the data it reads
     (not the seed).
@@ -123,12 +123,12 @@ def config_hash(spec: SearchSpec, point: Point, base_dir: str | None = None) -> 
     if point.uses_pretraining:
         recipe["source"] = spec.source(str(point.pt_source)).model_dump()
         recipe["pretrain"] = spec.pretrain.model_dump(exclude={"resources"})
-    return stable_hash(recipe)[:16]
+    return recipe_hash(recipe)
 
 
 def run_id_for(spec: SearchSpec, point: Point, seed: int, base_dir: str | None = None) -> str:
     """The seed-run's id and file name: ``<config hash>-s<seed>``."""
-    return f"{config_hash(spec, point, base_dir)}-s{seed}"
+    return run_id(config_hash(spec, point, base_dir), seed)
 
 
 def data_used(spec: SearchSpec, point: Point) -> list[tuple[str, int | None]]:
@@ -160,59 +160,8 @@ def dataset_identity(
     identity["data"] = source_identity(ds.data, values, base_dir)
     identity["test"] = source_identity(ds.test, values, base_dir)
     home = absolute_spec(ds.data_home, base_dir or os.getcwd()) if ds.data_home else None
-    identity["data_home"] = _path_identity(Path(home)) if home and Path(home).is_file() else None
+    identity["data_home"] = path_identity(Path(home)) if home and Path(home).is_file() else None
     return identity
-
-
-def source_identity(text: str | None, values: dict[str, Any], base_dir: str | None) -> Any:
-    """A data spec's identity: a ``scheme:``/URI spec as written (``values`` filled in); a local
-    file as the sha256 of its bytes; a folder as its files' names and hashes; a pattern with
-    ``{trial}``/``{seed}`` as its part below its fixed folder plus every file it matches there.
-    """
-    if text is None:
-        return None
-    filled = fill_fields(text, values)
-    if filled.startswith(SCHEMES) or "://" in filled:
-        return filled
-    path = absolute_spec(filled, base_dir or os.getcwd())
-    pieces = list(string.Formatter().parse(path))
-    if all(field is None for _, field, _, _ in pieces):
-        return _path_identity(Path(_unescape(path)))
-    root = os.path.dirname(pieces[0][0])
-    pattern = "".join(glob.escape(lit) + ("*" if f is not None else "") for lit, f, _, _ in pieces)
-    below = path[len(_escape(root)) :].lstrip(os.sep)
-    matches = sorted(glob.glob(pattern))
-    return {
-        "pattern": below,
-        "files": [[os.path.relpath(m, root), _path_identity(Path(m))] for m in matches],
-    }
-
-
-def _path_identity(path: Path) -> Any:
-    from tlsearch.search.pretrain_cache import file_digest
-
-    if path.is_file():
-        return file_digest(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return {"folder": [[p.relative_to(path).as_posix(), file_digest(p)] for p in files]}
-    return {"missing": path.name}
-
-
-def fill_fields(text: str, values: dict[str, Any]) -> str:
-    """``text`` with its ``{name}`` fields found in ``values`` filled in and the others kept
-    (``{trial}`` stays ``{trial}``); braces stay escaped, so ``.format`` can fill the rest."""
-    out = []
-    for literal, field, spec, conversion in string.Formatter().parse(text):
-        out.append(_escape(literal))
-        if field is None:
-            continue
-        code = field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
-        if field in values:
-            out.append(_escape(("{" + code.replace(field, "0", 1) + "}").format(values[field])))
-        else:
-            out.append("{" + code + "}")
-    return "".join(out)
 
 
 def resolve_datasets(spec: SearchSpec, base_dir: str) -> SearchSpec:
@@ -230,14 +179,6 @@ def resolve_datasets(spec: SearchSpec, base_dir: str) -> SearchSpec:
             update["data_home"] = absolute_spec(ds.data_home, base_dir)
         datasets[name] = ds.model_copy(update=update)
     return spec.model_copy(update={"datasets": datasets})
-
-
-def _escape(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def _unescape(text: str) -> str:
-    return text.replace("{{", "{").replace("}}", "}")
 
 
 def source_datasets(spec: SearchSpec, point: Point) -> set[str]:
@@ -348,9 +289,6 @@ def pretrain_job(spec: SearchSpec, point: Point, seed: int, base_dir: str) -> Jo
 
 def graph_cache_dir(spec: SearchSpec) -> str | None:
     """The one graph cache every trial shares: ``<storage>/graphs`` for local storage."""
-    from tlsearch.graphs.settings import default_cache_dir
-    from tlsearch.results.store import is_remote, join
-
     if spec.graph_cache != "auto":
         return spec.graph_cache
     return str(default_cache_dir()) if is_remote(spec.storage) else join(spec.storage, "graphs")

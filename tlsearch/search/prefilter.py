@@ -29,10 +29,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tlsearch.results.store import is_remote, join, read_text, resolve
+from tlsearch.jobs.errors import PretrainUnavailableError
+from tlsearch.jobs.identity import stable_hash
 from tlsearch.search.claims import exclusive
-from tlsearch.search.points import Point, build_job, pt_sizes_for, sources_for, stable_hash
-from tlsearch.search.rows import PretrainUnavailableError
+from tlsearch.search.job_fn import resolve_job_fn
+from tlsearch.search.points import Point, build_job, pt_sizes_for, sources_for
+from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +186,6 @@ def resolve_scorer(ref: str | None) -> Scorer:
     """``"module:function"`` (tests) or :func:`score_with_trunk`."""
     if not ref:
         return score_with_trunk
-    from tlsearch.search.jobs import resolve_job_fn
-
     return resolve_job_fn(ref)
 
 
@@ -196,7 +196,7 @@ def score_with_trunk(source: str, checkpoint: str, job: Any) -> dict[str, Any]:
     import torch
 
     from tlsearch.graphs.settings import GraphSettings
-    from tlsearch.search.jobs import split_test
+    from tlsearch.jobs.run import split_test  # torch, as above: only where a trial scores
     from tlsearch.training.loop import select_device
     from tlsearch.transfer.rank_sources import score_source
 

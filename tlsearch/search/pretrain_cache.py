@@ -1,10 +1,11 @@
 """Content-addressed pre-trained models: each PT job runs once and serves every search.
 
 Layout: ``<storage>/pretrained/<key>/`` holding ``model.pt`` (and everything the PT run wrote),
-``job.json`` and, written last, ``_COMPLETE.json`` (the PT metrics). ``key`` hashes what decides
-the model: the source data's content (file bytes, or the spec string for ``matminer:``,
-``generated:``...), the size, the seed, the recipe, the architecture and the DDP worker count
-(when more than one); not where or how else it ran (threads, devices, cache folders).
+``job.json`` and, written last, ``_COMPLETE.json`` (the PT metrics). ``key``
+(:func:`tlsearch.jobs.identity.pretrain_key`) hashes what decides the model: the source data's
+content (file bytes, or the spec string for ``matminer:``, ``generated:``...), the size, the
+seed, the recipe, the architecture and the DDP worker count (when more than one); not where or
+how else it ran (threads, devices, cache folders).
 
 Concurrency: a PT job runs once cluster-wide, held by :func:`tlsearch.search.claims.exclusive`
 on ``pretrained/<key>``: on local disk and NFS a file lock (``<key>.lock``), on object stores
@@ -17,8 +18,6 @@ runs out. Downloads into a node's local cache are under a per-node file lock.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -31,27 +30,15 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from tlsearch.locking import file_lock
-from tlsearch.results.store import is_remote, join, resolve
+from tlsearch.jobs.config import JobConfig
+from tlsearch.jobs.identity import pretrain_key
 from tlsearch.search.claims import exclusive
-from tlsearch.search.jobs import SCHEMES, JobConfig
+from tlsearch.storage.locks import file_lock
+from tlsearch.storage.uri import is_remote, join, resolve
 
 logger = logging.getLogger(__name__)
 
 COMPLETE = "_COMPLETE.json"
-EXECUTION_FIELDS = {
-    "cache_dir",
-    "num_workers",
-    "cpus_per_worker",
-    "gpus_per_worker",
-    "label",
-    "pt_size",
-    "checkpoint_every",
-    "resume_uri",
-    "max_failures",
-}
-EXECUTION_TRAIN_FIELDS = {"num_threads", "device", "log_every"}
-
 JobFn = Callable[[JobConfig, Path], dict[str, Any]]
 
 
@@ -72,59 +59,6 @@ class Pretrained:
     uri: str
     metrics: dict[str, Any]
     cache_hit: bool
-
-
-def data_fingerprint(spec: str | None) -> str | None:
-    """A hash of the data behind ``spec``: file bytes, a folder's listing, or the spec itself."""
-    if spec is None or spec.startswith(SCHEMES) or "://" in spec:
-        return spec
-    path = Path(spec)
-    if path.is_file():
-        stat = path.stat()
-        return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)
-    if path.is_dir():
-        entries = sorted(
-            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in path.rglob("*")
-            if p.is_file()
-        )
-        return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
-    return spec
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (memoised per path, size and modification time)."""
-    stat = os.stat(path)
-    return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _file_hash(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def pretrain_key(job: JobConfig) -> str:
-    """20 hex digits identifying the model ``job`` produces.
-
-    A DDP job (``num_workers > 1``) runs the one-process recipe (same global batch, schedule,
-    early stopping), but its BatchNorm normalises each rank's slice of a batch, so its model is
-    another one: the worker count enters the key then (and only then, so one-process keys are
-    unchanged).
-    """
-    content = job.model_dump(exclude=EXECUTION_FIELDS)
-    if job.num_workers > 1:
-        content["ddp_workers"] = job.num_workers
-    content["train"] = {k: v for k, v in job.train.items() if k not in EXECUTION_TRAIN_FIELDS}
-    for ref in [content.get("data"), *content.get("mpt_data", [])]:
-        if ref:
-            ref["data"] = data_fingerprint(ref["data"])
-            ref["test"] = data_fingerprint(ref["test"])
-    text = json.dumps(content, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def ensure_pretrained(

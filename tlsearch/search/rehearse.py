@@ -115,7 +115,8 @@ def apply_modes(
 
 def rehearsal_report(status: Any) -> str:
     """:func:`rehearsal_summary` of a finished search (a :class:`SearchStatus`)."""
-    from tlsearch.results.store import join, read_runs
+    from tlsearch.results.store import read_runs
+    from tlsearch.storage.uri import join
 
     rows = read_runs(join(status.search_dir, "runs")).to_pylist()
     return rehearsal_summary(rows, status.planned)

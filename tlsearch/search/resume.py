@@ -34,10 +34,11 @@ from typing import Any
 
 import yaml
 
-from tlsearch.results.store import is_remote, join, read_runs, read_text, resolve
+from tlsearch.results.store import read_runs
 from tlsearch.search.compile import SearchPlan, compile_spec, is_pretrain_point
 from tlsearch.search.points import Point, config_hash
 from tlsearch.search.spec import SearchSpec
+from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)
 

@@ -28,27 +28,6 @@ import tlsearch
 from tlsearch.results.schema import METRIC_NAMES
 
 
-class GpuOutOfMemoryError(RuntimeError):
-    """A run ran out of GPU memory at its batch size and again at half of it (or could not be
-    halved): recorded as ``failed`` with the reason, never as ``diverged``, and not retried
-    (under the trial's memory cap the same run would run out again)."""
-
-
-#: Exceptions that mean "this input can never work" (bad data, bad config, missing feature, a
-#: run too large for its GPU share): recorded as ``failed`` rows, not retried. Anything else
-#: propagates so Tune retries the trial.
-DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    FileNotFoundError,
-    NotImplementedError,
-    GpuOutOfMemoryError,
-)
-
-
-class PretrainUnavailableError(ValueError):
-    """The PT model a configuration needs failed or diverged (recorded, never retried)."""
-
-
 def error_text(exc: BaseException, limit: int = 2000) -> str:
     """``Type: message`` on one line, truncated to ``limit`` characters."""
     text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"

@@ -232,7 +232,7 @@ class PretrainSpec(StrictModel):
         resources: resources of a PT trial (default: the spec's ``resources``).
         checkpoint_every: save a PT job's training state every this many epochs in the
             storage (``pretrained/_resume/<key>``), so a preempted or failed job resumes
-            there when Tune or Ray Train retries it (:mod:`tlsearch.search.checkpoints`);
+            there when Tune or Ray Train retries it (:mod:`tlsearch.jobs.checkpoints`);
             null: never (a retry starts again from epoch 1).
     """
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlsearch.results.schema import CONFIG_KEYS
-from tlsearch.results.store import join, read_runs, read_text
+from tlsearch.results.store import read_runs
+from tlsearch.storage.uri import join, read_text
 
 TABLE_COLUMNS = (
     *CONFIG_KEYS,

@@ -26,8 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tlsearch.results.store import RunStore, is_remote, join, read_text, resolve
+from tlsearch.results.store import RunStore
 from tlsearch.search.monitor import SearchState, Sink, describe
+from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)
 

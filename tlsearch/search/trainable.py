@@ -4,7 +4,7 @@
 A trial runs one seed-run, or every seed of its configuration in turn (see
 :mod:`tlsearch.search.compile` for which). A seed-run whose row already exists is
 skipped (its metric is read back), so a retried, resumed or re-run trial never trains a finished
-seed again. Deterministic failures (:data:`~tlsearch.search.rows.DETERMINISTIC_ERRORS`) become
+seed again. Deterministic failures (:data:`~tlsearch.jobs.errors.DETERMINISTIC_ERRORS`) become
 ``failed`` rows and the trial goes on; any other exception propagates and Tune retries the trial
 (``FailureConfig(max_failures)``). A trial holding a fraction of a GPU caps its CUDA memory at
 that share, and a run that runs out of CUDA memory is retried once at half its batch size, then
@@ -25,13 +25,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tlsearch.results.store import RunStore, is_remote, join, resolve, upload_dir
+from tlsearch.jobs.checkpoints import pretrain_resume_uri, seed_run_resume_uri
+from tlsearch.jobs.config import JobConfig, absolute_spec
+from tlsearch.jobs.errors import DETERMINISTIC_ERRORS, PretrainUnavailableError
+from tlsearch.jobs.identity import pretrain_key
+from tlsearch.results.store import RunStore
 from tlsearch.search import prefilter
-from tlsearch.search.checkpoints import pretrain_resume_uri, seed_run_resume_uri
 from tlsearch.search.claims import exclusive
 from tlsearch.search.compile import is_pretrain_point
 from tlsearch.search.gpu_memory import cap_gpu_memory, retry_out_of_memory, trial_gpu_share
-from tlsearch.search.jobs import JobConfig, absolute_spec, resolve_job_fn
+from tlsearch.search.job_fn import resolve_job_fn
 from tlsearch.search.points import (
     Point,
     build_job,
@@ -42,17 +45,10 @@ from tlsearch.search.points import (
     run_id_for,
     source_datasets,
 )
-from tlsearch.search.pretrain_cache import Pretrained, ensure_pretrained, pretrain_key
-from tlsearch.search.rows import (
-    DETERMINISTIC_ERRORS,
-    PretrainUnavailableError,
-    base_row,
-    error_text,
-    finish,
-    outcome_columns,
-    trial_report,
-)
+from tlsearch.search.pretrain_cache import Pretrained, ensure_pretrained
+from tlsearch.search.rows import base_row, error_text, finish, outcome_columns, trial_report
 from tlsearch.search.spec import SearchSpec
+from tlsearch.storage.uri import is_remote, join, resolve, upload_dir
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +61,8 @@ class TrialEnv(BaseModel):
     Attributes:
         spec: the resolved spec (absolute storage path).
         base_dir: the folder relative data paths are resolved against.
-        job_fn: ``"module:function"`` replacing :func:`tlsearch.search.jobs.run_job` (tests).
+        job_fn: ``"module:function"`` replacing
+            :func:`tlsearch.search.job_fn.run_search_job` (tests).
         pretrain_jobs: the search's PT jobs by key (one ``{"pt_key": key}`` trial each).
     """
 

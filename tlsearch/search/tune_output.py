@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, TextIO
 
-from tlsearch.results.store import is_remote, join, resolve
+from tlsearch.storage.uri import is_remote, join, resolve
 
 TuneOutput = Literal["console", "file", "both"]
 #: The logger of Tune's "Trial task failed for trial ..." records (with the whole traceback).

@@ -19,7 +19,7 @@ What still differs from one process: BatchNorm in training mode normalises with 
 of each rank's slice (``batch_size / world`` structures), not of the whole global batch, and
 DDP averages the ranks' gradients with equal weights while slices may differ by one structure.
 PT models trained on several workers are therefore cached under their own key
-(:mod:`tlsearch.search.pretrain_cache`). This module imports only torch.
+(:func:`tlsearch.jobs.identity.pretrain_key`). This module imports only torch.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 :func:`tlsearch.training.loop.fit` calls an :class:`EpochCheckpoints` every ``every`` epochs
 with the whole state of the loop (weights, optimiser, schedule, early stopping, history, best
 weights, the torch RNG) and, at its start, asks it for a state to resume from. Where the state
-goes is the caller's choice: a file in a search's storage, or Ray Train's checkpoints for a
-DDP job (:mod:`tlsearch.search.checkpoints`). The batch order of an epoch depends only on
-(seed, epoch), so a resumed run trains the epochs it had left exactly as an uninterrupted run
-would.
+goes is the caller's choice: a file in a search's storage (:mod:`tlsearch.jobs.checkpoints`),
+or Ray Train's checkpoints for a DDP job (:class:`tlsearch.search.ddp.RayTrainCheckpoints`).
+The batch order of an epoch depends only on (seed, epoch), so a resumed run trains the epochs
+it had left exactly as an uninterrupted run would.
 
 A state is only resumed when it was made by the same recipe on the same training part
 (:func:`recipe_fingerprint`); otherwise it is ignored with a warning (e.g. a job retried at a

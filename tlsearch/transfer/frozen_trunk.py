@@ -52,10 +52,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from tlsearch.graphs.store import dataset_key
-from tlsearch.locking import file_lock
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.layers import RBFExpansion
 from tlsearch.model.pooling import AvgPooling
+from tlsearch.storage.locks import file_lock
 from tlsearch.training.batches import GraphLoader, batch_chunks
 from tlsearch.training.run import GraphForm
 from tlsearch.transfer.heads import HeadedALIGNN

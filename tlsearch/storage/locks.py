@@ -1,4 +1,4 @@
-"""A cross-process exclusive file lock (graph cache, pre-trained model cache)."""
+"""A cross-process exclusive file lock (graph cache, pre-trained model cache, claims)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,11 @@
-"""Where a search keeps mid-training checkpoints, so preempted jobs resume (issue 14).
+"""Mid-training checkpoints in the search's storage, so preempted jobs resume (issue 14).
 
-Two homes for the training loop's :class:`~tlsearch.training.resume.EpochCheckpoints`:
-
-- :class:`StorageCheckpoints`: one file, ``<resume_uri>/resume.pt``, in the search's storage
-  (local disk, NFS, ``s3://``, ``gs://``), for jobs that train in their Tune trial (PT jobs
-  with one worker, seed-runs). A trial that Tune retries (``max_failures``), on this node or
-  another, finds it and trains only the epochs that were left. It is removed when the job
-  ends.
-- :class:`RayTrainCheckpoints`: Ray Train's own checkpoints for a DDP PT job (rank 0's
-  state, reported by every rank with ``ray.train.report``; ``ray.train.get_checkpoint()`` on
-  restart). The ``TorchTrainer`` restarts its workers after a worker dies (its
-  ``FailureConfig``), and a retried trial that builds the trainer again with the same run name
-  and storage path finds the run's checkpoints there.
+:class:`StorageCheckpoints` keeps the training loop's state
+(:class:`~tlsearch.training.resume.EpochCheckpoints`) as one file, ``<resume_uri>/resume.pt``
+(local disk, NFS, ``s3://``, ``gs://``), for jobs that train in their Tune trial (PT jobs with
+one worker, seed-runs). A trial that Tune retries (``max_failures``), on this node or another,
+finds it and trains only the epochs that were left. It is removed when the job ends. (A DDP PT
+job keeps Ray Train's own checkpoints instead: :class:`tlsearch.search.ddp.RayTrainCheckpoints`.)
 
 Where: PT jobs under ``<storage>/pretrained/_resume/<key>`` (shared by every search using that
 storage, like the PT cache), seed-runs under ``<search>/resume/<run_id>``. How often:
@@ -23,13 +17,11 @@ imports this module, never imports torch).
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from tlsearch.results.store import join, resolve
+from tlsearch.storage.uri import join, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -77,39 +69,6 @@ class StorageCheckpoints:
             self.fs.delete_dir(self.folder)
 
 
-class RayTrainCheckpoints:
-    """Ray Train's checkpoints of a DDP job: rank 0 attaches the state, every rank reports."""
-
-    def __init__(self, every: int, rank: int) -> None:
-        self.every = every
-        self.rank = rank
-
-    def load(self) -> dict[str, Any] | None:
-        import ray.train
-
-        from tlsearch.training.resume import state_from_bytes
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return state_from_bytes((Path(folder) / STATE_FILE).read_bytes())
-
-    def save(self, state: dict[str, Any]) -> None:
-        import ray.train
-        from ray.train import Checkpoint
-
-        from tlsearch.training.resume import state_to_bytes
-
-        metrics = {"epoch": int(state["epoch"])}
-        if self.rank != 0:
-            ray.train.report(metrics, checkpoint=None)
-            return
-        with tempfile.TemporaryDirectory(prefix="tlsearch-ckpt-") as tmp:
-            (Path(tmp) / STATE_FILE).write_bytes(state_to_bytes(state))
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-
-
 def pretrain_resume_uri(storage: str, key: str) -> str:
     """Where PT job ``key`` keeps its mid-training checkpoints."""
     return join(storage, "pretrained", "_resume", key)
@@ -118,11 +77,3 @@ def pretrain_resume_uri(storage: str, key: str) -> str:
 def seed_run_resume_uri(search_dir: str, run_id: str) -> str:
     """Where seed-run ``run_id`` keeps its mid-training checkpoints."""
     return join(search_dir, "resume", run_id)
-
-
-__all__ = [
-    "RayTrainCheckpoints",
-    "StorageCheckpoints",
-    "pretrain_resume_uri",
-    "seed_run_resume_uri",
-]

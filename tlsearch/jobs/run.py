@@ -1,14 +1,14 @@
-"""The one adapter between the search and the training code: :func:`run_job`.
+"""The one adapter between jobs and the training code: :func:`run_job`.
 
-A :class:`JobConfig` is everything one seed-run or PT job needs. :func:`run_job` holds out the
-test set when the dataset has no explicit one (``pool.json`` and ``test.json`` in the work
-folder, fixed by the dataset's ``split_seed``) and hands the job to:
+:func:`run_job` holds out the test set when the dataset has no explicit one (``pool.json`` and
+``test.json`` in the work folder, fixed by the dataset's ``split_seed``) and hands the job to:
 
 - ``scratch``: :func:`tlsearch.training.run.train_run` on an FT-style sample of the pool;
-- ``pretrain`` with ``num_workers > 1``: :func:`tlsearch.search.ddp.run_ddp_pretrain` (a Ray
-  Train ``TorchTrainer``);
 - ``pretrain`` / ``finetune`` / ``mpt_pretrain``: ``tlsearch.transfer.run.pretrain_run`` /
-  ``finetune_run``, imported lazily; a clear ``NotImplementedError`` while it does not exist.
+  ``finetune_run`` / ``mpt_pretrain_run``.
+
+A PT job on several DDP workers (``num_workers > 1``) runs on Ray Train instead
+(:func:`tlsearch.search.ddp.run_ddp_pretrain`, which the search's job function picks).
 
 Every job function returns a metrics dict like ``train_run``'s (``test``/``val`` metrics, nested
 or as ``"test.mae"`` keys, ``best_epoch``, ``epochs_run``, ``diverged``, ...). Tests pass a fake
@@ -17,90 +17,23 @@ job function with the same signature ``(job, workdir) -> dict``.
 
 from __future__ import annotations
 
-import importlib
-import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
 
-logger = logging.getLogger(__name__)
-
-SCHEMES = ("matminer:", "jarvis:", "generated:", "generated2d:")
-
-
-class DataRef(BaseModel):
-    """A dataset resolved for one job (see :class:`tlsearch.search.spec.DatasetSpec`).
-
-    ``size`` structures are drawn from the training pool with ``sampling`` and the job's seed;
-    ``None`` keeps the whole pool. Without ``test``, ``test_fraction`` of ``data`` (fixed by
-    ``split_seed``) is the test set and never trained on.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    data: str
-    test: str | None = None
-    test_fraction: float = 0.1
-    split_seed: int = 0
-    target: str | None = None
-    data_home: str | None = None
-    size: int | None = None
-    sampling: str = "random"
-    allow_test_overlap: bool = False
-
-
-class JobConfig(BaseModel):
-    """One training job.
-
-    Attributes:
-        kind: ``scratch``, ``pretrain``, ``finetune`` or ``mpt_pretrain``.
-        seed: seeds the sample, the split, the weights and the batch order.
-        data: the training data (all kinds but ``mpt_pretrain``).
-        mpt_data: the datasets of an MPT job.
-        excluded_target: MPT only: the FT target whose values are masked out of the PT mix.
-        pretrained: ``finetune``: the PT checkpoint (``model.pt`` or an alignn checkpoint).
-        strategy: ``finetune``: the FT strategy.
-        train / model / graphs: ``TrainConfig`` / ``ALIGNNConfig`` / ``GraphSettings`` fields.
-        cache_dir: the shared graph cache (None: in memory).
-        num_workers, cpus_per_worker, gpus_per_worker: PT jobs: DDP workers (> 1: Ray Train).
-        label, pt_size: PT jobs: the source's name and size, for the results table.
-        checkpoint_every, resume_uri: save the training state every this many epochs under
-            ``resume_uri`` and resume from it (:mod:`tlsearch.search.checkpoints`); None: no
-            mid-training checkpoints.
-        max_failures: DDP PT jobs: how often Ray Train restarts dead workers (the spec's).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["scratch", "pretrain", "finetune", "mpt_pretrain"]
-    seed: int = Field(ge=0)
-    data: DataRef | None = None
-    mpt_data: list[DataRef] = Field(default_factory=list)
-    excluded_target: str | None = None
-    pretrained: str | None = None
-    strategy: str | None = None
-    train: dict[str, Any] = Field(default_factory=dict)
-    model: dict[str, Any] = Field(default_factory=dict)
-    graphs: dict[str, Any] = Field(default_factory=dict)
-    cache_dir: str | None = None
-    num_workers: int = Field(1, ge=1)
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    label: str | None = None
-    pt_size: int | None = None
-    checkpoint_every: int | None = Field(None, ge=1)
-    resume_uri: str | None = None
-    max_failures: int = Field(2, ge=0)
-
-
-def absolute_spec(text: str, base_dir: str) -> str:
-    """A data spec with a relative path made absolute (schemes and URIs unchanged)."""
-    if text.startswith(SCHEMES) or "://" in text:
-        return text
-    path = Path(text).expanduser()
-    return str(path if path.is_absolute() else (Path(base_dir) / path).resolve())
+from tlsearch.jobs.checkpoints import StorageCheckpoints
+from tlsearch.jobs.config import DataRef, JobConfig
+from tlsearch.jobs.errors import DETERMINISTIC_ERRORS
+from tlsearch.structures.generate import write_jarvis_json
+from tlsearch.structures.load import load_data
+from tlsearch.structures.overlap import drop_from_test
+from tlsearch.training.config import RunConfig
+from tlsearch.training.run import train_run
+from tlsearch.training.splits import train_val_split
+from tlsearch.transfer import run as transfer
+from tlsearch.transfer.sampling import sample_indices
 
 
 def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
@@ -108,11 +41,10 @@ def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if job.kind == "pretrain" and job.num_workers > 1:
-        from tlsearch.search.ddp import run_ddp_pretrain
-
-        return run_ddp_pretrain(job, workdir)  # Ray Train keeps its checkpoints
-    from tlsearch.search.rows import DETERMINISTIC_ERRORS
-
+        raise NotImplementedError(
+            f"a PT job on {job.num_workers} DDP workers runs on Ray Train "
+            "(tlsearch.search.ddp.run_ddp_pretrain), not in this process"
+        )
     checkpoints = storage_checkpoints(job)
     try:
         if job.kind == "scratch":
@@ -128,19 +60,15 @@ def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
     return metrics
 
 
-def storage_checkpoints(job: JobConfig) -> Any:
-    """The job's :class:`~tlsearch.search.checkpoints.StorageCheckpoints`, or None."""
+def storage_checkpoints(job: JobConfig) -> StorageCheckpoints | None:
+    """The job's :class:`~tlsearch.jobs.checkpoints.StorageCheckpoints`, or None."""
     if job.checkpoint_every is None or job.resume_uri is None:
         return None
-    from tlsearch.search.checkpoints import StorageCheckpoints
-
     return StorageCheckpoints(job.resume_uri, job.checkpoint_every)
 
 
 def run_scratch(job: JobConfig, workdir: Path, checkpoints: Any = None) -> dict[str, Any]:
     """Train from scratch on the job's FT-style sample with ``train_run``."""
-    from tlsearch.training.run import train_run
-
     ref = _data(job)
     cfg = training_run_config(job, ref, workdir)
     select = ft_selector(ref.size, ref.sampling, job.seed)
@@ -148,14 +76,7 @@ def run_scratch(job: JobConfig, workdir: Path, checkpoints: Any = None) -> dict[
 
 
 def run_transfer(job: JobConfig, workdir: Path, checkpoints: Any = None) -> dict[str, Any]:
-    """PT / FT / MPT through ``tlsearch.transfer.run`` (imported lazily)."""
-    try:
-        transfer = importlib.import_module("tlsearch.transfer.run")
-    except ModuleNotFoundError as exc:
-        raise NotImplementedError(
-            f"{job.kind} jobs need tlsearch.transfer.run (pretrain_run / finetune_run / "
-            f"mpt_pretrain_run), which is not available in this installation ({exc})"
-        ) from exc
+    """PT / FT / MPT through ``tlsearch.transfer.run``."""
     if job.kind == "mpt_pretrain":
         if not job.mpt_data:
             raise ValueError("an MPT job needs mpt_data")
@@ -182,10 +103,10 @@ def run_transfer(job: JobConfig, workdir: Path, checkpoints: Any = None) -> dict
     )
 
 
-def training_run_config(job: JobConfig, ref: DataRef, workdir: Path, split: bool = True) -> Any:
+def training_run_config(
+    job: JobConfig, ref: DataRef, workdir: Path, split: bool = True
+) -> RunConfig:
     """The core's ``RunConfig`` for ``job`` on ``ref`` (test split materialised if needed)."""
-    from tlsearch.training.config import RunConfig
-
     data, test, target = ref.data, ref.test, ref.target
     if split and test is None and ref.test_fraction > 0:  # 0: no test set (a PT pool)
         data, test = split_test(ref, workdir / "data")
@@ -211,11 +132,6 @@ def split_test(ref: DataRef, folder: Path) -> tuple[str, str]:
     with the target named ``target``; returns their paths. A held-out structure identical to
     a pool one (one structure under two ids) joins the pool, so the test set never repeats it.
     """
-    from tlsearch.structures.generate import write_jarvis_json
-    from tlsearch.structures.load import load_data
-    from tlsearch.structures.overlap import drop_from_test
-    from tlsearch.training.splits import train_val_split
-
     records = load_data(ref.data, target=ref.target, data_home=ref.data_home).records
     records = [_canonical(r) for r in records]
     pool_idx, test_idx = train_val_split(len(records), ref.test_fraction, ref.split_seed)
@@ -231,9 +147,6 @@ def ft_selector(size: int | None, sampling: str, seed: int) -> Any:
     The same choice as ``tlsearch.transfer.run.ft_sample``, so a scratch baseline and a
     fine-tuned model of one seed train on the same structures.
     """
-    import numpy as np
-
-    from tlsearch.transfer.sampling import sample_indices
 
     def select(data: Any) -> np.ndarray:
         n = len(data.store)
@@ -254,8 +167,6 @@ def _data(job: JobConfig) -> DataRef:
 
 def _canonical(record: Any) -> Any:
     """The record with its one target named ``target`` (what written files carry)."""
-    from dataclasses import replace
-
     if list(record.targets) == ["target"]:
         return record
     if len(record.targets) != 1:
@@ -264,13 +175,3 @@ def _canonical(record: Any) -> Any:
             "'target' to choose one"
         )
     return replace(record, targets={"target": next(iter(record.targets.values()))})
-
-
-def resolve_job_fn(ref: str | None) -> Any:
-    """``"module:function"`` -> the function; ``None`` -> :func:`run_job`."""
-    if not ref:
-        return run_job
-    module, _, name = ref.partition(":")
-    if not name:
-        raise ValueError(f"job_fn {ref!r} must look like 'package.module:function'")
-    return getattr(importlib.import_module(module), name)
