@@ -10,10 +10,9 @@ import pyarrow.parquet as pq
 
 import tlsearch.api as api
 from tests.search.conftest import REPO
-from tlsearch.jobs.identity import pretrain_key
 from tlsearch.search import driver
-from tlsearch.search.compile import compile_spec, is_pretrain_point, smoke_spec
-from tlsearch.search.points import Point, resolve_datasets, run_id_for
+from tlsearch.search.compile import compile_plan, compile_spec, smoke_spec
+from tlsearch.search.points import resolve_datasets, run_id_for
 from tlsearch.search.spec import load_spec
 
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
@@ -35,22 +34,17 @@ SMOKE_PT_KEY = "454612623a397926739e"
 
 
 def planned(smoke: bool, base_dir: str) -> tuple[list[str], list[str]]:
-    """The quickstart's seed-run ids and PT keys, as a search computes them."""
+    """The quickstart's seed-run ids and PT keys, as the search's plan records them."""
     spec = load_spec(QUICKSTART)
     if smoke:
         spec = smoke_spec(spec)
     spec = driver.resolve_storage(spec, base_dir)
-    plan = compile_spec(spec, base_dir)
     trial_spec = resolve_datasets(spec, base_dir)
-    ids = []
-    for experiment in plan.experiments:
-        for raw in experiment.points:
-            if is_pretrain_point(raw):
-                continue
-            point = Point.from_config(raw, spec)
-            seeds = [raw["seed"]] if "seed" in raw else experiment.seeds
-            ids += [run_id_for(trial_spec, point, seed) for seed in seeds]
-    return sorted(ids), sorted(pretrain_key(job) for job in plan.pretrain_jobs)
+    plan = compile_plan(compile_spec(spec, base_dir), trial_spec, base_dir)
+    ids = [record.run_id for record in plan.seed_runs]
+    for record in plan.seed_runs:  # the id a trial computes from its point and seed
+        assert run_id_for(trial_spec, record.point, record.seed) == record.run_id
+    return sorted(ids), sorted(record.key for record in plan.pretrain_jobs)
 
 
 def test_the_quickstart_keeps_its_run_ids_and_pt_key(tmp_path):

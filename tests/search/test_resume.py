@@ -14,7 +14,7 @@ import pytest
 from tests.search.conftest import fake_spec
 from tlsearch.results.store import RunStore
 from tlsearch.search import driver
-from tlsearch.search.compile import compile_spec, is_pretrain_point
+from tlsearch.search.compile import compile_plan, compile_spec, is_pretrain_point
 from tlsearch.search.points import Point, config_hash, resolve_datasets
 from tlsearch.search.resume import SpecChangedError, concurrency_slot
 from tlsearch.search.spec import SearchSpec
@@ -37,8 +37,8 @@ def started(spec: SearchSpec, tmp_path: Path, tune_state: bool = False) -> Path:
     spec = driver.resolve_storage(spec, str(tmp_path))
     plan = compile_spec(spec, str(tmp_path))
     folder = Path(spec.storage) / spec.name
-    driver.write_plan(str(folder), plan)
     trial_spec = resolve_datasets(spec, str(tmp_path))
+    driver.write_plan(str(folder), spec, compile_plan(plan, trial_spec, str(tmp_path)))
     store = RunStore(folder / "runs")
     for raw in plan.experiments[0].points:
         if is_pretrain_point(raw):

@@ -26,11 +26,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsearch.jobs.config import JobConfig
-from tlsearch.jobs.identity import pretrain_key, stable_hash
+from tlsearch.jobs.config import JobConfig, absolute_spec
+from tlsearch.jobs.identity import pretrain_key, run_id, stable_hash
+from tlsearch.search.plan import ExperimentSummary, Plan, PretrainRecord, SeedRunRecord
 from tlsearch.search.points import (
     SCRATCH,
     Point,
+    build_job,
+    config_hash,
     lr_values,
     pretrain_job,
     pt_sizes_for,
@@ -273,6 +276,56 @@ def planned_pretrain_jobs(spec: SearchSpec, base_dir: str) -> list[JobConfig]:
                 if job is not None:
                     jobs.setdefault(pretrain_key(job), job)
     return list(jobs.values())
+
+
+def compile_plan(plan: SearchPlan, trial_spec: SearchSpec, base_dir: str) -> Plan:
+    """The stored, typed plan of ``plan``: its summary, every PT job and every seed-run of its
+    grid experiments, compiled from ``trial_spec`` (the spec as trials get it:
+    :func:`tlsearch.search.points.resolve_datasets`)."""
+    summary = plan.summary()
+    pretrain = [pretrain_record(job) for job in planned_pretrain_jobs(trial_spec, base_dir)]
+    records = []
+    for experiment in plan.experiments:
+        if experiment.algorithm != "grid":
+            continue  # an Optuna cell's seed-runs are compiled when its searcher samples them
+        for raw in experiment.points:
+            if is_pretrain_point(raw):
+                continue
+            point = Point.from_config(raw, trial_spec)
+            for seed in [int(raw["seed"])] if "seed" in raw else experiment.seeds:
+                records.append(seed_run_record(trial_spec, point, seed, base_dir))
+    return Plan(
+        **{k: summary[k] for k in ("search_name", "planned_seed_runs", "seeds")},
+        planned_pretrain_jobs=summary["planned_pretrain_jobs"],
+        experiments=[ExperimentSummary(**e) for e in summary["experiments"]],
+        pretrain_jobs=pretrain,
+        seed_runs=records,
+    )
+
+
+def seed_run_record(spec: SearchSpec, point: Point, seed: int, base_dir: str) -> SeedRunRecord:
+    """Seed-run ``(point, seed)`` of ``spec`` (the trials' spec) with its id and its job."""
+    digest = config_hash(spec, point)
+    pt_job = pretrain_job(spec, point, seed, base_dir)
+    pretrained = None
+    if point.uses_pretraining:
+        source = spec.source(str(point.pt_source))
+        if source.kind == "checkpoint":
+            pretrained = absolute_spec(str(source.checkpoint), base_dir)
+    return SeedRunRecord(
+        run_id=run_id(digest, seed),
+        config_hash=digest,
+        seed=seed,
+        point=point,
+        pretrain=None if pt_job is None else pretrain_record(pt_job),
+        job=build_job(spec, point, seed, base_dir, pretrained),
+    )
+
+
+def pretrain_record(job: JobConfig) -> PretrainRecord:
+    """A PT job with its key and its row's run id."""
+    key = pretrain_key(job)
+    return PretrainRecord(key=key, run_id=f"pt-{key}", job=job)
 
 
 def smoke_spec(spec: SearchSpec) -> SearchSpec:

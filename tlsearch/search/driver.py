@@ -8,8 +8,9 @@ phases. A fine-tuning trial that starts while its PT job is still training waits
 PT row lock in :func:`tlsearch.search.trainable.ensure_pt_row`). Otherwise (an Optuna search
 without scratch baselines, ASHA, multi-worker PT jobs) a separate PT experiment runs first.
 
-Storage layout of a search (``<storage>/<name>/``): ``plan.json`` and ``spec.yaml`` (what is
-planned), ``runs/`` (one Parquet row per seed-run and PT job), ``tune/<experiment>/`` (Tune's
+Storage layout of a search (``<storage>/<name>/``): ``plan.json`` (the compiled plan: every PT
+job and seed-run with its job, :mod:`tlsearch.search.plan`) and ``spec.yaml`` (the spec as
+given), ``runs/`` (one Parquet row per seed-run and PT job), ``tune/<experiment>/`` (Tune's
 experiment state, what ``--resume`` restores), ``work/<run_id>/`` (each run's model and
 predictions). PT models live beside the searches in ``<storage>/pretrained/`` and the graph
 cache in ``<storage>/graphs/`` (local storage) so later searches reuse both.
@@ -18,7 +19,6 @@ cache in ``<storage>/graphs/`` (local storage) so later searches reuse both.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 import yaml
 
 from tlsearch.jobs.config import absolute_spec
-from tlsearch.jobs.identity import pretrain_key
 from tlsearch.results.store import RunStore
 from tlsearch.search.cluster_fit import check_cluster_fits
 from tlsearch.search.compile import (
@@ -37,11 +36,13 @@ from tlsearch.search.compile import (
     ExperimentPlan,
     LogRange,
     SearchPlan,
+    compile_plan,
     compile_spec,
     is_pretrain_point,
 )
 from tlsearch.search.datacheck import check_plan_data
 from tlsearch.search.monitor import SearchMonitor
+from tlsearch.search.plan import Plan
 from tlsearch.search.points import resolve_datasets
 from tlsearch.search.resume import capped, check_resume
 from tlsearch.search.spec import Resources, SearchSpec
@@ -124,10 +125,17 @@ def run_search(
     LAST_PHASES["connect"].append(time.time())
     check_cluster_fits(plan)  # a trial or PT job no node can ever hold: refused now
     _check_fresh(search_dir, plan, resume)
-    write_plan(search_dir, plan)
+    stored = compile_plan(plan, trial_spec, base)  # what the trials execute
+    write_plan(search_dir, plan.spec, stored)
     tidy_run_log(search_dir)
-    jobs = {pretrain_key(job): job for job in plan.pretrain_jobs}
-    env = TrialEnv(spec=trial_spec, base_dir=base, job_fn=spec.testing.job_fn, pretrain_jobs=jobs)
+    jobs = {record.key: record.job for record in stored.pretrain_jobs}
+    env = TrialEnv(
+        spec=trial_spec,
+        base_dir=base,
+        job_fn=spec.testing.job_fn,
+        pretrain_jobs=jobs,
+        seed_runs={record.run_id: record for record in stored.seed_runs},
+    )
     logger.info(
         "search %s: %d planned seed-runs in %d experiment(s), %d PT job(s); results in %s",
         spec.name,
@@ -212,13 +220,14 @@ def connect(address: str | None) -> None:
     logger.info("Ray resources: %s", LAST_PHASES["cluster"])
 
 
-def write_plan(search_dir: str, plan: SearchPlan) -> None:
-    """Write ``plan.json`` and ``spec.yaml`` into the search folder."""
+def write_plan(search_dir: str, spec: SearchSpec, plan: Plan) -> None:
+    """Write ``plan.json`` (the compiled plan) and ``spec.yaml`` (the spec as given, what
+    ``--resume`` compares) into the search folder."""
     fs, path = resolve(search_dir)
     fs.create_dir(path, recursive=True)
     files = {
-        "plan.json": json.dumps(plan.summary(), indent=2),
-        "spec.yaml": yaml.safe_dump(plan.spec.model_dump(mode="json"), sort_keys=False),
+        "plan.json": plan.to_json(),
+        "spec.yaml": yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
     }
     for name, text in files.items():
         with fs.open_output_stream(f"{path}/{name}") as out:

@@ -26,20 +26,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tlsearch.jobs.checkpoints import pretrain_resume_uri, seed_run_resume_uri
-from tlsearch.jobs.config import JobConfig, absolute_spec
+from tlsearch.jobs.config import JobConfig
 from tlsearch.jobs.errors import DETERMINISTIC_ERRORS, PretrainUnavailableError
 from tlsearch.jobs.identity import pretrain_key
 from tlsearch.results.store import RunStore
 from tlsearch.search import prefilter
 from tlsearch.search.claims import exclusive
-from tlsearch.search.compile import is_pretrain_point
+from tlsearch.search.compile import is_pretrain_point, seed_run_record
 from tlsearch.search.gpu_memory import cap_gpu_memory, retry_out_of_memory, trial_gpu_share
 from tlsearch.search.job_fn import resolve_job_fn
+from tlsearch.search.plan import SeedRunRecord
 from tlsearch.search.points import (
     Point,
-    build_job,
-    config_hash,
-    pretrain_job,
     provenance_columns,
     pt_datasets,
     run_id_for,
@@ -64,6 +62,7 @@ class TrialEnv(BaseModel):
         job_fn: ``"module:function"`` replacing
             :func:`tlsearch.search.job_fn.run_search_job` (tests).
         pretrain_jobs: the search's PT jobs by key (one ``{"pt_key": key}`` trial each).
+        seed_runs: the plan's seed-runs by run id (:class:`~tlsearch.search.plan.Plan`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -72,6 +71,13 @@ class TrialEnv(BaseModel):
     base_dir: str
     job_fn: str | None = None
     pretrain_jobs: dict[str, JobConfig] = Field(default_factory=dict)
+    seed_runs: dict[str, SeedRunRecord] = Field(default_factory=dict)
+
+    def seed_run(self, point: Point, seed: int) -> SeedRunRecord:
+        """The plan's record of seed-run ``(point, seed)``; compiled now when the plan has
+        none (an Optuna cell's sampled point)."""
+        record = self.seed_runs.get(run_id_for(self.spec, point, seed))
+        return record or seed_run_record(self.spec, point, seed, self.base_dir)
 
     @property
     def search_dir(self) -> str:
@@ -174,7 +180,8 @@ def pretrain_trial(config: dict[str, Any], env: TrialEnv, job_fn: JobFn | None =
 def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: str | None) -> dict:
     """One seed-run: its existing row, or run it and write its row."""
     spec = env.spec
-    run_id = run_id_for(spec, point, seed)
+    record = env.seed_run(point, seed)
+    run_id = record.run_id
     store = env.store()
     existing = store.read_row(run_id)
     if existing is not None:
@@ -185,7 +192,7 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
         run_id,
         spec.name,
         trial_id,
-        config_hash=config_hash(spec, point),
+        config_hash=record.config_hash,
         seed=seed,
         kind=point.kind,
         pt_source=point.pt_source,
@@ -205,10 +212,10 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
             row.update(status="skipped", error=skipped, wall_seconds=time.perf_counter() - start)
             store.write(finish(row))
             return row
-        pretrained = None
-        if point.uses_pretraining:
-            pretrained, row["pt_run_id"] = pretrained_checkpoint(env, point, seed, job_fn, trial_id)
-        job = build_job(spec, point, seed, env.base_dir, pretrained)
+        job = record.job
+        if record.pretrain is not None:
+            pretrained, row["pt_run_id"] = pretrained_checkpoint(env, record, job_fn, trial_id)
+            job = job.model_copy(update={"pretrained": pretrained})
         row["config_json"] = job.model_dump_json()
 
         def attempt(job: JobConfig) -> tuple[Path, dict[str, Any]]:
@@ -231,25 +238,27 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
 
 def _checkpoint_of(env: TrialEnv, job_fn: JobFn, trial_id: str | None) -> Callable[[Point], str]:
     """The PT checkpoint of a prefilter candidate (the first seed's PT job)."""
-    return lambda candidate: pretrained_checkpoint(
-        env, candidate, env.spec.seeds[0], job_fn, trial_id
-    )[0]
+
+    def checkpoint(candidate: Point) -> str:
+        record = env.seed_run(candidate, env.spec.seeds[0])
+        if record.pretrain is None:  # a checkpoint source
+            return str(record.job.pretrained)
+        return pretrained_checkpoint(env, record, job_fn, trial_id)[0]
+
+    return checkpoint
 
 
 def pretrained_checkpoint(
-    env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: str | None
-) -> tuple[str, str | None]:
-    """The PT checkpoint a transfer seed-run starts from, and the PT row's run id.
+    env: TrialEnv, record: SeedRunRecord, job_fn: JobFn, trial_id: str | None
+) -> tuple[str, str]:
+    """The PT model seed-run ``record`` fine-tunes from (its local ``model.pt``, running or
+    waiting for its PT job), and the PT row's run id.
 
     Raises:
         PretrainUnavailableError: the PT job failed or diverged.
     """
-    source = env.spec.source(str(point.pt_source))
-    if source.kind == "checkpoint":
-        return absolute_spec(str(source.checkpoint), env.base_dir), None
-    job = pretrain_job(env.spec, point, seed, env.base_dir)
-    assert job is not None
-    row, pretrained = ensure_pt_row(env, job, job_fn, trial_id)
+    assert record.pretrain is not None
+    row, pretrained = ensure_pt_row(env, record.pretrain.job, job_fn, trial_id)
     if pretrained is None or row["status"] != "ok":
         raise PretrainUnavailableError(
             f"pre-training {row['run_id']} is {row['status']}: {row.get('error') or ''}".strip()
