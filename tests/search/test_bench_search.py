@@ -82,7 +82,7 @@ def test_a_reused_pt_model_is_counted_as_reused(tmp_path):
     from tests.search.fakes import fake_job
     from tlsearch.jobs.identity import pretrain_key
     from tlsearch.search.compile import compile_spec
-    from tlsearch.search.driver import resolve_storage
+    from tlsearch.search.prepare import resolve_storage
     from tlsearch.search.trainable import TrialEnv, ensure_pt_row
 
     rows = []
@@ -144,7 +144,7 @@ def test_trials_needing_a_running_pt_job_wait_for_its_row(tmp_path, mode):
     from tests.search.fakes import fake_job
     from tlsearch.jobs.identity import pretrain_key
     from tlsearch.search.compile import compile_spec
-    from tlsearch.search.driver import resolve_storage
+    from tlsearch.search.prepare import resolve_storage
     from tlsearch.search.trainable import TrialEnv, ensure_pt_row
 
     data = _spec(tmp_path, "first").model_dump()

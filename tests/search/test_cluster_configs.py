@@ -145,7 +145,7 @@ def _entrypoint_spec():
 
     from tlsearch.search.cli import add_search_parser, parse_vars
     from tlsearch.search.points import resolve_datasets
-    from tlsearch.search.session import prepare_spec
+    from tlsearch.search.prepare import prepare_spec
 
     words = shlex.split(_kuberay()["spec"]["entrypoint"])
     assert words[:2] == ["tlsearch", "search"]

@@ -11,6 +11,7 @@ from tlsearch.search import datacheck, driver
 from tlsearch.search.compile import compile_spec
 from tlsearch.search.datacheck import DataUnavailableError, check_plan_data
 from tlsearch.search.points import resolve_datasets
+from tlsearch.search.prepare import resolve_storage
 from tlsearch.search.spec import SearchSpec
 
 
@@ -48,7 +49,7 @@ def spec_of(datasets: dict, tmp_path: Path, **over) -> SearchSpec:
 
 
 def check(spec: SearchSpec, tmp_path: Path) -> None:
-    spec = driver.resolve_storage(spec, str(tmp_path))
+    spec = resolve_storage(spec, str(tmp_path))
     check_plan_data(compile_spec(spec, str(tmp_path)), resolve_datasets(spec, str(tmp_path)),
                     str(tmp_path))  # fmt: skip
 

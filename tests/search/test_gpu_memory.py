@@ -14,8 +14,8 @@ from tests.search.fakes import fake_job
 from tlsearch.jobs.identity import pretrain_key
 from tlsearch.results.store import RunStore
 from tlsearch.search import gpu_memory
-from tlsearch.search.driver import resolve_storage
 from tlsearch.search.points import Point
+from tlsearch.search.prepare import resolve_storage
 from tlsearch.search.trainable import TrialEnv, ensure_pt_row, run_seed, search_trial
 from tlsearch.training.loop import TrainingOutOfMemoryError
 

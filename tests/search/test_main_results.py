@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 
 import tlsearch.api as api
 from tests.search.conftest import REPO
-from tlsearch.search import driver
-from tlsearch.search.compile import compile_plan, compile_spec, smoke_spec
+from tlsearch.search.compile import compile_plan, compile_spec
 from tlsearch.search.points import resolve_datasets, run_id_for
+from tlsearch.search.prepare import resolve_storage, smoke_spec
 from tlsearch.search.spec import load_spec
 
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
@@ -38,7 +38,7 @@ def planned(smoke: bool, base_dir: str) -> tuple[list[str], list[str]]:
     spec = load_spec(QUICKSTART)
     if smoke:
         spec = smoke_spec(spec)
-    spec = driver.resolve_storage(spec, base_dir)
+    spec = resolve_storage(spec, base_dir)
     trial_spec = resolve_datasets(spec, base_dir)
     plan = compile_plan(compile_spec(spec, base_dir), trial_spec, base_dir)
     ids = [record.run_id for record in plan.seed_runs]

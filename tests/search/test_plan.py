@@ -10,9 +10,10 @@ import pytest
 
 from tests.search.conftest import REPO, fake_spec
 from tlsearch.search.compile import compile_plan, compile_spec
-from tlsearch.search.driver import resolve_storage, write_plan
+from tlsearch.search.driver import write_plan
 from tlsearch.search.plan import Plan
 from tlsearch.search.points import Point, resolve_datasets
+from tlsearch.search.prepare import resolve_storage
 from tlsearch.search.spec import load_spec
 from tlsearch.search.trainable import TrialEnv, run_seed
 

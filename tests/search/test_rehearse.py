@@ -9,14 +9,8 @@ from tests.search.conftest import REPO
 from tlsearch.analysis.frame import check_rehearsal
 from tlsearch.search.compile import compile_spec
 from tlsearch.search.points import build_job
-from tlsearch.search.rehearse import (
-    REHEARSAL_EPOCHS,
-    TINY_MODEL,
-    apply_modes,
-    first_seeds,
-    rehearsal_spec,
-    rehearsal_summary,
-)
+from tlsearch.search.prepare import apply_modes, first_seeds
+from tlsearch.search.rehearse import REHEARSAL_EPOCHS, TINY_MODEL, rehearsal_spec, rehearsal_summary
 from tlsearch.search.spec import load_spec
 from tlsearch.search.trainable import Point
 

@@ -16,6 +16,7 @@ from tlsearch.results.store import RunStore
 from tlsearch.search import driver
 from tlsearch.search.compile import compile_plan, compile_spec, is_pretrain_point
 from tlsearch.search.points import Point, config_hash, resolve_datasets
+from tlsearch.search.prepare import resolve_storage
 from tlsearch.search.resume import SpecChangedError, concurrency_slot
 from tlsearch.search.spec import SearchSpec
 
@@ -34,7 +35,7 @@ def no_ray(monkeypatch):
 
 def started(spec: SearchSpec, tmp_path: Path, tune_state: bool = False) -> Path:
     """A search folder as ``spec``'s first run leaves it: plan, spec and every seed-run row."""
-    spec = driver.resolve_storage(spec, str(tmp_path))
+    spec = resolve_storage(spec, str(tmp_path))
     plan = compile_spec(spec, str(tmp_path))
     folder = Path(spec.storage) / spec.name
     trial_spec = resolve_datasets(spec, str(tmp_path))

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tlsearch.search.compile import compile_spec, smoke_spec
+from tlsearch.search.compile import compile_spec
 from tlsearch.search.points import Point, config_hash, run_id_for, sources_for
+from tlsearch.search.prepare import smoke_spec
 from tlsearch.search.spec import SearchSpec, load_spec
 from tlsearch.search.spec_parts import STRATEGIES
 

@@ -94,7 +94,8 @@ def run_then_rank(
     job_fn: Callable[..., dict[str, Any]] | None = None,
 ) -> tuple[Results, BestPair]:
     """Run the spec (and any fill-ins it still needs) and rank ``target``'s configurations."""
-    from tlsearch.search.driver import resolve_storage, run_search
+    from tlsearch.search.driver import run_search
+    from tlsearch.search.prepare import resolve_storage
     from tlsearch.search.spec import SearchSpec, load_spec
 
     spec = load_spec(spec_path, {"storage": storage})

@@ -116,7 +116,8 @@ def run_search(
         ValueError: an invalid spec, changed spec on resume, missing data (all named).
         tlsearch.search.driver.SearchInterruptedError: stopped before finishing.
     """
-    from tlsearch.search.session import prepare_spec, run_owning_ray
+    from tlsearch.search.prepare import prepare_spec
+    from tlsearch.search.session import run_owning_ray
 
     base = None if base_dir is None else str(base_dir)
     overrides = {

@@ -146,7 +146,7 @@ def run_bench(
 
     from tlsearch.search import driver
     from tlsearch.search.cli import main as search_main
-    from tlsearch.search.compile import smoke_spec
+    from tlsearch.search.prepare import smoke_spec
     from tlsearch.search.spec import load_spec
 
     spec = load_spec(spec_path, {"storage": str(storage)})

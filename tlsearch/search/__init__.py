@@ -2,8 +2,13 @@
 
 - :mod:`~tlsearch.search.spec` (+ :mod:`~tlsearch.search.spec_parts`): ``search_spaces/*.yaml``
   as a typed :class:`~tlsearch.search.spec.SearchSpec`;
+- :mod:`~tlsearch.search.prepare`: the one preparation step (overrides, ``--var``, ``--smoke``,
+  ``--rehearse``, ``--offline``, ``--seeds``, absolute storage paths; no Ray);
 - :mod:`~tlsearch.search.points`: configurations, their ids, data and jobs (no Ray);
-- :mod:`~tlsearch.search.compile`: Tune experiments, planned seed-runs and PT jobs (no Ray);
+- :mod:`~tlsearch.search.compile`: Tune experiments, planned seed-runs and PT jobs, and the
+  stored plan (no Ray);
+- :mod:`~tlsearch.search.plan`: the compiled plan (``plan.json``): one record per PT job and
+  seed-run holding its id and its whole job; trials execute its records;
 - :mod:`~tlsearch.search.job_fn`: the job function trials run (DDP PT jobs on Ray Train, every
   other job through :func:`tlsearch.jobs.run.run_job`, the one adapter to the training code);
 - :mod:`~tlsearch.search.ddp`: multi-worker PT as a Ray Train ``TorchTrainer``;

@@ -164,8 +164,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     """``tlsearch search`` (the same calls as ``tlsearch.search()``)."""
     from tlsearch.search.console import command_monitor
     from tlsearch.search.driver import SearchInterruptedError
+    from tlsearch.search.prepare import prepare_spec
     from tlsearch.search.rehearse import rehearsal_report
-    from tlsearch.search.session import prepare_spec, run_owning_ray
+    from tlsearch.search.session import run_owning_ray
     from tlsearch.search.status import format_status
     from tlsearch.storage.uri import is_remote
 

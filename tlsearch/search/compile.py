@@ -326,29 +326,3 @@ def pretrain_record(job: JobConfig) -> PretrainRecord:
     """A PT job with its key and its row's run id."""
     key = pretrain_key(job)
     return PretrainRecord(key=key, run_id=f"pt-{key}", job=job)
-
-
-def smoke_spec(spec: SearchSpec) -> SearchSpec:
-    """A tiny version of ``spec`` for a quick end-to-end check, named ``<name>-smoke``.
-
-    The first target, up to two of its PT sources, the first value of every other axis, one
-    seed, 2 epochs and a 1+1-layer, 16-wide model.
-    """
-    data = spec.model_dump()
-    first = {k: data[k][:1] for k in ("ft_sizes", "pt_sizes", "strategies", "sampling", "seeds")}
-    target = spec.targets[0]
-    sources = {s.name for s in sources_for(spec, target)[:2]}
-    data.update(first, name=f"{spec.name}-smoke", targets=[target])
-    data["pt_sources"] = [s for s in data["pt_sources"] if s["name"] in sources]
-    if spec.pairs != "all":
-        data["pairs"] = [[s, t] for s, t in spec.pairs if s in sources and t == target]
-    if not data["pt_sources"]:
-        data["scratch"] = True
-    if isinstance(spec.lr, list):
-        data["lr"] = spec.lr[:1]
-    data["train"] = {**spec.train, "epochs": 2, "early_stopping_patience": None}
-    data["pretrain"]["train"] = {**spec.pretrain.train, "epochs": 2}
-    tiny = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 16}
-    data["model"] = {**spec.model, **tiny}
-    data["search"]["num_samples"] = min(2, spec.search.num_samples)
-    return SearchSpec.model_validate(data)

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from tlsearch.jobs.config import absolute_spec
 from tlsearch.results.store import RunStore
 from tlsearch.search.cluster_fit import check_cluster_fits
 from tlsearch.search.compile import (
@@ -42,8 +41,10 @@ from tlsearch.search.compile import (
 )
 from tlsearch.search.datacheck import check_plan_data
 from tlsearch.search.monitor import SearchMonitor
+from tlsearch.search.plan import FILE as PLAN_FILE
 from tlsearch.search.plan import Plan
 from tlsearch.search.points import resolve_datasets
+from tlsearch.search.prepare import resolve_storage
 from tlsearch.search.resume import capped, check_resume
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.startup import (
@@ -57,7 +58,7 @@ from tlsearch.search.startup import (
 from tlsearch.search.status import SearchStatus, resume_summary, search_status
 from tlsearch.search.trainable import TrialEnv, search_trial
 from tlsearch.search.tune_output import without_ray_banner
-from tlsearch.storage.uri import is_remote, join, resolve
+from tlsearch.storage.uri import join, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -195,16 +196,6 @@ def _restorable(env: TrialEnv, name: str) -> bool:
     return tune.Tuner.can_restore(experiment_path(env, name))
 
 
-def resolve_storage(spec: SearchSpec, base_dir: str) -> SearchSpec:
-    """``spec`` with its storage and graph cache as absolute paths (URIs unchanged)."""
-    update: dict[str, Any] = {}
-    if not is_remote(spec.storage):
-        update["storage"] = absolute_spec(spec.storage, base_dir)
-    if spec.graph_cache not in (None, "auto") and not is_remote(str(spec.graph_cache)):
-        update["graph_cache"] = absolute_spec(str(spec.graph_cache), base_dir)
-    return spec.model_copy(update=update)
-
-
 def connect(address: str | None) -> None:
     """Join ``address`` or start a local Ray (unless this process already has one)."""
     import ray
@@ -226,7 +217,7 @@ def write_plan(search_dir: str, spec: SearchSpec, plan: Plan) -> None:
     fs, path = resolve(search_dir)
     fs.create_dir(path, recursive=True)
     files = {
-        "plan.json": plan.to_json(),
+        PLAN_FILE: plan.to_json(),
         "spec.yaml": yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
     }
     for name, text in files.items():

@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tlsearch.jobs.config import JobConfig
 from tlsearch.search.points import Point
+from tlsearch.storage.uri import join, read_text
+
+FILE = "plan.json"
 
 
 class ExperimentSummary(BaseModel):
@@ -81,8 +84,8 @@ class Plan(BaseModel):
     search_name: str
     planned_seed_runs: int
     planned_pretrain_jobs: int
-    seeds: list[int]
-    experiments: list[ExperimentSummary]
+    seeds: list[int] = Field(default_factory=list)
+    experiments: list[ExperimentSummary] = Field(default_factory=list)
     pretrain_jobs: list[PretrainRecord] = Field(default_factory=list)
     seed_runs: list[SeedRunRecord] = Field(default_factory=list)
 
@@ -93,3 +96,9 @@ class Plan(BaseModel):
     def to_json(self) -> str:
         """``plan.json``'s text (indented: read by people too)."""
         return self.model_dump_json(indent=2)
+
+
+def read_plan(search_dir: str) -> Plan | None:
+    """The plan stored in ``search_dir`` (``plan.json``), or None before it is written."""
+    text = read_text(join(search_dir, FILE))
+    return None if text is None else Plan.model_validate_json(text)

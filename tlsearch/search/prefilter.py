@@ -33,7 +33,7 @@ from tlsearch.jobs.errors import PretrainUnavailableError
 from tlsearch.jobs.identity import stable_hash
 from tlsearch.search.claims import exclusive
 from tlsearch.search.job_fn import resolve_job_fn
-from tlsearch.search.points import Point, build_job, pt_sizes_for, sources_for
+from tlsearch.search.points import Point, pt_sizes_for, sources_for
 from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def compute_ranking(
     spec, prefilter = env.spec, env.spec.search.prefilter
     scorer = resolve_scorer(spec.testing.rank_fn)
     seed = spec.seeds[0]
-    job = build_job(spec, point, seed, env.base_dir)
+    job = env.seed_run(point, seed).job  # the plan's FT job of the group's first seed
     entries = []
     for candidate in candidates(spec, point):
         entry: dict[str, Any] = {"model": model_name(candidate), "pt_source": candidate.pt_source}

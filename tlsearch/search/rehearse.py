@@ -54,13 +54,6 @@ def rehearsal_spec(spec: SearchSpec) -> SearchSpec:
     return SearchSpec.model_validate(data)
 
 
-def first_seeds(spec: SearchSpec, n: int) -> SearchSpec:
-    """``spec`` with only its first ``n`` seeds (``--seeds N``)."""
-    if n < 1:
-        raise ValueError(f"--seeds must be at least 1, got {n}")
-    return spec.model_copy(update={"seeds": spec.seeds[:n]})
-
-
 def rehearsal_summary(rows: list[dict[str, Any]], planned: int | None) -> str:
     """One paragraph: planned vs completed, failures, and seconds per seed-run and PT job."""
     seed_runs = [r for r in rows if r.get("kind") != "pretrain"]
@@ -89,28 +82,6 @@ def _times(rows: list[dict[str, Any]]) -> str:
         f"median {statistics.median(values):.1f}, max {values[-1]:.1f}, "
         f"total {sum(values):.0f} (n={len(values)})"
     )
-
-
-def apply_modes(
-    spec: SearchSpec,
-    *,
-    base_dir: str,
-    rehearse: bool = False,
-    offline: bool = False,
-    seeds: int | None = None,
-) -> SearchSpec:
-    """``spec`` as ``--rehearse`` / ``--offline`` / ``--seeds N`` ask (in that order)."""
-    from tlsearch.search.driver import resolve_storage
-    from tlsearch.search.offline import offline_folder, offline_spec
-
-    if rehearse:
-        spec = rehearsal_spec(spec)
-    if offline:
-        resolved = resolve_storage(spec, base_dir)
-        spec = offline_spec(spec, base_dir, offline_folder(resolved), rehearsal=rehearse)
-    if seeds is not None:
-        spec = first_seeds(spec, seeds)
-    return spec
 
 
 def rehearsal_report(status: Any) -> str:

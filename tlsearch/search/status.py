@@ -7,7 +7,6 @@ finished (``skipped``: seed-runs ``search.prefilter`` did not run), with no dupl
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -16,7 +15,8 @@ from typing import Any
 
 from tlsearch.results.schema import CONFIG_KEYS
 from tlsearch.results.store import read_runs
-from tlsearch.storage.uri import join, read_text
+from tlsearch.search.plan import read_plan
+from tlsearch.storage.uri import join
 
 TABLE_COLUMNS = (
     *CONFIG_KEYS,
@@ -97,15 +97,15 @@ def search_status(path: str) -> SearchStatus:
     """Status of the search folder ``path`` (or of its ``runs/`` folder)."""
     path = str(path).rstrip("/")
     search_dir = path[: -len("/runs")] if path.endswith("/runs") else path
-    plan = _read_plan(search_dir)
+    plan = read_plan(search_dir)
     rows = read_runs(join(search_dir, "runs")).to_pylist()
     ids = Counter(r["run_id"] for r in rows)
     seed_runs = [r for r in rows if r["kind"] != "pretrain"]
     pt_rows = [r for r in rows if r["kind"] == "pretrain"]
     return SearchStatus(
         search_dir=search_dir,
-        planned=plan.get("planned_seed_runs"),
-        planned_pretrain=plan.get("planned_pretrain_jobs"),
+        planned=None if plan is None else plan.planned_seed_runs,
+        planned_pretrain=None if plan is None else plan.planned_pretrain_jobs,
         counts=dict(Counter(r["status"] for r in seed_runs)),
         pretrain_counts=dict(Counter(r["status"] for r in pt_rows)),
         duplicates=sum(n - 1 for n in ids.values()),
@@ -123,11 +123,6 @@ def resume_summary(status: SearchStatus) -> str:
         + (f" ({counts})" if counts else "")
         + f", {remaining} to run; PT jobs: {pt_done} of {_cell(status.planned_pretrain)} recorded"
     )
-
-
-def _read_plan(search_dir: str) -> dict[str, Any]:
-    text = read_text(join(search_dir, "plan.json"))
-    return json.loads(text) if text else {}
 
 
 def configuration_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
