@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from tlsearch.model.config import ALIGNNConfig
-from tlsearch.model.edge_gated_kernel import EdgeIndex
+from tlsearch.model.config import ALIGNNConfig, Kernel
+from tlsearch.model.kernels.choice import check_kernel
+from tlsearch.model.kernels.edge_gated import EdgeIndex
 from tlsearch.model.layers import ALIGNNConv, EdgeGatedGraphConv, MLPLayer, RBFExpansion
 from tlsearch.model.pooling import AvgPooling
 
@@ -27,12 +28,14 @@ BOND_RANGE = (0.0, 8.0)
 COSINE_RANGE = (-1.0, 1.0)
 
 
-def _rbf_embedding(vmin: float, vmax: float, bins: int, embedding: int, hidden: int) -> nn.Module:
+def _rbf_embedding(
+    vmin: float, vmax: float, bins: int, embedding: int, hidden: int, kernel: Kernel
+) -> nn.Module:
     """RBF expansion followed by two MLP layers: (M,) -> (M, hidden)."""
     return nn.Sequential(
         RBFExpansion(vmin=vmin, vmax=vmax, bins=bins),
-        MLPLayer(bins, embedding),
-        MLPLayer(embedding, hidden),
+        MLPLayer(bins, embedding, kernel=kernel),
+        MLPLayer(embedding, hidden, kernel=kernel),
     )
 
 
@@ -49,24 +52,29 @@ class ALIGNN(nn.Module):
     :meth:`embed` returns ``h``; :meth:`forward` is ``head(embed(batch))`` and
     :meth:`head` is just ``fc``, so a subclass (e.g. a transfer-learning model that inserts
     an MLP before ``fc``) only overrides :meth:`head`.
+
+    ``config.kernel`` goes to every layer (:mod:`tlsearch.model.kernels.choice`: by default the
+    fused CPU kernels on a CPU, the reference equations elsewhere); :func:`set_kernel` changes
+    it on a built model.
     """
 
     def __init__(self, config: ALIGNNConfig | None = None) -> None:
         super().__init__()
         self.config = config = config if config is not None else ALIGNNConfig()
-        hidden = config.hidden_features
-        self.atom_embedding = MLPLayer(config.atom_input_features, hidden)
+        hidden, kernel = config.hidden_features, config.kernel
+        self.atom_embedding = MLPLayer(config.atom_input_features, hidden, kernel=kernel)
         self.edge_embedding = _rbf_embedding(
-            *BOND_RANGE, config.edge_input_features, config.embedding_features, hidden
+            *BOND_RANGE, config.edge_input_features, config.embedding_features, hidden, kernel
         )
         self.angle_embedding = _rbf_embedding(
-            *COSINE_RANGE, config.triplet_input_features, config.embedding_features, hidden
-        )
+            *COSINE_RANGE, config.triplet_input_features, config.embedding_features, hidden,
+            kernel,
+        )  # fmt: skip
         self.alignn_layers = nn.ModuleList(
-            ALIGNNConv(hidden, hidden) for _ in range(config.alignn_layers)
+            ALIGNNConv(hidden, hidden, kernel=kernel) for _ in range(config.alignn_layers)
         )
         self.gcn_layers = nn.ModuleList(
-            EdgeGatedGraphConv(hidden, hidden) for _ in range(config.gcn_layers)
+            EdgeGatedGraphConv(hidden, hidden, kernel=kernel) for _ in range(config.gcn_layers)
         )
         self.readout = AvgPooling()
         self.fc = nn.Linear(hidden, config.output_features)
@@ -95,3 +103,16 @@ class ALIGNN(nn.Module):
     def forward(self, batch: GraphBatch) -> Tensor:
         """Predictions (B, output_features); unlike alignn, never squeezed."""
         return self.head(self.embed(batch))
+
+
+def set_kernel(model: nn.Module, kernel: Kernel) -> None:
+    """Run every :class:`MLPLayer` and :class:`EdgeGatedGraphConv` of ``model`` (an ALIGNN or
+    any module holding layers, e.g. a transfer-learning model) with ``kernel``; each ALIGNN's
+    ``config.kernel`` says the same after. A model read from a file runs the kernel its
+    reader sets: files keep no kernel (:data:`tlsearch.model.config.EXECUTION_FIELDS`)."""
+    check_kernel(kernel)
+    for module in model.modules():
+        if isinstance(module, MLPLayer | EdgeGatedGraphConv):
+            module.kernel = kernel
+        elif isinstance(module, ALIGNN) and module.config.kernel != kernel:
+            module.config = module.config.model_copy(update={"kernel": kernel})

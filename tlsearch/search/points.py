@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tlsearch.model.config import model_identity
 from tlsearch.search.jobs import SCHEMES, DataRef, JobConfig, absolute_spec
 from tlsearch.search.spec import LogUniform, PretrainSource, SearchSpec
 
@@ -113,7 +114,7 @@ def config_hash(spec: SearchSpec, point: Point, base_dir: str | None = None) -> 
     recipe: dict[str, Any] = {
         "point": point.as_config(),
         "train": spec.train,
-        "model": spec.model,
+        "model": model_identity(spec.model),  # the kernel is not part of it
         "graphs": spec.graphs,
         "datasets": [
             [name, size, dataset_identity(spec, name, size, base_dir)]

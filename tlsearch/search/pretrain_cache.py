@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from tlsearch.locking import file_lock
+from tlsearch.model.config import model_identity
 from tlsearch.results.store import is_remote, join, resolve
 from tlsearch.search.claims import exclusive
 from tlsearch.search.jobs import SCHEMES, JobConfig
@@ -119,6 +120,7 @@ def pretrain_key(job: JobConfig) -> str:
     if job.num_workers > 1:
         content["ddp_workers"] = job.num_workers
     content["train"] = {k: v for k, v in job.train.items() if k not in EXECUTION_TRAIN_FIELDS}
+    content["model"] = model_identity(job.model)  # the kernel is not part of it
     for ref in [content.get("data"), *content.get("mpt_data", [])]:
         if ref:
             ref["data"] = data_fingerprint(ref["data"])

@@ -23,8 +23,8 @@ from torch import nn
 
 import tlsearch
 from tlsearch.graphs.settings import GraphSettings
-from tlsearch.model.alignn import ALIGNN
-from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.alignn import ALIGNN, set_kernel
+from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig, Kernel
 from tlsearch.training.config import TrainConfig
 from tlsearch.training.scaler import TargetScaler
 
@@ -70,19 +70,28 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "tlsearch_version": tlsearch.__version__,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model_config": model_config.model_dump(mode="json"),
+        "model_config": model_config.model_dump(mode="json", exclude=EXECUTION_FIELDS),
         "graph_settings": graph_settings.model_dump(mode="json"),
         "train_config": train_config.model_dump(mode="json") if train_config else None,
         "scaler": scaler.to_dict(),
         "target_names": list(target_names),
         "extra": dict(extra or {}),
-        "architecture": architecture,
+        "architecture": _without_execution_fields(architecture),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _without_execution_fields(architecture: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ``describe()`` output without the model's execution settings (the kernel): a file
+    keeps what the model computes; whoever loads it chooses how (:func:`model_from_bundle`)."""
+    if architecture is None or "base_config" not in architecture:
+        return architecture
+    base = {k: v for k, v in architecture["base_config"].items() if k not in EXECUTION_FIELDS}
+    return {**architecture, "base_config": base}
 
 
 def read_bundle(path: Path | str) -> tuple[dict[str, Any], ModelBundle]:
@@ -119,14 +128,18 @@ def bundle_from_payload(payload: Any, path: Path | str) -> tuple[dict[str, Any],
 
 
 def load_model(
-    path: Path | str, device: torch.device | str = "cpu"
+    path: Path | str, device: torch.device | str = "cpu", kernel: Kernel = "auto"
 ) -> tuple[nn.Module, ModelBundle]:
-    """Rebuild the ALIGNN model of ``model.pt`` on ``device``, in eval mode, with its bundle."""
-    return model_from_bundle(*read_bundle(path), device=device)
+    """Rebuild the ALIGNN model of ``model.pt`` on ``device``, in eval mode, with its bundle;
+    its layers run ``kernel`` (:mod:`tlsearch.model.kernels.choice`; files keep none)."""
+    return model_from_bundle(*read_bundle(path), device=device, kernel=kernel)
 
 
 def model_from_bundle(
-    state_dict: dict[str, Any], bundle: ModelBundle, device: torch.device | str = "cpu"
+    state_dict: dict[str, Any],
+    bundle: ModelBundle,
+    device: torch.device | str = "cpu",
+    kernel: Kernel = "auto",
 ) -> tuple[nn.Module, ModelBundle]:
     """The model of a read ``model.pt`` (:func:`read_bundle`), as :func:`load_model`."""
     if bundle.architecture is None:
@@ -136,4 +149,5 @@ def model_from_bundle(
 
         model = from_description(bundle.architecture)
     model.load_state_dict(state_dict)
+    set_kernel(model, kernel)
     return model.to(device).eval(), bundle

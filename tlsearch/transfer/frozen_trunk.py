@@ -136,8 +136,10 @@ def trunk_digest(model: nn.Module) -> str:
     before the cut (so a new PT checkpoint changes it; a new head does not)."""
     trunk = trunk_of(model)
     h = hashlib.blake2b(digest_size=20)
-    config = trunk.config.model_dump(mode="json", exclude={"output_features"})
+    config = trunk.config.model_dump(mode="json", exclude={"output_features", "kernel"})
     h.update(f"format={FEATURE_FORMAT};cut={CUT};{sorted(config.items())}".encode())
+    if trunk.config.kernel != "auto":  # another kernel rounds otherwise (auto: keys unchanged)
+        h.update(f";kernel={trunk.config.kernel}".encode())
     for name, tensor in sorted(trunk.state_dict().items()):
         if not _before_cut(name):
             continue

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.config import EXECUTION_FIELDS
 from tlsearch.model.interop import infer_config, load_alignn_state_dict, read_alignn_state_dict
 from tlsearch.structures.load import load_data
 from tlsearch.structures.records import LoadResult, StructureRecord
@@ -192,8 +193,9 @@ def finetune_run(
             )  # fmt: skip
 
     # the PT widths; the output count is the FT target's (resolved by train_run)
-    widths = pt_model.config.model_dump(exclude={"output_features"})
-    run = run.model_copy(update={"model": type(pt_model.config)(**widths)})
+    widths = pt_model.config.model_dump(exclude={"output_features", *EXECUTION_FIELDS})
+    model = type(pt_model.config)(**widths, kernel=run.model.kernel)  # the FT run's kernel
+    run = run.model_copy(update={"model": model})
     return train_run(
         run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
         training_form=frozen_trunk_form, checkpoints=checkpoints,

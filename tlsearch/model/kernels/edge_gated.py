@@ -5,7 +5,7 @@ T ~ 10^5-10^6 edges with 256 features, so every (T, 256) float32 temporary is hu
 With plain autograd the layer allocates about two dozen of them per step, and on CPU the
 cost of those allocations (fresh pages from the OS) rivals the arithmetic. This kernel
 walks the edges in chunks of a few thousand rows (see
-:data:`~tlsearch.model.bn_silu.CHUNK_ELEMENTS`) through chunk-sized workspaces and keeps few
+:data:`~tlsearch.model.kernels.bn_silu.CHUNK_ELEMENTS`) through chunk-sized workspaces and keeps few
 edge-sized tensors alive: the gate pre-activation ``m`` (saved for backward, one part per
 chunk), the gates ``s = sigmoid(m)`` on small graphs (:data:`SAVE_GATES_ELEMENTS`; else
 recomputed in backward) and the output ``y'`` (skipped when the caller does not need it); the
@@ -17,18 +17,18 @@ are bag sums over a sort permutation (2.7x faster than ``index_add_`` on 23k x 2
 1.7k: ``index_add_`` is effectively single-threaded on CPU), and ``A_u + B_v`` (forward) and
 ``C_u - h_v`` (backward) are one two-row bag per edge from a stacked node table (one pass
 instead of two gathers and an add). Small graphs run their elementwise ops on one thread
-(:class:`~tlsearch.model.bn_silu.OneThread`); large ones on a multi-threaded CPU deal their
-chunks to chunk workers (:mod:`~tlsearch.model.chunk_workers`: Python threads with one torch
+(:class:`~tlsearch.model.kernels.bn_silu.OneThread`); large ones on a multi-threaded CPU deal their
+chunks to chunk workers (:mod:`~tlsearch.model.kernels.chunk_workers`: Python threads with one torch
 thread each, per-worker partial sums reduced in order).
 
-Where the native loops of :mod:`tlsearch.model.native` are available (a C compiler on the
+Where the native loops of :mod:`tlsearch.model.kernels.native` are available (a C compiler on the
 machine; float32 on CPU), each chunk runs its matmul and then one fused loop instead of the
 elementwise and index passes above: forward ``m += A_u + B_v``, the gates, the scatter-adds of
 ``den`` and ``num`` and the batch moments (sums of ``m - shift`` and of its squares, ``shift``
 the first edge's ``m``: no pass of their own) in one pass; backward ``g_m`` and its
 scatter-adds into ``g_A``, ``g_B``, ``g_C`` in one (the gates recomputed there, as fast as
 reading them back), leaving the residual gradient in ``g_y``'s rows for the matmul to add to.
-The batch-norm passes go through the same loops (:mod:`tlsearch.model.bn_silu`). Paper model,
+The batch-norm passes go through the same loops (:mod:`.bn_silu`). Paper model,
 2-core AVX-512 Xeon, ``tlsearch bench train``: ~1.3x faster training steps than the torch ops.
 
 Forward, per edge ``e = (u -> v)`` and feature (all products elementwise)::
@@ -62,8 +62,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from tlsearch.model import native
-from tlsearch.model.bn_silu import (
+from tlsearch.model.kernels import native
+from tlsearch.model.kernels.bn_silu import (
     CHUNK_ELEMENTS,
     OneThread,
     affine_grads,
@@ -75,7 +75,7 @@ from tlsearch.model.bn_silu import (
     shifted_moments,
     split_plan,
 )
-from tlsearch.model.chunk_workers import reduce_in_order, split_map
+from tlsearch.model.kernels.chunk_workers import reduce_in_order, split_map
 
 #: Added to the gate sum in the aggregation denominator, as in alignn.
 GATE_EPS = 1e-6

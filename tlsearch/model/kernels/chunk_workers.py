@@ -12,9 +12,9 @@ each worker accumulates its own partial sums over its chunks in order, and the c
 the partials in worker order, so results do not depend on thread timing (they may differ in
 the last bits between worker counts, as sums over a different number of threads do).
 
-Like :class:`~tlsearch.model.bn_silu.OneThread`, a split sets torch's process-wide thread count
+Like :class:`~.bn_silu.OneThread`, a split sets torch's process-wide thread count
 (to one, restored after): a host that runs models from several threads at once should turn it
-off (``tlsearch.model.bn_silu.PARALLEL = False``).
+off (``tlsearch.model.kernels.bn_silu.PARALLEL = False``).
 """
 
 from __future__ import annotations

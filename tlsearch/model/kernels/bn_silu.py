@@ -7,7 +7,7 @@ its forward and backward each cost several elementwise passes' worth of time, an
 autograd keeps three (rows, features) tensors per layer. Here the moments, the normalization
 and the SiLU (and their gradients) are a few row-contiguous passes over chunks of rows, with
 one saved tensor (the pre-activation ``m``). The same helpers serve the edge batch norm of
-:mod:`tlsearch.model.edge_gated_kernel`, whose ``m`` is kept in per-chunk parts.
+:mod:`tlsearch.model.kernels.edge_gated`, whose ``m`` is kept in per-chunk parts.
 
 Batch norm in training mode, per feature (``E`` rows)::
 
@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from tlsearch.model import native
-from tlsearch.model.chunk_workers import reduce_in_order, split_map
+from tlsearch.model.kernels import native
+from tlsearch.model.kernels.chunk_workers import reduce_in_order, split_map
 
 #: Elements of one (rows, features) chunk workspace on CPU: 2**21 floats = 8 MB, i.e.
 #: 8192 rows of 256 features, so the few chunk-sized tensors a chunk's passes touch stay in a
@@ -112,7 +112,7 @@ def split_plan(total: int, max_rows: int, small: bool, device: torch.device) -> 
     """``(workers, rows per chunk)`` for a chunk loop over ``total`` rows.
 
     Large row sets on a multi-threaded CPU split their chunk loops over
-    ``torch.get_num_threads()`` chunk workers (:mod:`~tlsearch.model.chunk_workers`), in chunks
+    ``torch.get_num_threads()`` chunk workers (:mod:`~.chunk_workers`), in chunks
     of at most ``max_rows`` rows and the same number of chunks per worker; otherwise one worker
     walks chunks of ``max_rows`` rows with every op on all threads.
     """
