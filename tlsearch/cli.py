@@ -65,6 +65,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "embedding_features": args.embedding,
         "alignn_layers": args.alignn_layers,
         "gcn_layers": args.gcn_layers,
+        "kernel": args.kernel,
     }
     out: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
     train = {k: v for k, v in train.items() if v is not None}
@@ -127,6 +128,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.out,
         args.batch_size,
         device=args.device or "auto",
+        kernel=args.kernel or "auto",
         cache_dir=cache_dir,
         target=args.target,
         data_home=args.data_home,
@@ -167,7 +169,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             log_every=5,
         ),
         model=ALIGNNConfig(
-            alignn_layers=1, gcn_layers=1, hidden_features=32, embedding_features=32
+            alignn_layers=1,
+            gcn_layers=1,
+            hidden_features=32,
+            embedding_features=32,
+            kernel=args.kernel or "auto",
         ),
     )
     with log_to_file(args.out / "train.log"):

@@ -40,6 +40,12 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument(
+        "--kernel",
+        choices=["auto", "reference", "fused"],
+        help="how the model's layers compute (default auto: the fused CPU kernels on a CPU, "
+        "the reference equations elsewhere)",
+    )
+    p.add_argument(
         "--cache-dir",
         type=Path,
         metavar="DIR",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tlsearch.model.config import Kernel
 from tlsearch.structures.objects import Errors, records_from_objects
 from tlsearch.structures.records import LoadResult
 from tlsearch.training.checkpoint import ModelBundle, load_model
@@ -160,11 +161,18 @@ class Predictor:
                 )
 
     @classmethod
-    def load(cls, model_path: Path | str | Sequence[Path | str], device: str = "auto") -> Predictor:
-        """Load ``model_path`` (see :func:`model_files`) on ``device`` (auto, cpu, cuda)."""
+    def load(
+        cls,
+        model_path: Path | str | Sequence[Path | str],
+        device: str = "auto",
+        kernel: Kernel = "auto",
+    ) -> Predictor:
+        """Load ``model_path`` (see :func:`model_files`) on ``device`` (auto, cpu, cuda), its
+        layers running ``kernel`` (:mod:`tlsearch.model.kernels.choice`)."""
         torch_device = select_device(device)
         files = model_files(model_path)
-        return cls(files, [load_model(path, torch_device) for path in files], torch_device)
+        members = [load_model(path, torch_device, kernel) for path in files]
+        return cls(files, members, torch_device)
 
     @property
     def target_names(self) -> list[str]:
@@ -291,6 +299,7 @@ def predict(
     batch_size: int = 64,
     *,
     device: str = "auto",
+    kernel: Kernel = "auto",
     cache_dir: Path | None = None,
     target: str | None = None,
     data_home: Path | None = None,
@@ -305,6 +314,7 @@ def predict(
         out_csv: output CSV path (its folder is created).
         batch_size: structures per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
+        kernel: ``auto``, ``reference`` or ``fused`` (:mod:`tlsearch.model.kernels.choice`).
         cache_dir: graph cache folder (``None``: in memory).
         target: property to read from the data for the ``target`` column (loader default if None).
         data_home: where named datasets are looked up.
@@ -314,7 +324,7 @@ def predict(
         ``{"out", "n", "n_models", "n_rejected", "rejected", "metrics"}``; ``metrics`` is None
         without targets.
     """
-    predictor = Predictor.load(model_path, device)
+    predictor = Predictor.load(model_path, device, kernel)
     result = predictor.run(
         data_spec, batch_size=batch_size, cache_dir=cache_dir, target=target,
         data_home=data_home, progress=progress,
