@@ -82,7 +82,7 @@ def test_the_checks_the_issue_asks_for_are_wired():
     assert (
         set(gpu.CHECK_FUNCTIONS)
         == set(gpu.CHECKS)
-        == {"train", "memory", "ddp", "packing", "precision"}
+        == {"parity", "train", "memory", "ddp", "packing", "precision"}
     )
 
 
@@ -155,9 +155,11 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
         return report
 
     monkeypatch.setattr(packing, "run_packing", fake_packing)
+    _parity_on_cpu(monkeypatch)
     results = gpu.run_checks(gpu.CHECKS, _args())
-    assert [r.status for r in results] == ["ok"] * 5, [r.result for r in results]
-    train_row, memory, ddp_row, packed, precision = results
+    assert [r.status for r in results] == ["ok"] * 6, [r.result for r in results]
+    parity, train_row, memory, ddp_row, packed, precision = results
+    assert parity.result.startswith("train float32 on cpu: ")
     assert "tf32 1400 structures/s (2.00x), test MAE 0.02" in precision.result
     assert "bf16 2100 structures/s (3.00x)" in precision.result
     assert calls["bf16"].train["device"] == "cuda" and calls["fp32"].kind == "scratch"
@@ -173,3 +175,26 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: 40 * gpu.GIB)
     (over,) = gpu.run_checks(["memory"], _args())
     assert over.status == "FAILED"  # more than a gpu: 0.25 trial's share
+
+
+def _parity_on_cpu(monkeypatch) -> None:
+    """The parity check runs on this CPU where it would use CUDA."""
+    from tlsearch.model import kernel_parity
+
+    real = kernel_parity.kernel_parity
+    monkeypatch.setattr(
+        kernel_parity, "kernel_parity", lambda device, training: real("cpu", training)
+    )
+
+
+def test_the_parity_row_passes_when_fused_and_reference_agree_and_fails_when_not(monkeypatch):
+    """Run here on the CPU in place of CUDA; a fused kernel that computes something else (a
+    gate epsilon 10x larger) makes the row FAILED."""
+    from tlsearch.model.kernels import edge_gated
+
+    _parity_on_cpu(monkeypatch)
+    row = gpu.check_parity(argparse.Namespace())
+    assert row.status == "ok" and set(row.numbers) == {"train", "eval"}
+    assert row.result.startswith("train float32 on cpu: ") and "; eval float32" in row.result
+    monkeypatch.setattr(edge_gated, "GATE_EPS", 1e-1)
+    assert gpu.check_parity(argparse.Namespace()).status == "FAILED"

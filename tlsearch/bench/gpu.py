@@ -4,6 +4,11 @@ Runs unattended on a GPU node; on a node without a usable CUDA GPU it prints one
 why and exits 2 (nothing else runs). The checks, each recorded ``ok``, ``FAILED`` (its error)
 or ``skipped`` (why), so one failing check does not hide the others:
 
+0. ``parity``: the fused kernels against the reference equations on CUDA
+   (:func:`tlsearch.model.kernel_parity.kernel_parity`: outputs, every parameter's gradient
+   and the running moments of a small ALIGNN, training and eval mode), the check that
+   ``kernel: auto`` waits for before it runs the fused kernels on CUDA
+   (:mod:`tlsearch.model.kernels.choice`);
 1. ``train``: CUDA training throughput of the paper's model (4+4 layers, 256 wide), tlsearch vs
    alignn's pure-PyTorch ``ALIGNNAtomWisePure`` on the same batches
    (:func:`tlsearch.bench.train.bench_train`), at each ``--batch-sizes``;
@@ -38,7 +43,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-CHECKS = ("train", "memory", "ddp", "packing", "precision")
+CHECKS = ("parity", "train", "memory", "ddp", "packing", "precision")
 NO_GPU_EXIT = 2
 GIB = 1024**3
 PACKED_SHARE = 0.25
@@ -100,6 +105,17 @@ def _nccl_available() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_nccl_available()
+
+
+def check_parity(args: argparse.Namespace) -> CheckResult:
+    """Fused vs reference kernels on CUDA, training and eval mode (float32)."""
+    from tlsearch.model.kernel_parity import kernel_parity
+
+    results = [kernel_parity("cuda", training) for training in (True, False)]
+    numbers = {("train" if r.training else "eval"): asdict(r) for r in results}
+    status = "ok" if all(r.ok for r in results) else "FAILED"
+    text = "; ".join(r.describe() for r in results)
+    return CheckResult("parity (fused vs reference kernels)", status, text, numbers=numbers)
 
 
 def check_train(args: argparse.Namespace) -> CheckResult:
@@ -261,6 +277,7 @@ def check_precision(args: argparse.Namespace) -> CheckResult:
 
 
 CHECK_FUNCTIONS: dict[str, Callable[[argparse.Namespace], CheckResult]] = {
+    "parity": check_parity,
     "train": check_train,
     "memory": check_memory,
     "ddp": check_ddp,
@@ -311,7 +328,8 @@ def exit_status(results: Sequence[CheckResult]) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tlsearch bench gpu",
-        description="The GPU check: CUDA training throughput vs alignn, peak memory of a "
+        description="The GPU check: fused vs reference kernels on CUDA, CUDA training "
+        "throughput vs alignn, peak memory of a "
         "gpu: 0.25 trial, the DDP path on NCCL, 4 trials at gpu 0.25 vs one at gpu 1, "
         "fp32/tf32/bf16 on DC; one table. Exits 2 with one line on a node without a usable "
         "CUDA GPU.",
