@@ -36,9 +36,8 @@ from tlsearch.model.kernels.chunk_workers import reduce_in_order, split_map
 #: 8192 rows of 256 features, so the few chunk-sized tensors a chunk's passes touch stay in a
 #: 32 MB L3 cache. Every op is an OpenMP region ending in a barrier, so much smaller chunks
 #: lose when other processes compete for the cores (each barrier waits for a descheduled
-#: thread). Measured on 2 loaded cores, training steps of the paper's model on 16-structure
-#: batches (interleaved A/B): DC (~25k bond pairs) 8192 rows ~9% faster than 16384 (4096:
-#: ~5% faster, 2048 and 32768 slower); BG (~90k) unchanged. On GPUs the whole set is one chunk.
+#: thread). Chosen by ``tlsearch bench kernels`` (measurements: bench/README.md). On GPUs the
+#: whole set is one chunk.
 CHUNK_ELEMENTS = 1 << 21
 
 #: Row sets of at most this many elements (4096 rows of 256 features) run their elementwise and
@@ -46,8 +45,7 @@ CHUNK_ELEMENTS = 1 << 21
 SERIAL_ELEMENTS = 1 << 20
 
 #: Chunk loops over large row sets may run on chunk workers (:func:`split_plan`); False keeps
-#: every op of a loop on all threads in turn. Measured on 2 cores (paper model, interleaved
-#: bench, A/B on the same code): training steps 5-12% faster on DC and BG batches.
+#: every op of a loop on all threads in turn (measurements: bench/README.md).
 PARALLEL = True
 
 _silu_backward = torch.ops.aten.silu_backward.grad_input  # g * silu'(z), into grad_input
@@ -58,10 +56,10 @@ class OneThread:
     :meth:`all_threads` gives a block (a matmul) the caller's thread count back.
 
     Why: shared machines run with ``OMP_WAIT_POLICY=PASSIVE``, so OpenMP workers sleep between
-    parallel regions and every region pays a wake-up of ~0.1 ms. On small graphs (a bond graph's
-    ~2k edges, its ~150 atoms) that is most of an elementwise op's time: ``mul_`` + ``sum`` on a
-    (1800, 256) tensor took 0.27 ms on 2 threads, 0.10 ms on 1 (setting the count costs
-    ~0.2 us). Matmuls keep the threads: (1800, 256) @ (256, 256) takes 1.8 ms on 2, 3.2 ms on 1.
+    parallel regions and every region pays a wake-up. On small graphs (a bond graph's ~2k
+    edges, its ~150 atoms) that is most of an elementwise op's time, while setting the thread
+    count costs next to nothing; matmuls keep the threads, where they still gain (measurements:
+    bench/README.md).
     """
 
     def __init__(self, active: bool) -> None:

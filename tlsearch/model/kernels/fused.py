@@ -46,7 +46,7 @@ def edge_gated_forward(
     conv: EdgeGatedGraphConv, edge_index: Tensor | EdgeIndex, x: Tensor, y: Tensor, edges_out: bool
 ) -> tuple[Tensor, Tensor | None]:
     """``conv(edge_index, x, y, edges_out)`` through the kernel of :mod:`.edge_gated`."""
-    # a 1 MB concatenation: one OpenMP wake-up on several threads costs more than it on one
+    # a 1 MB concatenation: on one thread it skips an OpenMP wake-up that costs more than it
     with OneThread(x.device.type == "cpu"):
         weight, bias = _node_weight(conv), _node_bias(conv)
     node_proj = F.linear(x, weight, bias)  # [A | C | B | U x]

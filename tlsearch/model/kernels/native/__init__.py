@@ -44,8 +44,8 @@ MATH_FLAGS = ["-fno-trapping-math", "-fno-math-errno", "-ffinite-math-only", "-f
 
 def flag_sets() -> list[list[str]]:
     """Compiler flags tried in turn until one builds: this CPU's instructions (on x86 with
-    512-bit vectors where it has them: the loops measured 5-25% faster than at gcc's default
-    256 bits on an AVX-512 Xeon), then portable code when the compiler knows no ``-march``.
+    512-bit vectors where it has them: faster than gcc's default 256 bits on an AVX-512 Xeon,
+    bench/README.md), then portable code when the compiler knows no ``-march``.
     ``$TLSEARCH_NATIVE_ARCH`` replaces ``native`` (e.g. ``haswell``: AVX2, as on an AVX2-only
     CPU; ``tlsearch bench kernels`` uses it)."""
     arch = f"-march={os.environ.get('TLSEARCH_NATIVE_ARCH') or 'native'}"
