@@ -166,6 +166,10 @@ def test_api_cli_and_saved_models_carry_the_kernel(tmp_path, fused_calls):
     assert {layer.kernel for layer in _layers(model)} == {"auto"}
     model, _ = load_model(run.model_path, kernel="reference")
     assert {layer.kernel for layer in _layers(model)} == {"reference"}
+    # fine-tuning from that file trains with the fine-tuning run's kernel, not the file's
+    tlsearch.finetune("generated:24:6", tmp_path / "ft", pretrained=run.out,
+                      model={"kernel": "reference"}, **common)  # fmt: skip
+    assert fused_calls == []
 
     argv = ["train", "--data", "generated:24:5", "--out", str(tmp_path / "cli"), "--epochs",
             "1", "--batch-size", "8", "--hidden", "8", "--embedding", "8", "--alignn-layers",
