@@ -5,6 +5,7 @@ does not hide the others and makes the exit status 1."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,26 @@ def test_the_script_exits_2_on_this_cpu_node():
     assert done.returncode == 2, done.stderr
     assert done.stdout.startswith("tlsearch bench gpu: ")
     assert "run the GPU check on a GPU node" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU node runs the check itself")
+def test_without_a_venv_the_script_runs_the_model_core_with_python3(tmp_path):
+    """A lent GPU machine: no .venv, no $PYTHON, a python3 with torch on PATH: the script runs
+    the GPU check with it and says what it lacks (here a CPU torch: one line, exit 2)."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "gpu_check.sh", repo / "scripts")
+    (repo / "tlsearch").symlink_to(REPO / "tlsearch")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    script, env = str(repo / "scripts" / "gpu_check.sh"), {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", script], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "no venv here" in done.stderr and "ddp and packing need Ray" in done.stderr
+    assert "no .gpu_deps/" in done.stderr
+    assert done.stdout.startswith("tlsearch bench gpu: ")
 
 
 def test_every_check_gets_a_row_and_a_failure_sets_the_exit_status():
@@ -198,3 +219,13 @@ def test_the_parity_row_passes_when_fused_and_reference_agree_and_fails_when_not
     assert row.result.startswith("train float32 on cpu: ") and "; eval float32" in row.result
     monkeypatch.setattr(edge_gated, "GATE_EPS", 1e-1)
     assert gpu.check_parity(argparse.Namespace()).status == "FAILED"
+
+
+def test_without_ray_its_checks_are_skipped_naming_why(monkeypatch, capsys, no_ray_start):
+    """A lent GPU machine has torch and the model core, not Ray: ddp and packing say so."""
+    monkeypatch.setattr(gpu, "cuda_refusal", lambda: None)
+    monkeypatch.setattr(gpu, "device_line", lambda: "GPU check on 1 x H200")
+    monkeypatch.setattr(gpu, "_ray_missing", lambda: "no module named 'ray'")
+    assert gpu.main(["--only", "ddp", "packing"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" skipped ") == 2 and out.count("Ray is not installed here") == 2
