@@ -1,5 +1,9 @@
 """ALIGNN in plain PyTorch (no DGL), weight-compatible with the ``alignn`` package.
 
+:mod:`.layers` holds the equations (the ``reference`` kernel), :mod:`.kernels` the fused CPU
+kernels that compute them faster on a CPU; the model setting ``kernel`` (:class:`ALIGNNConfig`)
+chooses per device, and :mod:`.kernel_parity` checks that the two agree.
+
 Importing the package is cheap (no torch): the names below load their module on first use, so
 configs (:mod:`.config`) validate in processes that never build a model (the search driver).
 """
