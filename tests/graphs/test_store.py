@@ -171,3 +171,33 @@ def test_an_entry_without_checksums_is_checked_for_what_training_needs(
     corrupt(entry)
     with pytest.raises(CorruptEntryError, match=named):
         verify_entry(entry, len(tiny_records), graphs.CACHE_FORMAT, len(cgcnn_table()))
+
+
+def test_atoms_closer_than_the_minimum_are_rejected_by_id_and_reason(tiny_records):
+    base = tiny_records[0]
+    doubled = dataclasses.replace(
+        base,
+        id="doubled",
+        frac_coords=np.vstack([base.frac_coords, base.frac_coords[:1] + 1e-4]),
+        species=(*base.species, base.species[0]),
+    )
+    store = build_graph_store([doubled, *tiny_records], progress=False)
+    assert store.ids == [r.id for r in tiny_records]
+    (rejection,) = store.rejected
+    assert rejection.id == "doubled"
+    assert (
+        "atoms 0 and 2 are 0.00" in rejection.reason
+        and "A apart (closer than 0.5 A" in rejection.reason
+    )
+
+
+def test_an_old_entry_with_a_zero_length_bond_is_rebuilt(tiny_records, tmp_path):
+    _, entry = _entry(tiny_records, tmp_path)
+    meta = json.loads((entry / "meta.json").read_text())
+    del meta["checksums"]
+    (entry / "meta.json").write_text(json.dumps(meta))
+    vectors = np.fromfile(entry / "vectors.f32", dtype=np.float32)
+    vectors[:3] = 0.0
+    vectors.tofile(entry / "vectors.f32")
+    with pytest.raises(CorruptEntryError, match="bonds shorter than 0.5 A"):
+        verify_entry(entry, len(tiny_records), graphs.CACHE_FORMAT, len(cgcnn_table()), 0.5)

@@ -38,6 +38,7 @@ from tlsearch.graphs.batch import GraphBatch
 from tlsearch.graphs.build import build_many
 from tlsearch.graphs.features import cgcnn_table
 from tlsearch.graphs.linegraph import bond_cosines, line_graph
+from tlsearch.graphs.neighbors import MIN_ATOM_DISTANCE
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.graphs.verify import (
     ARRAY_FILES,
@@ -222,7 +223,7 @@ def _usable(entry: Path, num_structures: int) -> bool:
     if _VERIFIED.get(str(entry)) == fingerprint:
         return True
     try:
-        verify_entry(entry, num_structures, CACHE_FORMAT, len(cgcnn_table()))
+        verify_entry(entry, num_structures, CACHE_FORMAT, len(cgcnn_table()), MIN_ATOM_DISTANCE)
     except CorruptEntryError as exc:
         aside = entry.parent / f"_bad-{entry.name}-{uuid.uuid4().hex[:8]}"
         logger.warning("graph cache entry is corrupt, rebuilding it: %s", exc)

@@ -65,7 +65,9 @@ def read_meta(entry: Path) -> dict[str, Any]:
     return meta
 
 
-def verify_entry(entry: Path, num_structures: int, cache_format: int, n_species: int) -> dict:
+def verify_entry(
+    entry: Path, num_structures: int, cache_format: int, n_species: int, min_bond: float = 0.0
+) -> dict:
     """Check the entry at ``entry`` for ``num_structures`` input structures; returns its meta.
 
     Args:
@@ -74,6 +76,7 @@ def verify_entry(entry: Path, num_structures: int, cache_format: int, n_species:
             for that key must have been built from as many).
         cache_format: the format this code writes.
         n_species: rows of the atom feature table (atomic numbers must index it).
+        min_bond: shortest bond a build accepts (Angstrom).
 
     Raises:
         CorruptEntryError: the first problem found, naming the file.
@@ -103,7 +106,7 @@ def verify_entry(entry: Path, num_structures: int, cache_format: int, n_species:
                 raise CorruptEntryError(f"{file}: missing")
             if expected is None or file_checksum(file) != expected:
                 raise CorruptEntryError(f"{file}: checksum differs from the one its build wrote")
-    _check_arrays(entry, len(accepted), int(n_atoms), int(n_edges), n_species)
+    _check_arrays(entry, len(accepted), int(n_atoms), int(n_edges), n_species, min_bond)
     return meta
 
 
@@ -122,7 +125,9 @@ def _read(entry: Path, name: str, rows: int) -> np.ndarray:
     return mm.reshape(-1, columns) if columns > 1 else mm
 
 
-def _check_arrays(entry: Path, n: int, n_atoms: int, n_edges: int, n_species: int) -> None:
+def _check_arrays(
+    entry: Path, n: int, n_atoms: int, n_edges: int, n_species: int, min_bond: float
+) -> None:
     node_ptr = _read(entry, "node_ptr.i64", n + 1)
     edge_ptr = _read(entry, "edge_ptr.i64", n + 1)
     for name, ptr, total in (
@@ -158,4 +163,9 @@ def _check_arrays(entry: Path, n: int, n_atoms: int, n_edges: int, n_species: in
             raise CorruptEntryError(
                 f"{entry / 'vectors.f32'}: bond vectors that are not finite or longer than "
                 f"{MAX_BOND_LENGTH:g} A (structures {start}..{stop - 1})"
+            )
+        if np.any(lengths < min_bond):
+            raise CorruptEntryError(
+                f"{entry / 'vectors.f32'}: bonds shorter than {min_bond} A (structures "
+                f"{start}..{stop - 1}; built before such structures were rejected)"
             )
