@@ -21,9 +21,16 @@ family. A block holds modules, not single tensors: a parameter belongs to the bl
 is a dotted prefix of the parameter's name.
 
 A family describes itself: :meth:`Backbone.describe` returns its constructor arguments as
-JSON-safe data with ``kind`` = the family name, and :meth:`Backbone.from_description` rebuilds a
-freshly initialised module from it (matgl's ``save_args``), so a ``model.pt`` rebuilds itself
-through the registry. :meth:`Backbone.from_pretrained` reads the family's own checkpoints.
+JSON-safe data (``config``) with ``kind`` = the family name, and
+:meth:`Backbone.from_description` rebuilds a freshly initialised module from it (matgl's
+``save_args``), so a ``model.pt`` rebuilds itself through the registry.
+:meth:`Backbone.from_pretrained` reads the family's own checkpoints.
+
+Still ALIGNN-only (the next family's work): a run's ``model`` settings are
+:class:`~tlsearch.model.config.ALIGNNConfig`; training data are ALIGNN graphs
+(:mod:`tlsearch.training.data` builds the graph store itself, not through
+:meth:`Backbone.input_store`); fine-tuning copies the PT model's ALIGNN widths into the run;
+multi-property pre-training (:mod:`tlsearch.model.multi_property`) builds an ALIGNN trunk.
 """
 
 from __future__ import annotations
@@ -107,7 +114,9 @@ class Backbone(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """JSON-safe constructor arguments, with ``kind`` = :attr:`family`."""
+        """``{"kind": family, "config": {constructor arguments}}``, JSON-safe; the width of the
+        head's output is ``config["output_features"]`` when the constructor takes it (the
+        frozen-trunk cache key hashes ``config`` without it)."""
         ...
 
     @classmethod

@@ -9,7 +9,7 @@ eval mode (fixed running statistics), ALIGNN has no dropout, and message passing
 structures, so the pooled features of a structure do not depend on the batch it is in. They are
 computed once per (PT trunk, dataset) and only ``model.head`` trains:
 
-- the cut is after pooling, so one (hidden,) float32 row per structure is cached, and a batch
+- the cut is after pooling, so one (width,) float32 row per structure is cached, and a batch
   of features is a gather of rows; :class:`FeatureStore` stands in for the graph store in the
   same :class:`~tlsearch.training.loop.GraphLoader`, so the batches (order, sizes, merged last
   batch) are those of the graph path and the head's BatchNorm sees the same batch statistics;
@@ -19,7 +19,7 @@ computed once per (PT trunk, dataset) and only ``model.head`` trains:
   which ``tlsearch predict`` loads unchanged; validation and test predictions run the head on
   cached features too (:class:`FrozenTrunkForm`);
 - the cache (:class:`FeatureCache`): ``<cache_dir>/frozen_trunk/<key>.npz`` holding
-  ``features`` (n, hidden) and ``done`` (n,) for the graph store's n structures, rows computed
+  ``features`` (n, width) and ``done`` (n,) for the graph store's n structures, rows computed
   on demand (an FT sample computes only its own structures); ``key`` hashes the trunk's weights
   and buffers (everything before the cut: so it changes with the PT checkpoint's content, not
   with a new head), the graph cache key (the structures and graph settings), the device type
@@ -96,10 +96,10 @@ def inexact_reason(model: nn.Module) -> str | None:
     """Why training ``model``'s head on cached trunk features would differ from training
     ``model``; None when it is exact.
 
-    Exact when the model is a :class:`~tlsearch.model.backbone.Backbone` or a
-    :class:`HeadedBackbone` on one (their ``features``/``head`` split is the interface's), no
-    trunk parameter (ALIGNN: layers 1-6) trains, frozen modules run
-    with fixed batch-norm statistics (``freeze_batchnorm_stats=True``), every trunk batch norm
+    Exact when the model is a registered backbone family's own class, bare or under a
+    :class:`HeadedBackbone` (the ``features``/``head`` split is the interface's; a subclass
+    might move it), no trunk parameter (ALIGNN: layers 1-6) trains, frozen modules run with
+    fixed batch-norm statistics (``freeze_batchnorm_stats=True``), every trunk batch norm
     tracks running statistics, no dropout is active anywhere (the head's would draw other
     random numbers), and every parameter-less trunk module is one known not to depend on
     training mode (a module with parameters, all frozen, runs in eval mode on both paths).
@@ -193,7 +193,7 @@ class FeatureStore:
     """Cached features aligned with a graph store; ``collate`` gathers rows into a batch.
 
     Args:
-        features: (len(store), hidden) float32; only rows of structures in use need be filled.
+        features: (len(store), width) float32; only rows of structures in use need be filled.
         store: the graph store the rows belong to (ids, atom counts).
     """
 
@@ -267,7 +267,7 @@ def compute_features(
 
 @dataclass
 class Filled:
-    """Rows of one dataset's features: the (n, hidden) array, a done mask, and counts."""
+    """Rows of one dataset's features: the (n, width) array, a done mask, and counts."""
 
     features: np.ndarray
     done: np.ndarray
