@@ -171,7 +171,9 @@ def unwrap_trunk(model: nn.Module) -> Backbone:
     Raises:
         TypeError: when neither is a :class:`Backbone`.
     """
-    trunk = getattr(model, "trunk", model)
+    if isinstance(model, Backbone):
+        return model
+    trunk = getattr(model, "trunk", None)
     if not isinstance(trunk, Backbone):
         raise TypeError(f"{type(model).__name__} has no backbone (no Backbone trunk)")
     return trunk

@@ -132,7 +132,7 @@ def inexact_reason(model: nn.Module) -> str | None:
 def _known_split(model: nn.Module) -> bool:
     """A registered family's own class (exact type: a subclass may change the split), bare or
     under a :class:`HeadedBackbone`."""
-    trunk = model.trunk if type(model) is HeadedBackbone else model
+    trunk = model.trunk if type(model) is HeadedBackbone else model  # the backbone itself
     if not isinstance(trunk, Backbone) or trunk.family not in FAMILIES:
         return False
     return type(trunk) is family(trunk.family)

@@ -54,7 +54,7 @@ def _trunk_local(model: nn.Module, name: str) -> str | None:
     """``name`` relative to ``model``'s backbone; None when it lies outside the backbone."""
     if unwrap_trunk(model) is model:
         return name
-    return name.removeprefix("trunk.") if name.startswith("trunk.") else None
+    return name.removeprefix("trunk.") if name.startswith("trunk.") else None  # model.trunk
 
 
 def layer_number(model: nn.Module, name: str) -> int:
