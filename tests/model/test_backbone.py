@@ -93,7 +93,7 @@ class CompositionMLP(nn.Module):
         return [(f"blocks.{i}", block) for i, block in enumerate(self.blocks)]
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.family, "config": dict(self.args)}
+        return {"kind": self.family, "version": self.family_version, "config": dict(self.args)}
 
     @classmethod
     def from_description(cls, description: dict[str, Any]) -> CompositionMLP:
@@ -253,6 +253,12 @@ def test_alignn_trunk_blocks_are_everything_but_the_head() -> None:
     trunk = {name for name, _ in trunk_parameters(model)}
     assert {name for name, _ in model.named_parameters()} - trunk == {"fc.weight", "fc.bias"}
     assert [name for name, _ in model.trunk_blocks()][-1] == "readout"
+
+
+def test_a_description_of_another_version_loads_with_a_warning(toy_family, caplog) -> None:
+    description = _toy().describe() | {"version": "older"}
+    assert type(registry.from_description(description)) is toy_family
+    assert "version older" in caplog.text
 
 
 def test_unknown_kinds_and_old_descriptions(tmp_path) -> None:

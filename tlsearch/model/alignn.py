@@ -158,8 +158,9 @@ class ALIGNN(nn.Module):
         return [(name, getattr(self, name)) for name in names]
 
     def describe(self) -> dict[str, Any]:
-        """``kind`` (``alignn``) and ``config`` (the :class:`ALIGNNConfig`, JSON-safe)."""
-        return {"kind": self.family, "config": self.config.model_dump(mode="json")}
+        """``kind`` (``alignn``), ``version`` and ``config`` (the :class:`ALIGNNConfig`)."""
+        config = self.config.model_dump(mode="json")
+        return {"kind": self.family, "version": self.family_version, "config": config}
 
     @classmethod
     def from_description(cls, description: dict[str, Any]) -> ALIGNN:

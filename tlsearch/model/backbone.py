@@ -76,7 +76,8 @@ class Backbone(Protocol):
 
     Attributes:
         family: the registry name (``alignn``); also ``describe()["kind"]``.
-        family_version: the version of the family's architecture code (recorded with results).
+        family_version: the version of the family's architecture code; a saved description of
+            another version loads with a warning (:func:`tlsearch.model.registry.from_description`).
     """
 
     family: ClassVar[str]
@@ -114,7 +115,8 @@ class Backbone(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """``{"kind": family, "config": {constructor arguments}}``, JSON-safe; the width of the
+        """``{"kind": family, "version": family_version, "config": {constructor arguments}}``,
+        JSON-safe; the width of the
         head's output is ``config["output_features"]`` when the constructor takes it (the
         frozen-trunk cache key hashes ``config`` without it)."""
         ...

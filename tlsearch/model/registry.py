@@ -14,11 +14,14 @@ module and one line in :data:`FAMILIES`.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from torch import nn
 
 from tlsearch.model.backbone import Backbone
+
+logger = logging.getLogger(__name__)
 
 #: Backbone family name -> ``"module:Class"``.
 FAMILIES: dict[str, str] = {
@@ -60,6 +63,13 @@ def from_description(description: dict[str, Any]) -> nn.Module:
     if kind in MODELS:
         return _resolve(MODELS[kind]).from_description(description)
     if kind in FAMILIES:
-        return family(kind).from_description(description)
+        cls = family(kind)
+        version = description.get("version")
+        if version is not None and version != cls.family_version:
+            logger.warning(
+                "model description of %s version %s, built with version %s: check its outputs",
+                kind, version, cls.family_version,
+            )  # fmt: skip
+        return cls.from_description(description)
     known = ", ".join(sorted([*MODELS, *FAMILIES]))
     raise ValueError(f"unknown model kind {kind!r} (known: {known})")
