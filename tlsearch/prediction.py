@@ -197,6 +197,7 @@ class Predictor:
         data_home: Path | str | None = None,
         errors: Errors = "raise",
         progress: bool = False,
+        allow_pickle: bool = False,
     ) -> pd.DataFrame:
         """Predict ``data``; returns :meth:`Predictions.frame` (``id, mean, std[, target]``).
 
@@ -213,10 +214,12 @@ class Predictor:
                 naming its position, id and reason; ``"skip"``: left out. Data specs always
                 skip them, as every loader (the frame's ``attrs["rejected"]`` lists them).
             progress: progress bars while building graphs.
+            allow_pickle: read a data spec that is a pickled table (``.pkl``): a pickle runs
+                the code it holds when read, so only for files you trust.
         """
         return self.run(
             data, ids=ids, batch_size=batch_size, cache_dir=cache_dir, target=target,
-            data_home=data_home, errors=errors, progress=progress,
+            data_home=data_home, errors=errors, progress=progress, allow_pickle=allow_pickle,
         ).frame()  # fmt: skip
 
     def run(
@@ -230,9 +233,12 @@ class Predictor:
         data_home: Path | str | None = None,
         errors: Errors = "raise",
         progress: bool = False,
+        allow_pickle: bool = False,
     ) -> Predictions:
         """:meth:`predict` as arrays (:class:`Predictions`)."""
-        prepared = self.prepare(data, ids, cache_dir, target, data_home, errors, progress)
+        prepared = self.prepare(
+            data, ids, cache_dir, target, data_home, errors, progress, allow_pickle
+        )
         bundle = self.members[0][1]
         targets = prepared.targets
         targets_norm = None if targets is None else bundle.scaler.transform(targets)
@@ -264,6 +270,7 @@ class Predictor:
         data_home: Path | str | None = None,
         errors: Errors = "raise",
         progress: bool = False,
+        allow_pickle: bool = False,
     ) -> PreparedData:
         """``data`` with its graphs, built with the models' graph settings."""
         bundle = self.members[0][1]
@@ -285,6 +292,7 @@ class Predictor:
             role="prediction",
             progress=progress,
             loaded=loaded,
+            allow_pickle=allow_pickle,
         )
         if in_memory and errors == "raise" and prepared.store.rejected:
             first = prepared.store.rejected[0]
@@ -304,6 +312,7 @@ def predict(
     target: str | None = None,
     data_home: Path | None = None,
     progress: bool = True,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Predict every structure of ``data_spec`` and write ``out_csv`` (``tlsearch predict``).
 
@@ -319,6 +328,8 @@ def predict(
         target: property to read from the data for the ``target`` column (loader default if None).
         data_home: where named datasets are looked up.
         progress: show progress bars while building graphs.
+        allow_pickle: read ``data_spec`` when it is a pickled table (``--allow-pickle``): a
+            pickle runs the code it holds when read, so only for files you trust.
 
     Returns:
         ``{"out", "n", "n_models", "n_rejected", "rejected", "metrics"}``; ``metrics`` is None
@@ -327,7 +338,7 @@ def predict(
     predictor = Predictor.load(model_path, device, kernel)
     result = predictor.run(
         data_spec, batch_size=batch_size, cache_dir=cache_dir, target=target,
-        data_home=data_home, progress=progress,
+        data_home=data_home, progress=progress, allow_pickle=allow_pickle,
     )  # fmt: skip
     out = result.write_csv(out_csv)
     metrics = result.metrics()

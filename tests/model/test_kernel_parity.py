@@ -96,6 +96,8 @@ def test_set_kernel_changes_a_built_model_and_its_config(fused_calls):
     assert fused_calls == []
     with pytest.raises(ValueError, match="unknown kernel 'fast'"):
         set_kernel(model, "fast")
+    # what a model file records of it (its architecture) holds no kernel
+    assert "kernel" not in model.describe()["config"]
 
 
 def test_an_unknown_kernel_is_refused_by_the_config():

@@ -9,19 +9,28 @@ checkpoint trained by alignn with the same :class:`ALIGNNConfig` (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from tlsearch.model.config import ALIGNNConfig, Kernel
+from tlsearch.graphs.store import build_graph_store
+from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig, Kernel
+from tlsearch.model.interop import infer_config, load_alignn_state_dict, read_alignn_state_dict
 from tlsearch.model.kernels.choice import check_kernel
 from tlsearch.model.kernels.edge_gated import EdgeIndex
 from tlsearch.model.layers import ALIGNNConv, EdgeGatedGraphConv, MLPLayer, RBFExpansion
 from tlsearch.model.pooling import AvgPooling
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
     from tlsearch.graphs.batch import GraphBatch
+    from tlsearch.graphs.settings import GraphSettings
+    from tlsearch.graphs.store import GraphStore
+    from tlsearch.structures.records import StructureRecord
 
 #: Bond lengths are expanded on [0, 8] Angstrom, angle cosines on [-1, 1] (as alignn).
 BOND_RANGE = (0.0, 8.0)
@@ -103,6 +112,94 @@ class ALIGNN(nn.Module):
     def forward(self, batch: GraphBatch) -> Tensor:
         """Predictions (B, output_features); unlike alignn, never squeezed."""
         return self.head(self.embed(batch))
+
+    # --- the backbone interface (tlsearch.model.backbone) -------------------------------------
+
+    #: Registry name (:data:`tlsearch.model.registry.FAMILIES`) and ``describe()["kind"]``.
+    family: ClassVar[str] = "alignn"
+    #: Bump when the module tree or what it computes changes (alignn-compatible keys: 2023).
+    family_version: ClassVar[str] = "alignn-2023"
+
+    @property
+    def feature_width(self) -> int:
+        """Width of the pooled features: ``hidden_features``."""
+        return self.config.hidden_features
+
+    @property
+    def output_features(self) -> int:
+        """Width of the head's output: ``config.output_features``."""
+        return self.config.output_features
+
+    def features(self, batch: GraphBatch) -> Tensor:
+        """Pooled graph features (B, hidden_features): :meth:`embed`."""
+        return self.embed(batch)
+
+    def layer_features(self, batch: GraphBatch) -> list[Tensor]:
+        """Pooled atom features after every ALIGNN and GCN layer, in order, each (B, hidden).
+
+        The last one is :meth:`features`; with no layer at all, the pooled atom embedding.
+        """
+        pooled: list[Tensor] = []
+
+        def keep(module: nn.Module, args: tuple, output: tuple) -> None:
+            pooled.append(self.readout(output[0], batch.node_graph, batch.num_graphs))
+
+        layers = [*self.alignn_layers, *self.gcn_layers]
+        handles = [layer.register_forward_hook(keep) for layer in layers]
+        try:
+            last = self.embed(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return pooled if pooled else [last]
+
+    def replace_head(self, output_features: int) -> nn.Module:
+        """A freshly initialised ``fc`` of ``output_features`` outputs (config updated)."""
+        self.fc = nn.Linear(self.config.hidden_features, output_features)
+        self.config = self.config.model_copy(update={"output_features": output_features})
+        return self.fc
+
+    def trunk_blocks(self) -> list[tuple[str, nn.Module]]:
+        """The paper's layers 1-6 (Fig. 1a): embeddings, ALIGNN layers, GCN layers, readout."""
+        names = ("atom_embedding", "edge_embedding", "angle_embedding", "alignn_layers",
+                 "gcn_layers", "readout")  # fmt: skip
+        return [(name, getattr(self, name)) for name in names]
+
+    def describe(self) -> dict[str, Any]:
+        """``kind`` (``alignn``), ``version`` and ``config`` (the :class:`ALIGNNConfig`)."""
+        config = self.config.model_dump(mode="json", exclude=EXECUTION_FIELDS)  # not the kernel
+        return {"kind": self.family, "version": self.family_version, "config": config}
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any]) -> ALIGNN:
+        """A freshly initialised ALIGNN of :meth:`describe`'s output.
+
+        Raises:
+            ValueError: not an ALIGNN description.
+        """
+        if description.get("kind") != cls.family or "config" not in description:
+            raise ValueError(f"not an ALIGNN description: {sorted(description)}")
+        return cls(ALIGNNConfig.model_validate(description["config"]))
+
+    @classmethod
+    def from_pretrained(cls, source: Mapping[str, object] | str | os.PathLike) -> ALIGNN:
+        """An alignn checkpoint (path, state_dict or ``{"model": state_dict}``) in eval mode;
+        the widths and depths are read off the weights (:mod:`tlsearch.model.interop`)."""
+        state = read_alignn_state_dict(source)
+        model = cls(infer_config(state))
+        load_alignn_state_dict(model, state)
+        return model.eval()
+
+    @classmethod
+    def input_store(
+        cls,
+        records: Sequence[StructureRecord],
+        settings: GraphSettings,
+        cache_dir: Path | None = None,
+        progress: bool = False,
+    ) -> GraphStore:
+        """The graph cache of ``records`` (:func:`tlsearch.graphs.store.build_graph_store`)."""
+        return build_graph_store(records, settings, cache_dir, progress)
 
 
 def set_kernel(model: nn.Module, kernel: Kernel) -> None:

@@ -6,9 +6,12 @@ The file is a plain dict (tensors, numbers, strings, lists, dicts), so it loads 
     format, format_version, tlsearch_version, state_dict, model_config, graph_settings,
     train_config, scaler, target_names, extra, architecture
 
-``architecture`` is None for a plain ALIGNN (whose ``state_dict`` is alignn's), else the
-``describe()`` of a transfer-learning model (new head layers, multi-property heads), which
-:func:`load_model` rebuilds through :func:`tlsearch.transfer.architectures.from_description`.
+``architecture`` is None for a plain ALIGNN (whose ``state_dict`` is alignn's, its widths in
+``model_config``), else the model's ``describe()``: a backbone of another family
+(:mod:`tlsearch.model.backbone`) or a model built on one (new head layers, multi-property
+heads), which :func:`load_model` rebuilds through the model registry
+(:func:`tlsearch.model.registry.from_description`, which also reads the descriptions written
+by earlier versions).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import tlsearch
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.model.alignn import ALIGNN, set_kernel
 from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig, Kernel
+from tlsearch.model.registry import from_description
 from tlsearch.training.config import TrainConfig
 from tlsearch.training.scaler import TargetScaler
 
@@ -59,7 +63,9 @@ def save_model(
 ) -> Path:
     """Write ``model.pt`` atomically (temporary file, then rename); returns the path."""
     path = Path(path)
-    architecture = model.describe() if hasattr(model, "describe") else None
+    # a plain ALIGNN keeps the format alignn and earlier versions read (its config is model_config)
+    describes = type(model) is not ALIGNN and hasattr(model, "describe")
+    architecture = model.describe() if describes else None
     if architecture is None and len(target_names) != model_config.output_features:
         raise ValueError(
             f"{len(target_names)} target names for a model with "
@@ -76,22 +82,13 @@ def save_model(
         "scaler": scaler.to_dict(),
         "target_names": list(target_names),
         "extra": dict(extra or {}),
-        "architecture": _without_execution_fields(architecture),
+        "architecture": architecture,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
-
-
-def _without_execution_fields(architecture: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A ``describe()`` output without the model's execution settings (the kernel): a file
-    keeps what the model computes; whoever loads it chooses how (:func:`model_from_bundle`)."""
-    if architecture is None or "base_config" not in architecture:
-        return architecture
-    base = {k: v for k, v in architecture["base_config"].items() if k not in EXECUTION_FIELDS}
-    return {**architecture, "base_config": base}
 
 
 def read_bundle(path: Path | str) -> tuple[dict[str, Any], ModelBundle]:
@@ -130,8 +127,8 @@ def bundle_from_payload(payload: Any, path: Path | str) -> tuple[dict[str, Any],
 def load_model(
     path: Path | str, device: torch.device | str = "cpu", kernel: Kernel = "auto"
 ) -> tuple[nn.Module, ModelBundle]:
-    """Rebuild the ALIGNN model of ``model.pt`` on ``device``, in eval mode, with its bundle;
-    its layers run ``kernel`` (:mod:`tlsearch.model.kernels.choice`; files keep none)."""
+    """Rebuild the model of ``model.pt`` on ``device``, in eval mode, with its bundle; its
+    layers run ``kernel`` (:mod:`tlsearch.model.kernels.choice`; files keep none)."""
     return model_from_bundle(*read_bundle(path), device=device, kernel=kernel)
 
 
@@ -144,9 +141,7 @@ def model_from_bundle(
     """The model of a read ``model.pt`` (:func:`read_bundle`), as :func:`load_model`."""
     if bundle.architecture is None:
         model: nn.Module = ALIGNN(bundle.model_config)
-    else:  # a transfer-learning model: the transfer layer knows how to rebuild it
-        from tlsearch.transfer.architectures import from_description
-
+    else:
         model = from_description(bundle.architecture)
     model.load_state_dict(state_dict)
     set_kernel(model, kernel)
