@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tlsearch.cli import main
+from tlsearch.cli.main import main
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.structures.generate import generate_dataset, write_jarvis_json
 from tlsearch.training.checkpoint import load_model, read_bundle
