@@ -7,9 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from tlsearch.api.searches import Search
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,13 +17,24 @@ if TYPE_CHECKING:
     from tlsearch.prediction import Predictor
 
 
-def load_runs(path: str | Path | Search, search: str | None = None) -> Results:
+@runtime_checkable
+class SearchFolder(Protocol):
+    """A search's folder and its rows: what :class:`~tlsearch.api.searches.Search` offers (the
+    functions here take one; searches.py sits above this module and imports it)."""
+
+    @property
+    def search_dir(self) -> str: ...
+
+    def results(self) -> Results: ...
+
+
+def load_runs(path: str | Path | SearchFolder, search: str | None = None) -> Results:
     """Every seed-run row under ``path`` (a search folder, or a storage root holding several;
     local, ``s3://``, ``gs://``) as :class:`~tlsearch.analysis.frame.Results`; ``.runs`` is the
     DataFrame. ``search`` keeps one search of a storage root."""
     from tlsearch.analysis.frame import load_runs as read
 
-    if isinstance(path, Search):
+    if isinstance(path, SearchFolder):
         return path.results() if search is None else read(path.search_dir, search)
     return read(path, search)
 
@@ -36,7 +45,7 @@ def _results(results: Any) -> Results:
     return results if isinstance(results, Results) else load_runs(results)
 
 
-def analyze(results: str | Path | Search | Results, out: str | Path) -> Path:
+def analyze(results: str | Path | SearchFolder | Results, out: str | Path) -> Path:
     """Write the paper's figures and tables and ``report.html`` into ``out`` (``tlsearch
     analyze``); returns the report's path."""
     from tlsearch.analysis.report import analyze as write_report
@@ -90,7 +99,7 @@ class BestPairResult:
 def best_pair(
     target: str,
     *,
-    results: str | Path | Search | Results | None = None,
+    results: str | Path | SearchFolder | Results | None = None,
     search: str | Path | None = None,
     out: str | Path | None = None,
     ft_size: int | str | None = "auto",
@@ -202,7 +211,7 @@ class Comparison:
 
 
 def compare_paper(
-    results: str | Path | Search | Results,
+    results: str | Path | SearchFolder | Results,
     *,
     anchors: str | Path | None = None,
     rename: Mapping[str, str] | None = None,

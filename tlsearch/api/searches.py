@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlsearch.api.results import BestPairResult, analyze, best_pair, load_runs
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from tlsearch.analysis.frame import Results
-    from tlsearch.api.results import BestPairResult
     from tlsearch.search.spec import SearchSpec
     from tlsearch.search.status import SearchStatus
 
@@ -51,8 +52,6 @@ class Search:
     def results(self) -> Results:
         """The rows as the analysis reads them (:func:`load_runs`)."""
         if self._results is None:
-            from tlsearch.api.results import load_runs
-
             self._results = load_runs(self.search_dir)
         return self._results
 
@@ -68,14 +67,10 @@ class Search:
 
     def analyze(self, out: str | Path) -> Path:
         """The paper's figures and tables for this search (:func:`analyze`)."""
-        from tlsearch.api.results import analyze
-
         return analyze(self, out)
 
     def best_pair(self, target: str, **kwargs: Any) -> BestPairResult:
         """:func:`best_pair` on this search's results."""
-        from tlsearch.api.results import best_pair
-
         return best_pair(target, results=self, **kwargs)
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.search.conftest import executions, fake_spec_data
-from tlsearch.analysis.fill import run_then_rank
+from tlsearch.api.fill import run_then_rank
 
 
 def _spec(tmp_path):
