@@ -112,6 +112,7 @@ class Graph:
     modules: dict[str, Path]
     edges: list[Edge] = field(default_factory=list)
     external: dict[str, list[Edge]] = field(default_factory=dict)  # by top-level name
+    missing: list[Edge] = field(default_factory=list)  # imports of modules that do not exist
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -131,6 +132,9 @@ def parse_graph(root: Path) -> Graph:
             for target in _targets(name, path, node):
                 if target == top or target.startswith(top + "."):
                     resolved = _known(target, modules)
+                    named = target if isinstance(node, ast.Import) else target.rsplit(".", 1)[0]
+                    if named not in modules:  # import a.b / from a.b import c: a.b is a module
+                        graph.missing.append(Edge(name, named, rel, node.lineno, module_level))
                     edge = Edge(name, resolved, rel, node.lineno, module_level)
                     if resolved != name and edge not in graph.edges:
                         graph.edges.append(edge)
@@ -337,6 +341,11 @@ def _fail(problems: list[str]) -> None:
 def test_every_package_has_a_layer():
     unplaced = unplaced_packages(tlsearch_graph())
     assert not unplaced, f"place these packages in LAYERS of {__file__}: {unplaced}"
+
+
+def test_every_import_names_an_existing_module():
+    """A stale import (of a moved module) inside a function fails only when it runs."""
+    _fail([f"{e.where()}, which does not exist" for e in tlsearch_graph().missing])
 
 
 def test_no_import_cycles():

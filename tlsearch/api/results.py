@@ -131,7 +131,9 @@ def best_pair(
     if (results is None) == (search is None):
         raise ValueError("best_pair needs results=... (computed) or search=SPEC (to run)")
     if search is not None:
-        from tlsearch.analysis.fill import run_then_rank
+        # The search layer (pandas, pyarrow, the Ray driver): loaded when a search is to run, so
+        # that ``import tlsearch.api`` stays light (the CLI imports it for --help).
+        from tlsearch.api.fill import run_then_rank
 
         rows, best = run_then_rank(
             str(search), target, storage=storage, address=address, ft_size=ft_size,
