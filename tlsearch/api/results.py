@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from tlsearch.api.prediction import load_model
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -32,6 +34,8 @@ def load_runs(path: str | Path | SearchFolder, search: str | None = None) -> Res
     """Every seed-run row under ``path`` (a search folder, or a storage root holding several;
     local, ``s3://``, ``gs://``) as :class:`~tlsearch.analysis.frame.Results`; ``.runs`` is the
     DataFrame. ``search`` keeps one search of a storage root."""
+    # The analysis layer imports pandas and pyarrow (~0.5 s): loaded on use, here and below, so
+    # that ``import tlsearch.api`` stays light (the CLI imports it for --help).
     from tlsearch.analysis.frame import load_runs as read
 
     if isinstance(path, SearchFolder):
@@ -40,7 +44,7 @@ def load_runs(path: str | Path | SearchFolder, search: str | None = None) -> Res
 
 
 def _results(results: Any) -> Results:
-    from tlsearch.analysis.frame import Results
+    from tlsearch.analysis.frame import Results  # pandas, pyarrow: loaded on use
 
     return results if isinstance(results, Results) else load_runs(results)
 
@@ -48,6 +52,7 @@ def _results(results: Any) -> Results:
 def analyze(results: str | Path | SearchFolder | Results, out: str | Path) -> Path:
     """Write the paper's figures and tables and ``report.html`` into ``out`` (``tlsearch
     analyze``); returns the report's path."""
+    # pandas, pyarrow, matplotlib: loaded on use
     from tlsearch.analysis.report import analyze as write_report
 
     return write_report(_results(results), Path(out))
@@ -91,8 +96,6 @@ class BestPairResult:
         """The winner's ensemble (one model per seed), ready to predict with its spread."""
         if self.ensemble is None:
             raise ValueError("no ensemble was exported (no eligible winner, or export=False)")
-        from tlsearch.api.prediction import load_model
-
         return load_model(self.ensemble, device)
 
 
@@ -126,6 +129,7 @@ def best_pair(
     Raises:
         ValueError: neither or both of ``results``/``search``, a test metric, no results.
     """
+    # pandas, pyarrow, scipy: loaded on use
     from tlsearch.analysis.best_pair import export_checkpoints, justification, rank, winner_summary
 
     if (results is None) == (search is None):
@@ -237,6 +241,7 @@ def compare_paper(
         ValueError: an experiment the anchors do not have (the known ones named).
         FileNotFoundError: no anchors file.
     """
+    # pandas, pyarrow: loaded on use
     from tlsearch.analysis.compare import DEFAULT_ANCHORS, compare, comparison_table, load_anchors
 
     table = load_anchors(anchors if anchors is not None else DEFAULT_ANCHORS)

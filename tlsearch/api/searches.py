@@ -38,6 +38,8 @@ class Search:
     @property
     def table(self) -> pd.DataFrame:
         """One row per configuration: its keys, seeds, failed, diverged, mean test MAE/R2."""
+        # pandas and the search layer (~0.5 s): loaded on use, here and below, so that
+        # ``import tlsearch.api`` stays light (the CLI imports it for --help).
         import pandas as pd
 
         from tlsearch.search.status import TABLE_COLUMNS
@@ -61,7 +63,7 @@ class Search:
 
     def plot(self, png: str | Path | None = None) -> Path:
         """Test MAE per configuration (``<search>/test_mae.png`` unless ``png``)."""
-        from tlsearch.search.quickplot import plot_test_mae
+        from tlsearch.search.quickplot import plot_test_mae  # pandas, matplotlib
 
         return plot_test_mae(self.search_dir, png)
 
@@ -111,7 +113,7 @@ def run_search(
         ValueError: an invalid spec, changed spec on resume, missing data (all named).
         tlsearch.search.driver.SearchInterruptedError: stopped before finishing.
     """
-    from tlsearch.search.session import prepare_spec, run_owning_ray
+    from tlsearch.search.session import prepare_spec, run_owning_ray  # spec models, Ray: on use
 
     base = None if base_dir is None else str(base_dir)
     overrides = {
@@ -133,6 +135,6 @@ def run_search(
 
 def open_search(path: str | Path) -> Search:
     """The :class:`Search` of a search folder already on disk (``tlsearch runs``)."""
-    from tlsearch.search.status import search_status
+    from tlsearch.search.status import search_status  # pandas, pyarrow: on use
 
     return Search(search_status(str(path)))

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from tlsearch.bench import search as bench_search
-from tlsearch.bench.data import bench_records
 from tlsearch.bench.options import add_train_options
 from tlsearch.cli.search import search_command
 
@@ -96,6 +95,10 @@ def run_bench(argv: list[str]) -> int:
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     which = args.which or ["graphs", "train"]
+    # The structure loaders (tlsearch.structures and its readers): only these benchmarks read
+    # data, so ``tlsearch --help`` does not load them.
+    from tlsearch.bench.data import bench_records
+
     results: dict[str, dict] = {}
     for code in args.datasets:
         records = bench_records(code, args.data_root)

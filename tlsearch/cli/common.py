@@ -14,8 +14,6 @@ from typing import Any
 
 import pydantic
 
-from tlsearch.training.metrics import json_safe
-
 logger = logging.getLogger("tlsearch.cli")
 
 EXIT_BAD_INPUT = 2
@@ -39,6 +37,9 @@ def one_line(exc: BaseException) -> str:
 
 def print_json(data: dict[str, Any]) -> None:
     """``data`` as indented JSON on stdout (NaN and paths made JSON-safe)."""
+    # numpy (~0.1 s): loaded when a command prints, so that ``tlsearch --help`` does not.
+    from tlsearch.training.metrics import json_safe
+
     sys.stdout.write(json.dumps(json_safe(data), indent=2) + "\n")
 
 

@@ -19,8 +19,7 @@ from tlsearch.cli.train import (
     run_summary,
     train_overrides,
 )
-from tlsearch.transfer.names import STRATEGY_NAMES
-from tlsearch.transfer.sampling import SAMPLING_METHODS
+from tlsearch.transfer.names import SAMPLING_METHODS, STRATEGY_NAMES
 
 logger = logging.getLogger(__name__)
 
