@@ -73,7 +73,7 @@ LAYERS: list[set[str]] = [
 
 #: Packages allowed to ``import ray`` (themselves and their subpackages).
 RAY_PACKAGES = {"search", "bench"}
-#: Packages that may not import a tlsearch module that imports Ray at import time.
+#: Packages above the search layer that, like those below it, may not import a module using Ray.
 RAY_FREE_ABOVE_SEARCH = {"analysis"}
 
 #: Module cycles owned by other helpers of issue 33 (each a set of modules; remove when fixed).
@@ -125,6 +125,7 @@ def parse_graph(root: Path) -> Graph:
     modules = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     graph = Graph(modules)
     top = root.name
+    seen: set[Edge] = set()
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         rel = str(path.relative_to(root.parent))
@@ -133,10 +134,14 @@ def parse_graph(root: Path) -> Graph:
                 if target == top or target.startswith(top + "."):
                     resolved = _known(target, modules)
                     named = target if isinstance(node, ast.Import) else target.rsplit(".", 1)[0]
-                    if named not in modules:  # import a.b / from a.b import c: a.b is a module
-                        graph.missing.append(Edge(name, named, rel, node.lineno, module_level))
+                    missing = Edge(name, named, rel, node.lineno, module_level)
+                    # import a.b / from a.b import c: a.b must be a module
+                    if named not in modules and missing not in seen:
+                        seen.add(missing)
+                        graph.missing.append(missing)
                     edge = Edge(name, resolved, rel, node.lineno, module_level)
-                    if resolved != name and edge not in graph.edges:
+                    if resolved != name and edge not in seen:
+                        seen.add(edge)
                         graph.edges.append(edge)
                 elif target:
                     edge = Edge(name, target, rel, node.lineno, module_level)
@@ -360,9 +365,9 @@ def test_only_the_search_layer_and_the_bench_import_ray():
     _fail(ray_problems(tlsearch_graph()))
 
 
-def test_the_checks_find_a_cycle_an_upward_import_and_stale_entries(tmp_path):
-    """The checker itself, on a made-up package: a cycle hidden in a function and a relative
-    import from ``structures`` up to ``search``."""
+def test_the_checks_find_cycles_upward_and_missing_imports_and_stale_entries(tmp_path):
+    """The checker itself, on a made-up package: a cycle hidden in a function, a relative import
+    from ``structures`` up to ``search``, an import of a module that does not exist."""
     pkg = tmp_path / "tlsearch"
     files = {
         "__init__.py": "",
@@ -371,6 +376,7 @@ def test_the_checks_find_a_cycle_an_upward_import_and_stale_entries(tmp_path):
         "search/__init__.py": "",
         "search/b.py": "import tlsearch.structures.a\nfrom tlsearch.search.c import g\n",
         "search/c.py": "def g():\n    from tlsearch.search import b\n",
+        "search/d.py": "def h():\n    from tlsearch.search.gone import x\n",
     }
     for name, text in files.items():
         (pkg / name).parent.mkdir(parents=True, exist_ok=True)
@@ -388,3 +394,6 @@ def test_the_checks_find_a_cycle_an_upward_import_and_stale_entries(tmp_path):
     problems = cycle_problems(graph, {stale: "fixed"})
     assert "tlsearch/search/c.py:2: tlsearch.search.c imports tlsearch.search.b" in problems[0]
     assert "no longer a cycle" in problems[1]
+    assert [e.where() for e in graph.missing] == [
+        "tlsearch/search/d.py:2: tlsearch.search.d imports tlsearch.search.gone"
+    ]
