@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 def load_model(path: str | Path | Sequence[str | Path], device: str = "auto") -> Predictor:
     """A ``model.pt``, several, or an ensemble folder (``tlsearch best-pair``'s ``model/``),
     loaded once; ``.predict(structures)`` gives id, mean and std (the ensemble's spread)."""
+    # torch (seconds): loaded on use, so that ``import tlsearch.api`` stays light
     from tlsearch.prediction import Predictor
 
     return Predictor.load(path, device)
@@ -49,6 +50,7 @@ def predict(
         model), or ``mean_<name>, std_<name>...`` per property; ``attrs["rejected"]`` lists
         structures of a data spec that could not be used.
     """
+    # torch (seconds): loaded on use, so that ``import tlsearch.api`` stays light
     from tlsearch.prediction import Predictor
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, device)
