@@ -84,11 +84,7 @@ KNOWN_CYCLES: dict[frozenset[str], str] = {
 }
 
 #: Upward imports owned by other helpers of issue 33: (importer, imported) -> owner.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("tlsearch.training.checkpoint", "tlsearch.transfer.architectures"): (
-        "issue 33, the model classes move to tlsearch.model (backbone helper)"
-    ),
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
