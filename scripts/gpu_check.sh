@@ -46,4 +46,4 @@ if [ ! -x "$PY" ] && ! command -v "$PY" >/dev/null 2>&1; then
   exit 2
 fi
 export OMP_WAIT_POLICY=PASSIVE
-exec "$PY" -m tlsearch.bench.gpu "$@"
+exec "$PY" -m tlsearch.bench.gpu "$@"  # not the CLI package: it may need more than the core

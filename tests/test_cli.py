@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tlsearch.cli import build_parser, main
+from tlsearch.cli.main import build_parser, main
 
 SMALL_MODEL = ["--hidden", "16", "--embedding", "8", "--alignn-layers", "1", "--gcn-layers", "1"]
 

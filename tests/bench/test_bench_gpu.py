@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlsearch import bench
 from tlsearch.bench import gpu
+from tlsearch.cli.main import main as tlsearch_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def no_ray_start(monkeypatch):
 
 def test_a_cpu_only_torch_is_refused_with_one_line(monkeypatch, capsys, no_ray_start):
     monkeypatch.setattr(torch.version, "cuda", None)
-    assert bench.main(["gpu"]) == gpu.NO_GPU_EXIT
+    assert tlsearch_main(["bench", "gpu"]) == gpu.NO_GPU_EXIT
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith(f"tlsearch bench gpu: torch {torch.__version__} is a CPU-only build")
     assert "--index-url https://download.pytorch.org/whl/cu" in line

@@ -152,7 +152,7 @@ def test_api_cli_and_saved_models_carry_the_kernel(tmp_path, fused_calls):
     """``model={"kernel": ...}`` in the API and ``--kernel`` on the command line train with the
     path asked; the model file keeps no kernel, so it loads with the one its reader asks."""
     import tlsearch
-    from tlsearch.cli import main
+    from tlsearch.cli.main import main
     from tlsearch.training.checkpoint import load_model
 
     recipe = {"epochs": 1, "batch_size": 8, "early_stopping_patience": None}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tlsearch.cli import main
+from tlsearch.cli.main import main
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.heads import HeadedBackbone
 from tlsearch.structures.generate import generate_dataset, write_jarvis_json

@@ -20,6 +20,7 @@ def load_model(
     """A ``model.pt``, several, or an ensemble folder (``tlsearch best-pair``'s ``model/``),
     loaded once; ``.predict(structures)`` gives id, mean and std (the ensemble's spread).
     ``kernel``: ``auto``, ``reference`` or ``fused`` (:mod:`tlsearch.model.kernels.choice`)."""
+    # torch (seconds): loaded on use, so that ``import tlsearch.api`` stays light
     from tlsearch.prediction import Predictor
 
     return Predictor.load(path, device, kernel)
@@ -54,6 +55,7 @@ def predict(
         model), or ``mean_<name>, std_<name>...`` per property; ``attrs["rejected"]`` lists
         structures of a data spec that could not be used.
     """
+    # torch (seconds): loaded on use, so that ``import tlsearch.api`` stays light
     from tlsearch.prediction import Predictor
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, device, kernel)

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tlsearch.bench import add_train_options
+from tlsearch.bench.options import add_train_options
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@
 - :mod:`~tlsearch.search.trainable`: the Tune trial functions;
 - :mod:`~tlsearch.search.driver`: ``run_search`` (``tlsearch search``);
 - :mod:`~tlsearch.search.status`: planned / completed / failed / remaining (``tlsearch runs``);
-- :mod:`~tlsearch.search.quickplot`: one PNG of test MAE per configuration;
-- :mod:`~tlsearch.search.cli`: the two subcommands' parsers and handlers.
+- :mod:`~tlsearch.search.quickplot`: one PNG of test MAE per configuration.
+
+The ``search`` and ``runs`` commands are in :mod:`tlsearch.cli.search`.
 
 Nothing here imports Ray (or torch) at import time.
 """

@@ -14,8 +14,6 @@ updated).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -23,17 +21,17 @@ from torch.nn import functional as F
 from tlsearch.model.kernels.bn_silu import OneThread, batch_norm_silu, linear_bn_silu
 from tlsearch.model.kernels.edge_gated import EdgeIndex, edge_gated_edges
 
-if TYPE_CHECKING:
-    from tlsearch.model.layers import EdgeGatedGraphConv, MLPLayer
+# The layers are typed nn.Module here: tlsearch.model.layers imports this module (their fused
+# forwards), so naming their classes would be an import cycle.
 
 
-def fusable_mlp(layer: MLPLayer) -> bool:
+def fusable_mlp(layer: nn.Module) -> bool:
     """Whether the fused form covers ``layer`` (an affine batch norm and a biased linear)."""
     linear, bn = layer.layer[0], layer.layer[1]
     return bn.affine and linear.bias is not None
 
 
-def mlp_forward(layer: MLPLayer, x: Tensor) -> Tensor:
+def mlp_forward(layer: nn.Module, x: Tensor) -> Tensor:
     """``layer(x)`` through :class:`~.bn_silu.LinearBNSiLU` (see :func:`fusable_mlp`)."""
     linear, bn = layer.layer[0], layer.layer[1]
     out, mean, var = linear_bn_silu(x, linear, bn)
@@ -43,7 +41,7 @@ def mlp_forward(layer: MLPLayer, x: Tensor) -> Tensor:
 
 
 def edge_gated_forward(
-    conv: EdgeGatedGraphConv, edge_index: Tensor | EdgeIndex, x: Tensor, y: Tensor, edges_out: bool
+    conv: nn.Module, edge_index: Tensor | EdgeIndex, x: Tensor, y: Tensor, edges_out: bool
 ) -> tuple[Tensor, Tensor | None]:
     """``conv(edge_index, x, y, edges_out)`` through the kernel of :mod:`.edge_gated`."""
     # a 1 MB concatenation: on one thread it skips an OpenMP wake-up that costs more than it
@@ -72,7 +70,7 @@ def edge_gated_forward(
     return x_new, y_new
 
 
-def _node_weight(conv: EdgeGatedGraphConv) -> Tensor:
+def _node_weight(conv: nn.Module) -> Tensor:
     """(4 out, in): src_gate, dst_update, dst_gate, src_update stacked (the kernel's order)."""
     return torch.cat(
         [conv.src_gate.weight, conv.dst_update.weight, conv.dst_gate.weight,
@@ -80,7 +78,7 @@ def _node_weight(conv: EdgeGatedGraphConv) -> Tensor:
     )  # fmt: skip
 
 
-def _node_bias(conv: EdgeGatedGraphConv) -> Tensor:
+def _node_bias(conv: nn.Module) -> Tensor:
     """(4 out,): as :func:`_node_weight`, with edge_gate's bias folded into src_gate's."""
     return torch.cat(
         [conv.src_gate.bias + conv.edge_gate.bias, conv.dst_update.bias, conv.dst_gate.bias,
