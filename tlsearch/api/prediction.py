@@ -40,6 +40,7 @@ def predict(
     data_home: str | Path | None = None,
     errors: Errors = "raise",
     progress: bool = False,
+    allow_pickle: bool = False,
 ) -> pd.DataFrame:
     """Predict ``data`` with ``model`` (a path as :func:`load_model` takes, or a loaded one).
 
@@ -61,7 +62,7 @@ def predict(
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, device, kernel)
     result = predictor.run(
         data, ids=ids, batch_size=batch_size, cache_dir=cache_dir, target=target,
-        data_home=data_home, errors=errors, progress=progress,
+        data_home=data_home, errors=errors, progress=progress, allow_pickle=allow_pickle,
     )  # fmt: skip
     if out is not None:
         result.write_csv(out)

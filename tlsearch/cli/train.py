@@ -82,6 +82,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="run even when --test has structures identical to --data ones (refused by "
         "default, naming them; metrics.json records the count as test_overlap)",
     )
+    arg(
+        "--allow-pickle",
+        action="store_true",
+        default=None,
+        help="read --data/--test given as a pickled table (.pkl): reading a pickle runs any "
+        "code it holds, so only for files you trust (refused without this flag)",
+    )
     arg("--out", type=Path, metavar="DIR", help="run folder for the outputs")
     arg("--target", metavar="NAME", help="property to read (default: the loader's, 'target')")
     arg("--data-home", type=Path, metavar="DIR", help="where named datasets are looked up")
@@ -151,6 +158,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "target": args.target,
         "data_home": args.data_home,
         "allow_test_overlap": args.allow_test_overlap,
+        "allow_pickle": args.allow_pickle,
     }
     train = {
         "epochs": args.epochs,
@@ -260,6 +268,12 @@ def add_parsers(sub: Any) -> None:
     )
     predict.add_argument("--target", metavar="NAME", help="property read for the target column")
     predict.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read --data given as a pickled table (.pkl): reading a pickle runs any code it "
+        "holds, so only for files you trust (refused without this flag)",
+    )
+    predict.add_argument(
         "--data-home", type=Path, metavar="DIR", help="where named datasets are looked up"
     )
     add_runtime(predict)
@@ -321,6 +335,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         target=args.target,
         data_home=args.data_home,
         progress=not args.no_progress,
+        allow_pickle=args.allow_pickle,
     )
     summary.pop("rejected", None)
     print_json(summary)
