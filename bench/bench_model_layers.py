@@ -114,8 +114,8 @@ def bench_layer(args: argparse.Namespace) -> None:
     dim = args.hidden
     x = torch.randn(args.nodes, dim, generator=gen, requires_grad=True)
     y = torch.randn(edge_index.shape[1], dim, generator=gen, requires_grad=True)
-    reference = EdgeGatedGraphConv(dim, dim, fused=False)
-    fused = EdgeGatedGraphConv(dim, dim, fused=True)
+    reference = EdgeGatedGraphConv(dim, dim, kernel="reference")
+    fused = EdgeGatedGraphConv(dim, dim, kernel="fused")
     fused.load_state_dict(reference.state_dict())
 
     def step(conv: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:

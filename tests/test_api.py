@@ -17,7 +17,7 @@ from pymatgen.core import Lattice, Structure
 
 import tlsearch
 from tests.analysis.synthetic import write_results
-from tlsearch.cli import main
+from tlsearch.cli.main import main
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.config import ALIGNNConfig

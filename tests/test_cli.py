@@ -6,9 +6,11 @@ import argparse
 import csv
 import json
 
+import pandas as pd
 import pytest
+from pymatgen.core import Lattice, Structure
 
-from tlsearch.cli import build_parser, main
+from tlsearch.cli.main import build_parser, main
 
 SMALL_MODEL = ["--hidden", "16", "--embedding", "8", "--alignn-layers", "1", "--gcn-layers", "1"]
 
@@ -123,6 +125,18 @@ def test_train_then_predict_end_to_end(tmp_path, capsys):
     for got, want in zip(rows, test_rows, strict=True):
         assert float(got["target"]) == pytest.approx(float(want["target"]))
         assert float(got["prediction"]) == pytest.approx(float(want["prediction"]), abs=1e-5)
+
+    # A pickled table is read only with --allow-pickle (reading one runs the code it holds).
+    table = tmp_path / "table.pkl"
+    cells = [Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]) for a in (5, 6)]
+    pd.DataFrame({"structure": cells}).to_pickle(table)
+    args = ["predict", "--model", str(out / "model.pt"), "--data", str(table),
+            "--out", str(preds), "--device", "cpu", "--no-cache", "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "table.pkl: a pickle file runs any code" in err and "--allow-pickle" in err
+    assert main([*args, "--allow-pickle"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
 
     # The resolved config reproduces the run; flags override it; the graph cache is reused.
     again = tmp_path / "again"

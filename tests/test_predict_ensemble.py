@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tlsearch.cli import main
+from tlsearch.cli.main import main
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.config import ALIGNNConfig

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tlsearch.model.config import Kernel
 from tlsearch.structures.objects import Errors, records_from_objects
 from tlsearch.structures.records import LoadResult
 from tlsearch.training.checkpoint import ModelBundle, load_model
@@ -160,11 +161,18 @@ class Predictor:
                 )
 
     @classmethod
-    def load(cls, model_path: Path | str | Sequence[Path | str], device: str = "auto") -> Predictor:
-        """Load ``model_path`` (see :func:`model_files`) on ``device`` (auto, cpu, cuda)."""
+    def load(
+        cls,
+        model_path: Path | str | Sequence[Path | str],
+        device: str = "auto",
+        kernel: Kernel = "auto",
+    ) -> Predictor:
+        """Load ``model_path`` (see :func:`model_files`) on ``device`` (auto, cpu, cuda), its
+        layers running ``kernel`` (:mod:`tlsearch.model.kernels.choice`)."""
         torch_device = select_device(device)
         files = model_files(model_path)
-        return cls(files, [load_model(path, torch_device) for path in files], torch_device)
+        members = [load_model(path, torch_device, kernel) for path in files]
+        return cls(files, members, torch_device)
 
     @property
     def target_names(self) -> list[str]:
@@ -189,6 +197,7 @@ class Predictor:
         data_home: Path | str | None = None,
         errors: Errors = "raise",
         progress: bool = False,
+        allow_pickle: bool = False,
     ) -> pd.DataFrame:
         """Predict ``data``; returns :meth:`Predictions.frame` (``id, mean, std[, target]``).
 
@@ -205,10 +214,12 @@ class Predictor:
                 naming its position, id and reason; ``"skip"``: left out. Data specs always
                 skip them, as every loader (the frame's ``attrs["rejected"]`` lists them).
             progress: progress bars while building graphs.
+            allow_pickle: read a data spec that is a pickled table (``.pkl``): a pickle runs
+                the code it holds when read, so only for files you trust.
         """
         return self.run(
             data, ids=ids, batch_size=batch_size, cache_dir=cache_dir, target=target,
-            data_home=data_home, errors=errors, progress=progress,
+            data_home=data_home, errors=errors, progress=progress, allow_pickle=allow_pickle,
         ).frame()  # fmt: skip
 
     def run(
@@ -222,9 +233,12 @@ class Predictor:
         data_home: Path | str | None = None,
         errors: Errors = "raise",
         progress: bool = False,
+        allow_pickle: bool = False,
     ) -> Predictions:
         """:meth:`predict` as arrays (:class:`Predictions`)."""
-        prepared = self.prepare(data, ids, cache_dir, target, data_home, errors, progress)
+        prepared = self.prepare(
+            data, ids, cache_dir, target, data_home, errors, progress, allow_pickle
+        )
         bundle = self.members[0][1]
         targets = prepared.targets
         targets_norm = None if targets is None else bundle.scaler.transform(targets)
@@ -256,6 +270,7 @@ class Predictor:
         data_home: Path | str | None = None,
         errors: Errors = "raise",
         progress: bool = False,
+        allow_pickle: bool = False,
     ) -> PreparedData:
         """``data`` with its graphs, built with the models' graph settings."""
         bundle = self.members[0][1]
@@ -277,6 +292,7 @@ class Predictor:
             role="prediction",
             progress=progress,
             loaded=loaded,
+            allow_pickle=allow_pickle,
         )
         if in_memory and errors == "raise" and prepared.store.rejected:
             first = prepared.store.rejected[0]
@@ -291,10 +307,12 @@ def predict(
     batch_size: int = 64,
     *,
     device: str = "auto",
+    kernel: Kernel = "auto",
     cache_dir: Path | None = None,
     target: str | None = None,
     data_home: Path | None = None,
     progress: bool = True,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Predict every structure of ``data_spec`` and write ``out_csv`` (``tlsearch predict``).
 
@@ -305,19 +323,22 @@ def predict(
         out_csv: output CSV path (its folder is created).
         batch_size: structures per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
+        kernel: ``auto``, ``reference`` or ``fused`` (:mod:`tlsearch.model.kernels.choice`).
         cache_dir: graph cache folder (``None``: in memory).
         target: property to read from the data for the ``target`` column (loader default if None).
         data_home: where named datasets are looked up.
         progress: show progress bars while building graphs.
+        allow_pickle: read ``data_spec`` when it is a pickled table (``--allow-pickle``): a
+            pickle runs the code it holds when read, so only for files you trust.
 
     Returns:
         ``{"out", "n", "n_models", "n_rejected", "rejected", "metrics"}``; ``metrics`` is None
         without targets.
     """
-    predictor = Predictor.load(model_path, device)
+    predictor = Predictor.load(model_path, device, kernel)
     result = predictor.run(
         data_spec, batch_size=batch_size, cache_dir=cache_dir, target=target,
-        data_home=data_home, progress=progress,
+        data_home=data_home, progress=progress, allow_pickle=allow_pickle,
     )  # fmt: skip
     out = result.write_csv(out_csv)
     metrics = result.metrics()

@@ -10,7 +10,7 @@ import pandas as pd
 from tests.analysis.synthetic import write_results
 from tlsearch.analysis.frame import load_runs
 from tlsearch.analysis.report import analyze
-from tlsearch.cli import main
+from tlsearch.cli.main import main
 
 
 def test_analyze_writes_the_papers_figures_and_tables(tmp_path):

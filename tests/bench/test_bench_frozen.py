@@ -7,12 +7,12 @@ import logging
 
 import pytest
 
-from tlsearch import bench
+from tlsearch.cli.main import main as tlsearch_main
 
 
 def _bench(tmp_path, *args: str) -> dict:
     out = tmp_path / "frozen.json"
-    assert bench.main(["frozen", *args, "--threads", "1", "--work", str(tmp_path / "w"),
+    assert tlsearch_main(["bench", "frozen", *args, "--threads", "1", "--work", str(tmp_path / "w"),
                        "--json", str(out)]) == 0  # fmt: skip
     return json.loads(out.read_text())
 

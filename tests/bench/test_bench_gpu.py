@@ -5,6 +5,7 @@ does not hide the others and makes the exit status 1."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlsearch import bench
 from tlsearch.bench import gpu
+from tlsearch.cli.main import main as tlsearch_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ def no_ray_start(monkeypatch):
 
 def test_a_cpu_only_torch_is_refused_with_one_line(monkeypatch, capsys, no_ray_start):
     monkeypatch.setattr(torch.version, "cuda", None)
-    assert bench.main(["gpu"]) == gpu.NO_GPU_EXIT
+    assert tlsearch_main(["bench", "gpu"]) == gpu.NO_GPU_EXIT
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith(f"tlsearch bench gpu: torch {torch.__version__} is a CPU-only build")
     assert "--index-url https://download.pytorch.org/whl/cu" in line
@@ -53,6 +54,26 @@ def test_the_script_exits_2_on_this_cpu_node():
     assert done.returncode == 2, done.stderr
     assert done.stdout.startswith("tlsearch bench gpu: ")
     assert "run the GPU check on a GPU node" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU node runs the check itself")
+def test_without_a_venv_the_script_runs_the_model_core_with_python3(tmp_path):
+    """A lent GPU machine: no .venv, no $PYTHON, a python3 with torch on PATH: the script runs
+    the GPU check with it and says what it lacks (here a CPU torch: one line, exit 2)."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "gpu_check.sh", repo / "scripts")
+    (repo / "tlsearch").symlink_to(REPO / "tlsearch")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    script, env = str(repo / "scripts" / "gpu_check.sh"), {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", script], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "no venv here" in done.stderr and "ddp and packing need Ray" in done.stderr
+    assert "no .gpu_deps/" in done.stderr
+    assert done.stdout.startswith("tlsearch bench gpu: ")
 
 
 def test_every_check_gets_a_row_and_a_failure_sets_the_exit_status():
@@ -82,7 +103,7 @@ def test_the_checks_the_issue_asks_for_are_wired():
     assert (
         set(gpu.CHECK_FUNCTIONS)
         == set(gpu.CHECKS)
-        == {"train", "memory", "ddp", "packing", "precision"}
+        == {"parity", "train", "memory", "ddp", "packing", "precision"}
     )
 
 
@@ -155,9 +176,11 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
         return report
 
     monkeypatch.setattr(packing, "run_packing", fake_packing)
+    _parity_on_cpu(monkeypatch)
     results = gpu.run_checks(gpu.CHECKS, _args())
-    assert [r.status for r in results] == ["ok"] * 5, [r.result for r in results]
-    train_row, memory, ddp_row, packed, precision = results
+    assert [r.status for r in results] == ["ok"] * 6, [r.result for r in results]
+    parity, train_row, memory, ddp_row, packed, precision = results
+    assert parity.result.startswith("train float32 on cpu: ")
     assert "tf32 1400 structures/s (2.00x), test MAE 0.02" in precision.result
     assert "bf16 2100 structures/s (3.00x)" in precision.result
     assert calls["bf16"].train["device"] == "cuda" and calls["fp32"].kind == "scratch"
@@ -173,3 +196,36 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: 40 * gpu.GIB)
     (over,) = gpu.run_checks(["memory"], _args())
     assert over.status == "FAILED"  # more than a gpu: 0.25 trial's share
+
+
+def _parity_on_cpu(monkeypatch) -> None:
+    """The parity check runs on this CPU where it would use CUDA."""
+    from tlsearch.model import kernel_parity
+
+    real = kernel_parity.kernel_parity
+    monkeypatch.setattr(
+        kernel_parity, "kernel_parity", lambda device, training: real("cpu", training)
+    )
+
+
+def test_the_parity_row_passes_when_fused_and_reference_agree_and_fails_when_not(monkeypatch):
+    """Run here on the CPU in place of CUDA; a fused kernel that computes something else (a
+    gate epsilon 10x larger) makes the row FAILED."""
+    from tlsearch.model.kernels import edge_gated
+
+    _parity_on_cpu(monkeypatch)
+    row = gpu.check_parity(argparse.Namespace())
+    assert row.status == "ok" and set(row.numbers) == {"train", "eval"}
+    assert row.result.startswith("train float32 on cpu: ") and "; eval float32" in row.result
+    monkeypatch.setattr(edge_gated, "GATE_EPS", 1e-1)
+    assert gpu.check_parity(argparse.Namespace()).status == "FAILED"
+
+
+def test_without_ray_its_checks_are_skipped_naming_why(monkeypatch, capsys, no_ray_start):
+    """A lent GPU machine has torch and the model core, not Ray: ddp and packing say so."""
+    monkeypatch.setattr(gpu, "cuda_refusal", lambda: None)
+    monkeypatch.setattr(gpu, "device_line", lambda: "GPU check on 1 x H200")
+    monkeypatch.setattr(gpu, "_ray_missing", lambda: "no module named 'ray'")
+    assert gpu.main(["--only", "ddp", "packing"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" skipped ") == 2 and out.count("Ray is not installed here") == 2

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tlsearch.bench.kernels import isa_environment, main, settings
-from tlsearch.model import bn_silu
+from tlsearch.model.kernels import bn_silu
 
 
 def test_settings_start_at_the_defaults_and_vary_one_constant_at_a_time():
@@ -50,7 +50,7 @@ def test_each_child_runs_its_own_instruction_set_and_constants(tmp_path):
     assert {r["cpu_capability"] for r in rows if r["isa"] == "native"} == {native}
     if native != "DEFAULT":  # a CPU with AVX2 or more runs the avx2 children on AVX2
         assert {r["cpu_capability"] for r in rows if r["isa"] == "avx2"} == {"AVX2"}
-    from tlsearch.model import native as loops
+    from tlsearch.model.kernels import native as loops
 
     if loops.library() is not None:  # the native loops built for each ISA, off for torch
         flags = {(r["isa"], r["loops"]): r["native_loops"] for r in rows}

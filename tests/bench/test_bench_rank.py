@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.search.test_quickstart import QUICKSTART
-from tlsearch.bench import main as bench_main
+from tlsearch.cli.main import main as tlsearch_main
 from tlsearch.search.driver import run_search
 from tlsearch.search.spec import load_spec
 
@@ -46,7 +46,7 @@ def test_bench_rank_sources_on_a_search_with_two_sources(tmp_path, local_ray, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TLSEARCH_CACHE", str(tmp_path / "default_cache"))
     graphs_before = sorted((tmp_path / "results" / "graphs").iterdir())
-    assert bench_main(["rank-sources", str(results)]) == 0
+    assert tlsearch_main(["bench", "rank-sources", str(results)]) == 0
     # scored from the search's own cache (its graphs and trunk features), nothing built elsewhere
     assert not (tmp_path / "default_cache").exists() and not (tmp_path / ".tlsearch_cache").exists()
     # on the graphs fine-tuning used (the spec's max_neighbors: 8): no new graph cache entry

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 
 import numpy as np
 import pytest
 import torch
 
+from tlsearch.graphs import store as graphs
 from tlsearch.graphs.features import cgcnn_table
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.graphs.store import build_graph_store, dataset_key
+from tlsearch.graphs.verify import CorruptEntryError, verify_entry
 
 
 def test_cache_miss_then_hit_and_same_graphs(tiny_records, tmp_path, caplog):
@@ -91,3 +94,110 @@ def test_parallel_build_equals_serial(tiny_records):
     parallel = build_graph_store(records, progress=False, workers=2)
     assert np.array_equal(serial.num_edges(), parallel.num_edges())
     assert torch.equal(serial.collate(range(12)).edge_index, parallel.collate(range(12)).edge_index)
+
+
+def _entry(tiny_records, tmp_path):
+    store = build_graph_store(tiny_records, cache_dir=tmp_path, progress=False)
+    return store, store.path
+
+
+def _overwrite_vectors(entry):
+    data = np.fromfile(entry / "vectors.f32", dtype=np.float32)
+    np.full_like(data, 1e30).tofile(entry / "vectors.f32")
+
+
+def _truncate_edges(entry):
+    data = (entry / "edges.i32").read_bytes()
+    (entry / "edges.i32").write_bytes(data[: len(data) // 2])
+
+
+def _edge_out_of_range(entry):
+    edges = np.fromfile(entry / "edges.i32", dtype=np.int32)
+    edges[0] = 10_000
+    edges.tofile(entry / "edges.i32")
+
+
+def _bad_meta(entry):
+    (entry / "meta.json").write_text("{not json")
+
+
+def _no_meta(entry):
+    (entry / "meta.json").unlink()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "named"),
+    [
+        (_overwrite_vectors, "vectors.f32: checksum"),
+        (_truncate_edges, "edges.i32: checksum"),
+        (_edge_out_of_range, "edges.i32: checksum"),
+        (_bad_meta, "meta.json: unreadable"),
+        (_no_meta, "meta.json: unreadable"),
+    ],
+)
+def test_a_corrupt_entry_is_rebuilt_with_a_warning_never_read(
+    tiny_records, tmp_path, caplog, corrupt, named
+):
+    graphs._VERIFIED.clear()
+    first, entry = _entry(tiny_records, tmp_path)
+    good = [tuple(np.array(a) for a in first.graph(i)) for i in range(len(first))]
+    corrupt(entry)
+    caplog.set_level("WARNING")
+    again = build_graph_store(tiny_records, cache_dir=tmp_path, progress=False)
+    assert not again.cache_hit  # rebuilt, not read
+    assert named in caplog.text and str(entry) in caplog.text
+    for i, expected in enumerate(good):
+        for a, b in zip(again.graph(i), expected, strict=True):
+            assert np.array_equal(np.asarray(a), b)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [entry.name]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "named"),
+    [
+        (_overwrite_vectors, "longer than 1000 A"),
+        (_truncate_edges, "edges.i32: "),
+        (_edge_out_of_range, "bond endpoint outside its structure"),
+    ],
+)
+def test_an_entry_without_checksums_is_checked_for_what_training_needs(
+    tiny_records, tmp_path, corrupt, named
+):
+    _, entry = _entry(tiny_records, tmp_path)
+    meta = json.loads((entry / "meta.json").read_text())
+    del meta["checksums"]  # as written before checksums were recorded
+    (entry / "meta.json").write_text(json.dumps(meta))
+    verify_entry(entry, len(tiny_records), graphs.CACHE_FORMAT, len(cgcnn_table()))
+    corrupt(entry)
+    with pytest.raises(CorruptEntryError, match=named):
+        verify_entry(entry, len(tiny_records), graphs.CACHE_FORMAT, len(cgcnn_table()))
+
+
+def test_atoms_closer_than_the_minimum_are_rejected_by_id_and_reason(tiny_records):
+    base = tiny_records[0]
+    doubled = dataclasses.replace(
+        base,
+        id="doubled",
+        frac_coords=np.vstack([base.frac_coords, base.frac_coords[:1] + 1e-4]),
+        species=(*base.species, base.species[0]),
+    )
+    store = build_graph_store([doubled, *tiny_records], progress=False)
+    assert store.ids == [r.id for r in tiny_records]
+    (rejection,) = store.rejected
+    assert rejection.id == "doubled"
+    assert (
+        "atoms 0 and 2 are 0.00" in rejection.reason
+        and "A apart (closer than 0.5 A" in rejection.reason
+    )
+
+
+def test_an_old_entry_with_a_zero_length_bond_is_rebuilt(tiny_records, tmp_path):
+    _, entry = _entry(tiny_records, tmp_path)
+    meta = json.loads((entry / "meta.json").read_text())
+    del meta["checksums"]
+    (entry / "meta.json").write_text(json.dumps(meta))
+    vectors = np.fromfile(entry / "vectors.f32", dtype=np.float32)
+    vectors[:3] = 0.0
+    vectors.tofile(entry / "vectors.f32")
+    with pytest.raises(CorruptEntryError, match="bonds shorter than 0.5 A"):
+        verify_entry(entry, len(tiny_records), graphs.CACHE_FORMAT, len(cgcnn_table()), 0.5)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tlsearch.graphs.batch import GraphBatch
-from tlsearch.model import bn_silu
+from tlsearch.model.kernels import bn_silu
 
 
 def random_graph(num_atoms: int, neighbors: int, seed: int, features: int = 92) -> GraphBatch:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-import tlsearch.model.bn_silu as bn_silu
-import tlsearch.model.edge_gated_kernel as kernel
-import tlsearch.model.layers as layers_module
+import tlsearch.model.kernels.bn_silu as bn_silu
+import tlsearch.model.kernels.edge_gated as kernel
+import tlsearch.model.kernels.fused as fused_layers
 from tlsearch.model.layers import (
     ALIGNNConv,
     EdgeGatedGraphConv,
@@ -75,7 +75,7 @@ def dense_edge_gated(conv: EdgeGatedGraphConv, x, y, training: bool):
 
 def make_conv(fused: bool, dim: int = 5, seed: int = 0) -> EdgeGatedGraphConv:
     torch.manual_seed(seed)
-    conv = EdgeGatedGraphConv(dim, dim, fused=fused).double()
+    conv = EdgeGatedGraphConv(dim, dim, kernel="fused" if fused else "reference").double()
     randomize_batchnorms(conv, seed)
     return conv
 
@@ -148,7 +148,7 @@ def test_fused_equals_reference_with_many_chunks(
     assert bn_silu.split_plan(7, 2, False, torch.device("cpu"))[0] == chunk_workers
     reference = make_conv(fused=False, dim=dim).train(training)
     fused = copy.deepcopy(reference)
-    fused.fused = True
+    fused.kernel = "fused"
     results = []
     for conv in (reference, fused):
         x, y = inputs(dim)
@@ -168,7 +168,7 @@ def test_fused_equals_reference_with_many_chunks(
 def test_edges_out_false_gives_none_and_the_same_nodes(monkeypatch, fused: bool):
     """Skipping y' changes nothing else: node output, gradients and running moments."""
     monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 2 * 5)  # several chunks
-    full = make_conv(fused=fused).train()
+    full = make_conv(fused).train()
     lean = copy.deepcopy(full)
     results = []
     for conv, edges_out in ((full, True), (lean, False)):
@@ -284,11 +284,11 @@ def test_fused_mlp_layer_equals_sequential(
     monkeypatch.setattr(bn_silu, "CHUNK_ELEMENTS", 3 * 4)
     assert bn_silu.split_plan(10, 3, False, torch.device("cpu"))[0] == chunk_workers
     torch.manual_seed(0)
-    reference = MLPLayer(6, 4, fused=False).double()
+    reference = MLPLayer(6, 4, kernel="reference").double()
     randomize_batchnorms(reference)
     reference.train(training)
     fused = copy.deepcopy(reference)
-    fused.fused = True
+    fused.kernel = "fused"
     x0 = torch.randn(10, 6, dtype=torch.float64) * 2 + 1
     results = []
     for layer in (reference, fused):
@@ -305,7 +305,7 @@ def test_fused_mlp_layer_equals_sequential(
 
 def test_fused_mlp_layer_gradcheck():
     torch.manual_seed(0)
-    layer = MLPLayer(3, 2).double().train()
+    layer = MLPLayer(3, 2, kernel="fused").double().train()
     names = [name for name, _ in layer.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_() for p in layer.parameters())
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
@@ -318,7 +318,7 @@ def test_fused_mlp_layer_gradcheck():
 
 def test_fused_mlp_layer_training_needs_two_rows():
     with pytest.raises(ValueError, match="more than 1 value"):
-        MLPLayer(3, 2).train()(torch.randn(1, 3))
+        MLPLayer(3, 2, kernel="fused").train()(torch.randn(1, 3))
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -345,7 +345,7 @@ def test_batch_norm_silu_equals_batchnorm_then_silu(
         else:
             out, mean, var = bn_silu.batch_norm_silu(m, bn, r if residual else None)
             if training:
-                layers_module._update_running_stats(bn, mean, var, count=10)
+                fused_layers.update_running_stats(bn, mean, var, count=10)
         (out * weights).sum().backward()
         grads = [m.grad, bn.weight.grad, bn.bias.grad] + ([r.grad] if residual else [])
         results.append([out, *grads, bn.running_mean, bn.running_var])
@@ -406,7 +406,7 @@ def test_average_pool_is_mean_per_graph():
 def test_split_map_deals_shares_statically_and_restores_threads(two_threads):
     """Worker k gets items k, k + W, ...; torch runs on one thread inside a share (and without
     autograd); the caller's thread count is back after, also when a share raises."""
-    from tlsearch.model.chunk_workers import reduce_in_order, split_map
+    from tlsearch.model.kernels.chunk_workers import reduce_in_order, split_map
 
     seen = split_map(lambda s: (s, torch.get_num_threads(), torch.is_grad_enabled()),
                      list(range(5)), 2)  # fmt: skip
@@ -430,7 +430,7 @@ def test_split_map_works_in_a_forked_child(two_threads):
     """A child forked after the pool exists gets its own pool (it inherits no pool threads)."""
     import multiprocessing
 
-    from tlsearch.model.chunk_workers import split_map
+    from tlsearch.model.kernels.chunk_workers import split_map
 
     assert split_map(sum, [1, 2, 3], 2) == [4, 2]  # the parent's pool exists now
     child = multiprocessing.get_context("fork").Process(target=_split_in_child)
@@ -444,7 +444,7 @@ def test_split_map_works_in_a_forked_child(two_threads):
 
 
 def _split_in_child() -> None:
-    from tlsearch.model.chunk_workers import split_map
+    from tlsearch.model.kernels.chunk_workers import split_map
 
     torch.set_num_threads(2)
     raise SystemExit(0 if split_map(sum, [1, 2, 3], 2) == [4, 2] else 1)

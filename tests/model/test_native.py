@@ -9,13 +9,13 @@ import logging
 import pytest
 import torch
 
-import tlsearch.model.bn_silu as bn_silu
-import tlsearch.model.edge_gated_kernel as kernel
+import tlsearch.model.kernels.bn_silu as bn_silu
+import tlsearch.model.kernels.edge_gated as kernel
 from tests.model.conftest import concat_batches, random_graph
 from tests.model.test_layers import randomize_batchnorms
-from tlsearch.model import native
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.kernels import native
 from tlsearch.model.layers import EdgeGatedGraphConv, MLPLayer
 
 pytestmark = pytest.mark.skipif(
@@ -156,7 +156,7 @@ def test_without_a_compiler_the_torch_path_runs_with_one_warning(
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("TLSEARCH_NATIVE_CACHE", str(tmp_path / "cache"))
     use_native(True)
-    with caplog.at_level(logging.WARNING, logger="tlsearch.model.native"):
+    with caplog.at_level(logging.WARNING, logger="tlsearch.model.kernels.native"):
         got = conv(edge_index, x, y)
         conv(edge_index, x, y)
     assert native.library() is None

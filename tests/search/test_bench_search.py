@@ -168,7 +168,6 @@ def test_trials_needing_a_running_pt_job_wait_for_its_row(tmp_path, mode):
 def test_address_is_passed_to_the_search(tmp_path, monkeypatch):
     """``--address auto`` measures a search on a running Ray (no start-up in the wall time)."""
     from tlsearch.bench import search as bench_search
-    from tlsearch.search import cli
 
     seen = []
 
@@ -176,7 +175,7 @@ def test_address_is_passed_to_the_search(tmp_path, monkeypatch):
         seen.append(argv)
         raise KeyboardInterrupt  # stop before measuring
 
-    monkeypatch.setattr(cli, "main", fake_search)
+    argv = ["--storage", str(tmp_path / "s"), "--address", "auto", "--no-plot"]
     with pytest.raises(KeyboardInterrupt):
-        bench_search.main(["--storage", str(tmp_path / "s"), "--address", "auto", "--no-plot"])
+        bench_search.main(argv, search_command=fake_search)
     assert seen[0][-3:] == ["--no-plot", "--address", "auto"]

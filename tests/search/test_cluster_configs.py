@@ -143,7 +143,7 @@ def _entrypoint_spec():
     import argparse
     import shlex
 
-    from tlsearch.search.cli import add_search_parser, parse_vars
+    from tlsearch.cli.search import add_search_parser, parse_vars
     from tlsearch.search.points import resolve_datasets
     from tlsearch.search.prepare import prepare_spec
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import yaml
 
 from tests.search.conftest import REPO, fake_spec_data
+from tlsearch.cli.main import main as search_cli
 from tlsearch.results.store import RunStore
-from tlsearch.search.cli import main as search_cli
 from tlsearch.search.console import ConsoleProgress, failure_line, is_live
 from tlsearch.search.monitor import RowFeed, SearchState, describe, trial_error_text
 from tlsearch.search.tune_output import ShortTrialFailures

@@ -30,7 +30,15 @@ def offline(monkeypatch):
 
 @pytest.fixture
 def online(monkeypatch):
-    monkeypatch.setattr(datacheck, "network_reachable", lambda url, timeout_s=0: True)
+    """The network is there: every probe succeeds (and is recorded)."""
+    probed = []
+
+    def reachable(url, timeout_s=0):
+        probed.append(url)
+        return True
+
+    monkeypatch.setattr(datacheck, "network_reachable", reachable)
+    return probed
 
 
 def spec_of(datasets: dict, tmp_path: Path, **over) -> SearchSpec:
@@ -116,9 +124,12 @@ def test_a_matminer_download_without_network_names_the_dataset_and_offline(tmp_p
     check(spec, tmp_path)  # cached: no network needed
 
 
-def test_a_matminer_download_with_network_is_fine(tmp_path, online):
+def test_a_matminer_download_with_network_is_fine(tmp_path, online, caplog):
     spec = spec_of({"DC": {"data": "matminer:DC", "data_home": str(tmp_path)}}, tmp_path)
-    check(spec, tmp_path)
+    with caplog.at_level("INFO", logger="tlsearch.search.datacheck"):
+        check(spec, tmp_path)  # no error: the file will be downloaded when a seed-run reads it
+    assert len(online) == 1  # the download's host was probed once, for the one dataset
+    assert "dielectric_constant" in caplog.text and "will be downloaded from" in caplog.text
 
 
 def test_a_missing_data_home_without_network(tmp_path, offline):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from tests.search.conftest import REPO
-from tlsearch.cli import main as tlsearch_cli
+from tlsearch.cli.main import main as search_cli
+from tlsearch.cli.main import main as tlsearch_cli
 from tlsearch.results.schema import RUN_SCHEMA
-from tlsearch.search.cli import main as search_cli
 from tlsearch.search.driver import run_search
 from tlsearch.search.quickplot import plot_test_mae
 from tlsearch.search.spec import load_spec

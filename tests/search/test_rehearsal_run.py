@@ -13,8 +13,8 @@ import os
 import pytest
 
 from tests.search.conftest import REPO
+from tlsearch.cli.main import main as search_cli
 from tlsearch.results.store import read_runs
-from tlsearch.search.cli import main as search_cli
 
 
 def rehearse(name: str, storage, capsys, seeds: int = 1, spec=None) -> list[dict]:

@@ -138,7 +138,7 @@ def test_changed_configurations_of_a_started_experiment_are_refused_even_when_al
 def test_the_cli_has_the_switch():
     import argparse
 
-    from tlsearch.search.cli import add_search_parser
+    from tlsearch.cli.search import add_search_parser
 
     parser = argparse.ArgumentParser()
     add_search_parser(parser.add_subparsers())

@@ -106,6 +106,27 @@ def test_resolved_specs_keep_jobs_and_placeholders(tmp_path):
     assert job.data.data == str(paper / "ft" / "a_trial2_10.json")
 
 
+def test_the_model_kernel_is_not_part_of_a_runs_identity(tmp_path):
+    """``model: {kernel: ...}`` chooses how the layers compute, not what: the run ids and the
+    PT cache keys stay those of the spec without it, and the jobs carry it to training."""
+    from tlsearch.jobs.identity import pretrain_key
+    from tlsearch.search.points import build_job, pretrain_job
+
+    paper = str(data_dir(tmp_path / "paper"))
+    plain = spec_for(paper, model={"hidden_features": 32})
+    for kernel in ("reference", "fused", "auto"):
+        chosen = spec_for(paper, model={"hidden_features": 32, "kernel": kernel})
+        for point in (SCRATCH, TRANSFER):
+            assert run_id_for(chosen, point, 0) == run_id_for(plain, point, 0)
+        pt_chosen, pt_plain = (pretrain_job(s, TRANSFER, 0, paper) for s in (chosen, plain))
+        assert pretrain_key(pt_chosen) == pretrain_key(pt_plain)
+        assert pt_chosen.model["kernel"] == kernel
+        assert build_job(chosen, SCRATCH, 0, paper).model["kernel"] == kernel
+    # a width is part of it
+    wider = spec_for(paper, model={"hidden_features": 64})
+    assert run_id_for(wider, SCRATCH, 0) != run_id_for(plain, SCRATCH, 0)
+
+
 def test_scheme_specs_are_identified_by_their_text():
     spec = SearchSpec.model_validate(
         {

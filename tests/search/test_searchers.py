@@ -85,7 +85,7 @@ def test_an_interrupted_optuna_search_resumes_to_its_whole_budget(tmp_path, loca
 
 
 def test_search_help_says_optuna_runs_as_many_trials_as_the_cluster_has_slots(capsys):
-    from tlsearch.cli import main as tlsearch_cli
+    from tlsearch.cli.main import main as tlsearch_cli
 
     with pytest.raises(SystemExit):
         tlsearch_cli(["search", "--help"])

@@ -54,7 +54,7 @@ def _cli(spec_path: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     return subprocess.Popen(
-        [sys.executable, "-m", "tlsearch.search.cli", "search", str(spec_path), "--no-plot",
+        [sys.executable, "-m", "tlsearch", "search", str(spec_path), "--no-plot",
          "-q", *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -223,7 +223,7 @@ def _tlsearch(spec_path: Path, storage: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "tlsearch.cli", "search", str(spec_path), "--storage",
+        [sys.executable, "-m", "tlsearch", "search", str(spec_path), "--storage",
          str(storage), *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,

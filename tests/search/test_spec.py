@@ -13,7 +13,6 @@ from tlsearch.search.compile import compile_spec
 from tlsearch.search.points import Point, config_hash, run_id_for, sources_for
 from tlsearch.search.prepare import smoke_spec
 from tlsearch.search.spec import SearchSpec, load_spec
-from tlsearch.search.spec_parts import STRATEGIES
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
@@ -104,9 +103,15 @@ def test_cross_checks():
         SearchSpec.model_validate(minimal(pt_sources=[], scratch=False))
 
 
-def test_strategy_names_match_the_transfer_layer():
+def test_the_spec_accepts_every_implemented_strategy_and_no_other():
+    """The spec's names against the transfer layer's registry of implementations (scratch is
+    the spec's own ``scratch`` switch, not a strategy)."""
     strategies = pytest.importorskip("tlsearch.transfer.strategies")
-    assert set(STRATEGIES) == set(strategies.STRATEGY_NAMES) - {"scratch"}
+    implemented = sorted(set(strategies.STRATEGIES) - {"scratch"})
+    assert SearchSpec.model_validate(minimal(strategies=implemented)).strategies == implemented
+    for name in ("scratch", "unfreeze_half"):
+        with pytest.raises(ValidationError, match="strategies"):
+            SearchSpec.model_validate(minimal(strategies=[name]))
 
 
 def test_grid_counts_and_pairs():

@@ -129,7 +129,8 @@ def _search_command(
     import yaml
     from ray._private import worker as ray_worker
 
-    from tlsearch.search import cli, driver, status
+    from tlsearch.cli.main import main
+    from tlsearch.search import driver, status
 
     events: list = []
     state = {"up": ray_up_before}
@@ -176,7 +177,7 @@ def _search_command(
     monkeypatch.setattr(status, "format_status", fake_format)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(fake_spec_data(tmp_path)))
-    assert cli.main(["search", str(spec), "--no-plot"]) == expect
+    assert main(["search", str(spec), "--no-plot"]) == expect
     events.append(("returned", state["up"]))
     return events
 
@@ -200,7 +201,7 @@ def test_the_search_command_leaves_a_running_ray_alone(monkeypatch, tmp_path):
 
 
 def test_an_incomplete_search_exits_non_zero_with_the_reason_last(monkeypatch, tmp_path, capfd):
-    from tlsearch.search.cli import EXIT_INCOMPLETE
+    from tlsearch.cli.search import EXIT_INCOMPLETE
 
     status = _status(tmp_path, planned=4, completed=2, remaining=2)
     _search_command(monkeypatch, tmp_path, False, outcome=status, expect=EXIT_INCOMPLETE)

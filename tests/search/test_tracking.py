@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.search.conftest import fake_spec_data
+from tlsearch.cli.main import main as search_cli
 from tlsearch.results.store import RunStore
-from tlsearch.search.cli import main as search_cli
 from tlsearch.search.monitor import SearchState
 from tlsearch.search.tracking import MlflowTracker, history_metrics, mlflow_uri
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.search.conftest import REPO
-from tlsearch.search.cli import parse_vars
+from tlsearch.cli.search import parse_vars
 from tlsearch.search.prepare import prepare_spec
 
 PAIRWISE = REPO / "search_spaces" / "pairwise.yaml"

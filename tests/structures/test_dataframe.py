@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,14 @@ from matminer.utils.io import store_dataframe_as_json
 from pymatgen.core import Lattice, Structure
 
 from tlsearch.structures.dataframe import (
+    PickleRefusedError,
     load_dataframe_file,
     read_dataframe,
     records_from_dataframe,
     target_columns,
 )
+from tlsearch.structures.load import load_data
+from tlsearch.structures.safe_json import UnsafeObjectError
 
 
 def cscl(a: float = 4.1) -> Structure:
@@ -116,9 +120,64 @@ def small_frame() -> pd.DataFrame:
 def test_pickle_files(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     small_frame().to_pickle(path)
-    result = load_dataframe_file(path, targets="e_form")
+    result = load_dataframe_file(path, targets="e_form", allow_pickle=True)
     assert [r.targets["target"] for r in result.records] == [-1.0, -0.5]
     assert result.source == str(path)
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.touch`` on a marker file: what a hostile pickle would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_is_not_read_without_opt_in(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(PickleRefusedError, match=r"evil\.pkl: a pickle file runs any code"):
+        read_dataframe(path)
+    with pytest.raises(PickleRefusedError, match="--allow-pickle"):
+        load_data(str(path), target="y")
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="expected a pandas DataFrame"):
+        read_dataframe(path, allow_pickle=True)  # the opt-in reads it: the user trusted it
+    assert marker.exists()
+
+
+def test_matminer_json_naming_another_class_is_refused_before_decoding(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.json"
+    store_dataframe_as_json(small_frame(), str(path), pbar=False)
+    document = json.loads(path.read_text())
+    # a record whose site properties name a class outside the allow-list (monty would import
+    # the module and call the class's from_dict)
+    site = document["data"][1][0]["sites"][0]
+    site["properties"] = {"x": {"@module": "pathlib", "@class": "Path", "p": str(marker)}}
+    path.write_text(json.dumps(document))
+    where = r"record 1 \(row 1\), column 'structure'.*pathlib\.Path"
+    with pytest.raises(UnsafeObjectError, match=where):
+        read_dataframe(path)
+    hostile = {"@module": "os", "@callable": "system"}
+    callable_doc = {"columns": ["s"], "index": [0], "data": [[hostile]]}
+    path.write_text(json.dumps(callable_doc))
+    with pytest.raises(UnsafeObjectError, match="os.system"):
+        read_dataframe(path)
+
+
+EMPTY_TABLE = '{"columns": ["structure"], "index": [], "data": []}'
+
+
+@pytest.mark.parametrize("text", ["", "[]", "{}", EMPTY_TABLE])
+def test_an_empty_json_says_no_records(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "empty.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"no records in .*empty\.json"):
+        load_data(str(path), target="y")
 
 
 @pytest.mark.parametrize("name", ["t.json", "t.json.gz"])
@@ -148,8 +207,8 @@ def test_file_errors(tmp_path: Path) -> None:
     broken = tmp_path / "broken.pkl"
     broken.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="cannot read a DataFrame"):
-        read_dataframe(broken)
+        read_dataframe(broken, allow_pickle=True)
     series = tmp_path / "series.pkl"
     pd.Series([1, 2]).to_pickle(series)
     with pytest.raises(ValueError, match="expected a pandas DataFrame"):
-        read_dataframe(series)
+        read_dataframe(series, allow_pickle=True)

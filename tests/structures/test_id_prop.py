@@ -121,3 +121,16 @@ def test_missing_folder_and_all_bad(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, ["garbage.cif,1.0"])
     with pytest.raises(ValueError, match="no usable structures.*garbage.cif"):
         load_id_prop(folder)
+
+
+def test_rows_cannot_name_files_outside_the_folder(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path, ["nacl.cif,1.0", "../outside.cif,2.0", "/etc/passwd,3.0"])
+    (tmp_path / "outside.cif").write_text((folder / "nacl.cif").read_text())
+    (folder / "link.cif").symlink_to(tmp_path / "outside.cif")
+    with (folder / "id_prop.csv").open("a") as fh:
+        fh.write("link.cif,4.0\n")
+    result = load_id_prop(folder)
+    assert [r.id for r in result.records] == ["nacl.cif", "link.cif"]  # the owner's own link
+    reasons = {r.id: r.reason for r in result.rejected}
+    assert set(reasons) == {"../outside.cif", "/etc/passwd"}
+    assert all("is outside" in why and str(folder) in why for why in reasons.values())

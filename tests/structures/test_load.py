@@ -60,7 +60,7 @@ def test_matminer_dataframe_json(tmp_path: Path) -> None:
 def test_pickle_and_csv(tmp_path: Path) -> None:
     df = pd.DataFrame({"structure": [nacl(), nacl(5.8)], "y": [1.0, 2.0]})
     df.to_pickle(tmp_path / "t.pkl.gz")
-    assert len(load_data(tmp_path / "t.pkl.gz", target="y").records) == 2
+    assert len(load_data(tmp_path / "t.pkl.gz", target="y", allow_pickle=True).records) == 2
     df["structure"] = [json.dumps(s.as_dict()) for s in df["structure"]]
     df.to_csv(tmp_path / "t.csv", index=False)
     assert len(load_data(str(tmp_path / "t.csv"), target="y").records) == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +69,30 @@ def test_target_names_must_match_outputs(tmp_path):
             tmp_path / "m.pt", ALIGNN(cfg), cfg, TargetScaler.identity(), GraphSettings(), None,
             ["a", "b"],
         )  # fmt: skip
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "model_pt"
+
+
+@pytest.mark.parametrize("name", ["alignn", "headed_alignn", "multi_property_alignn"])
+def test_model_files_written_before_the_backbone_interface_load_and_predict(name, tmp_path):
+    """model.pt files written by tlsearch cac9dcb (plain, new head layers, multi-property)
+    rebuild and predict what they predicted then, and survive a save with today's code."""
+    expected = json.loads((FIXTURES / "expected.json").read_text())
+    made = expected["structures"]
+    records = generate_dataset(made["n"], seed=made["seed"], max_atoms=made["max_atoms"]).records
+    settings = GraphSettings(max_neighbors=made["max_neighbors"])
+    store = build_graph_store(records, settings, progress=False)
+    batch = store.collate(range(len(store)))
+    model, bundle = load_model(FIXTURES / f"{name}.pt")
+    want = torch.tensor(expected["predictions"][name])
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), want, rtol=0, atol=0)
+    resaved = save_model(
+        tmp_path / "model.pt", model, bundle.model_config, bundle.scaler, bundle.graph_settings,
+        bundle.train_config, bundle.target_names,
+    )  # fmt: skip
+    again, _ = load_model(resaved)
+    assert type(again) is type(model)
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch), want, rtol=0, atol=0)

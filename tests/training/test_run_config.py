@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pydantic
 import pytest
+from pymatgen.core import Lattice, Structure
 
 from tlsearch.training.config import (
     RunConfig,
@@ -12,6 +14,7 @@ from tlsearch.training.config import (
     load_run_config,
     merge_overrides,
 )
+from tlsearch.training.data import prepare_run_data
 
 
 def test_paper_defaults_and_batch_size_rule():
@@ -53,3 +56,17 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_run_config(path)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_run_config(tmp_path / "missing.yaml")
+
+
+def test_a_run_reads_a_pickled_table_only_when_allowed(tmp_path):
+    cells = [
+        Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) for a in (4, 5)
+    ]
+    path = tmp_path / "table.pkl"
+    pd.DataFrame({"structure": cells, "y": [1.0, 2.0]}).to_pickle(path)
+    base = {"data": str(path), "target": "y", "out_dir": tmp_path / "run", "cache_dir": None}
+    with pytest.raises(ValueError, match=r"training data: .*table\.pkl: a pickle file runs any"):
+        prepare_run_data(RunConfig(**base), str(path), None, "training", progress=False)
+    allowed = RunConfig(**base, allow_pickle=True)
+    prepared = prepare_run_data(allowed, str(path), None, "training", progress=False)
+    assert len(prepared.store) == 2

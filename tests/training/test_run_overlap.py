@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tlsearch.cli import build_parser, train_overrides
+from tlsearch.cli.main import build_parser
+from tlsearch.cli.train import train_overrides
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.structures.generate import generate_dataset, write_jarvis_json
 from tlsearch.structures.records import LoadResult, StructureRecord

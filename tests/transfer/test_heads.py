@@ -1,4 +1,4 @@
-"""HeadedALIGNN: data flow, readable state_dict keys, rebuild from its description."""
+"""HeadedBackbone: data flow, readable state_dict keys, rebuild from its description."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from tlsearch.model.alignn import ALIGNN
-from tlsearch.transfer.heads import HeadedALIGNN
+from tlsearch.model.heads import HeadedBackbone
 
 
 def test_forward_is_fc_of_new_layers_of_embedding(pretrained: ALIGNN, graph_batch) -> None:
-    model = HeadedALIGNN(pretrained, n_new_layers=2).eval()
+    model = HeadedBackbone(pretrained, n_new_layers=2).eval()
     with torch.no_grad():
         expected = pretrained.fc(model.new_layers(pretrained.embed(graph_batch)))
         assert torch.equal(model(graph_batch), expected)
@@ -18,13 +18,13 @@ def test_forward_is_fc_of_new_layers_of_embedding(pretrained: ALIGNN, graph_batc
 
 
 def test_zero_new_layers_is_the_trunk(pretrained: ALIGNN, graph_batch) -> None:
-    model = HeadedALIGNN(pretrained, n_new_layers=0).eval()
+    model = HeadedBackbone(pretrained, n_new_layers=0).eval()
     with torch.no_grad():
         assert torch.equal(model(graph_batch), pretrained.eval()(graph_batch))
 
 
 def test_state_dict_keys_are_readable(pretrained: ALIGNN) -> None:
-    keys = list(HeadedALIGNN(pretrained, n_new_layers=1).state_dict())
+    keys = list(HeadedBackbone(pretrained, n_new_layers=1).state_dict())
     assert all(k.startswith(("trunk.", "new_layers.")) for k in keys)
     assert "trunk.fc.weight" in keys
     assert "new_layers.0.layer.0.weight" in keys  # Linear of MLPLayer 0
@@ -32,22 +32,22 @@ def test_state_dict_keys_are_readable(pretrained: ALIGNN) -> None:
 
 
 def test_rebuilds_from_description(pretrained: ALIGNN, graph_batch) -> None:
-    model = HeadedALIGNN(pretrained, n_new_layers=2)
+    model = HeadedBackbone(pretrained, n_new_layers=2)
     description = model.describe()
     assert description["n_new_layers"] == 2
-    assert description["base_config"]["hidden_features"] == 16
-    rebuilt = HeadedALIGNN.from_description(description)
+    assert description["backbone"]["config"]["hidden_features"] == 16
+    rebuilt = HeadedBackbone.from_description(description)
     rebuilt.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(graph_batch), model.eval()(graph_batch))
 
 
 def test_bad_inputs_are_named(pretrained: ALIGNN) -> None:
-    with pytest.raises(TypeError, match="must be an ALIGNN"):
-        HeadedALIGNN(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a Backbone"):
+        HeadedBackbone(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kind="):
-        HeadedALIGNN.from_description({"kind": "other"})
+        HeadedBackbone.from_description({"kind": "other"})
     with pytest.raises(ValueError, match="lacks n_new_layers"):
-        HeadedALIGNN.from_description({"kind": "headed_alignn", "base_config": {}})
+        HeadedBackbone.from_description({"kind": "headed_alignn", "base_config": {}})
     with pytest.raises(ValueError, match=">= 0"):
-        HeadedALIGNN(pretrained, n_new_layers=-1)
+        HeadedBackbone(pretrained, n_new_layers=-1)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tlsearch.model.config import ALIGNNConfig
-from tlsearch.transfer.heads import HeadedALIGNN
-from tlsearch.transfer.losses import masked_l1
-from tlsearch.transfer.mpt_model import MultiPropertyALIGNN, to_finetune
+from tlsearch.model.heads import HeadedBackbone
+from tlsearch.model.multi_property import MultiPropertyALIGNN, to_finetune
+from tlsearch.training.losses import masked_l1
 
 PROPS = ["BG", "FE", "GV"]
 
@@ -55,8 +55,8 @@ def test_to_finetune_copies_trunk_and_adds_two_layers_and_new_head(
     mpt: MultiPropertyALIGNN, graph_batch
 ) -> None:
     ft = to_finetune(mpt)
-    assert isinstance(ft, HeadedALIGNN) and ft.n_new_layers == 2
-    assert ft.config.output_features == 1
+    assert isinstance(ft, HeadedBackbone) and ft.n_new_layers == 2
+    assert ft.trunk.config.output_features == 1
     for key, value in mpt.trunk.state_dict().items():
         assert torch.equal(ft.trunk.state_dict()[key], value), key
     assert ft.trunk.fc.weight.shape == (1, 16)

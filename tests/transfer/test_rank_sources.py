@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from tlsearch.cli import main as tlsearch_cli
+from tlsearch.cli.main import main as tlsearch_cli
 from tlsearch.training.config import RunConfig
 from tlsearch.transfer.rank_sources import (
     logme,

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from tlsearch.cli import main
+from tlsearch.cli.main import main
 from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.heads import HeadedBackbone
 from tlsearch.structures.generate import generate_dataset, write_jarvis_json
 from tlsearch.training.checkpoint import load_model, read_bundle
 from tlsearch.training.config import RunConfig, TrainConfig
-from tlsearch.transfer.heads import HeadedALIGNN
 from tlsearch.transfer.run import finetune_run, load_pretrained, mpt_pretrain_run, pretrain_run
 from tlsearch.transfer.strategies import STRATEGY_NAMES
 
@@ -65,7 +65,7 @@ def test_finetune_new_head_saves_a_model_that_reloads_and_predicts_the_same(
     assert metrics["provenance"]["strategy"] == "new_head"
     assert metrics["n_train"] + metrics["n_val"] == 20 and metrics["test"]["n"] == 10
     model, bundle = load_model(files["root"] / "ft_nh" / "model.pt")
-    assert isinstance(model, HeadedALIGNN) and bundle.architecture["n_new_layers"] == 1
+    assert isinstance(model, HeadedBackbone) and bundle.architecture["n_new_layers"] == 1
     assert bundle.extra["pt_source"] == files["src"]
     saved = _predictions(files["root"] / "ft_nh" / "predictions_test.csv")
     model_file = str(files["root"] / "ft_nh" / "model.pt")
@@ -136,7 +136,7 @@ def test_mpt_pretrain_excludes_the_target_then_finetunes_with_two_new_layers(fil
     ft = finetune_run(_run(files, "ft_mpt", tiny_config), files["root"] / "mpt", progress=False)
     assert ft["provenance"]["strategy"] == "mpt_finetune"
     ft_model, _ = load_model(files["root"] / "ft_mpt" / "model.pt")
-    assert isinstance(ft_model, HeadedALIGNN) and ft_model.n_new_layers == 2
+    assert isinstance(ft_model, HeadedBackbone) and ft_model.n_new_layers == 2
 
 
 def test_cli_transfer_commands(files, pretrained, capsys):

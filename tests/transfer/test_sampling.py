@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
+from tlsearch.transfer.names import SAMPLING_METHODS
 from tlsearch.transfer.sampling import (
-    SAMPLING_METHODS,
     bin_quotas,
     equal_width_bins,
     sample_indices,

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.heads import HeadedBackbone
 from tlsearch.transfer import strategies
-from tlsearch.transfer.heads import HeadedALIGNN
 from tlsearch.transfer.strategies import (
     STRATEGY_NAMES,
-    paper_layer,
+    layer_number,
     prepare_finetune,
     trainable_named_parameters,
 )
@@ -31,13 +31,13 @@ def _local(name: str) -> str:
 # the paper's definitions independently of the implementation.
 EXPECTED: dict[str, tuple[type, Callable[[str], bool]]] = {
     "unfreeze_all": (ALIGNN, lambda n: True),
-    "new_head": (HeadedALIGNN, lambda n: n.startswith(("new_layers.", "trunk.fc."))),
+    "new_head": (HeadedBackbone, lambda n: n.startswith(("new_layers.", "trunk.fc."))),
     "last_layer": (ALIGNN, lambda n: n.startswith("fc.")),
     "interaction_2b": (ALIGNN, lambda n: bool(_BOND.match(n))),
     "interaction_3b": (ALIGNN, lambda n: bool(_LINE.match(n))),
-    "new_head_freeze_1": (HeadedALIGNN, lambda n: not n.startswith("trunk.atom_embedding.")),
-    "new_head_freeze_6": (HeadedALIGNN, lambda n: n.startswith(("new_layers.", "trunk.fc."))),
-    "new_head_unfreeze_all": (HeadedALIGNN, lambda n: True),
+    "new_head_freeze_1": (HeadedBackbone, lambda n: not n.startswith("trunk.atom_embedding.")),
+    "new_head_freeze_6": (HeadedBackbone, lambda n: n.startswith(("new_layers.", "trunk.fc."))),
+    "new_head_unfreeze_all": (HeadedBackbone, lambda n: True),
     "scratch": (ALIGNN, lambda n: True),
 }
 
@@ -65,7 +65,7 @@ def test_requires_grad_is_exactly_the_strategy(name: str, pretrained: ALIGNN) ->
         assert param.requires_grad == trains(pname), pname
     expected = [n for n, _ in model.named_parameters() if trains(n)]
     assert [n for n, _ in trainable_named_parameters(model)] == expected
-    if kind is HeadedALIGNN:
+    if kind is HeadedBackbone:
         assert model.n_new_layers == 1
 
 
@@ -149,7 +149,7 @@ def test_unknown_strategy_lists_valid_names(pretrained: ALIGNN) -> None:
 
 
 def test_new_head_strategies_need_new_layers(pretrained: ALIGNN) -> None:
-    with pytest.raises(ValueError, match="needs a HeadedALIGNN"):
+    with pytest.raises(ValueError, match="needs a HeadedBackbone"):
         strategies.new_head(pretrained)
 
 
@@ -187,15 +187,15 @@ def test_strategy_4_with_the_same_width_keeps_the_pt_head_frozen(pretrained: ALI
     assert not any(p.requires_grad for p in model.fc.parameters())
 
 
-def test_paper_layer_numbering() -> None:
-    assert paper_layer("atom_embedding.layer.0.weight") == 1
-    assert paper_layer("trunk.angle_embedding.1.layer.0.bias") == 3
-    assert paper_layer("alignn_layers.3.edge_update.src_gate.weight") == 4
-    assert paper_layer("gcn_layers.0.bn_nodes.weight") == 5
-    assert paper_layer("trunk.fc.weight") == 7
-    assert paper_layer("new_layers.0.layer.0.weight") == 7
-    with pytest.raises(ValueError, match="no layer"):
-        paper_layer("heads.BG.0.weight")
+def test_alignn_blocks_are_the_paper_layers(pretrained: ALIGNN) -> None:
+    headed = HeadedBackbone(pretrained, n_new_layers=1)
+    assert layer_number(pretrained, "atom_embedding.layer.0.weight") == 1
+    assert layer_number(headed, "trunk.angle_embedding.1.layer.0.bias") == 3
+    assert layer_number(pretrained, "alignn_layers.0.edge_update.src_gate.weight") == 4
+    assert layer_number(pretrained, "gcn_layers.0.bn_nodes.weight") == 5
+    assert layer_number(pretrained, "readout") == 6
+    assert layer_number(headed, "trunk.fc.weight") == 7
+    assert layer_number(headed, "new_layers.0.layer.0.weight") == 7
 
 
 def _reference_frozen_eval(model: nn.Module) -> list[str]:

@@ -18,9 +18,10 @@ Structures for :func:`predict` / :meth:`Predictor.predict` may be pymatgen ``Str
 The search's own subpackage is ``tlsearch.search``, so its function is :func:`run_search`.
 
 The functions live by the step of the data flow they serve: :mod:`~tlsearch.api.runs` (single
-runs), :mod:`~tlsearch.api.searches`, :mod:`~tlsearch.api.results` (the analysis) and
-:mod:`~tlsearch.api.prediction`; the command line imports them from here, so this is the one
-place to replace them (e.g. in tests).
+runs), :mod:`~tlsearch.api.results` (the analysis), :mod:`~tlsearch.api.searches` (above it:
+a :class:`Search` offers its results), :mod:`~tlsearch.api.fill` (``best_pair(search=...)``:
+the search, then the analysis) and :mod:`~tlsearch.api.prediction`; the command line imports
+them from here, so this is the one place to replace them (e.g. in tests).
 """
 
 from __future__ import annotations

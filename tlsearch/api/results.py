@@ -7,9 +7,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tlsearch.api.searches import Search
+from tlsearch.api.prediction import load_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,26 +19,40 @@ if TYPE_CHECKING:
     from tlsearch.prediction import Predictor
 
 
-def load_runs(path: str | Path | Search, search: str | None = None) -> Results:
+@runtime_checkable
+class SearchFolder(Protocol):
+    """A search's folder and its rows: what :class:`~tlsearch.api.searches.Search` offers (the
+    functions here take one; searches.py sits above this module and imports it)."""
+
+    @property
+    def search_dir(self) -> str: ...
+
+    def results(self) -> Results: ...
+
+
+def load_runs(path: str | Path | SearchFolder, search: str | None = None) -> Results:
     """Every seed-run row under ``path`` (a search folder, or a storage root holding several;
     local, ``s3://``, ``gs://``) as :class:`~tlsearch.analysis.frame.Results`; ``.runs`` is the
     DataFrame. ``search`` keeps one search of a storage root."""
+    # The analysis layer imports pandas and pyarrow (~0.5 s): loaded on use, here and below, so
+    # that ``import tlsearch.api`` stays light (the CLI imports it for --help).
     from tlsearch.analysis.frame import load_runs as read
 
-    if isinstance(path, Search):
+    if isinstance(path, SearchFolder):
         return path.results() if search is None else read(path.search_dir, search)
     return read(path, search)
 
 
 def _results(results: Any) -> Results:
-    from tlsearch.analysis.frame import Results
+    from tlsearch.analysis.frame import Results  # pandas, pyarrow: loaded on use
 
     return results if isinstance(results, Results) else load_runs(results)
 
 
-def analyze(results: str | Path | Search | Results, out: str | Path) -> Path:
+def analyze(results: str | Path | SearchFolder | Results, out: str | Path) -> Path:
     """Write the paper's figures and tables and ``report.html`` into ``out`` (``tlsearch
     analyze``); returns the report's path."""
+    # pandas, pyarrow, matplotlib: loaded on use
     from tlsearch.analysis.report import analyze as write_report
 
     return write_report(_results(results), Path(out))
@@ -82,15 +96,13 @@ class BestPairResult:
         """The winner's ensemble (one model per seed), ready to predict with its spread."""
         if self.ensemble is None:
             raise ValueError("no ensemble was exported (no eligible winner, or export=False)")
-        from tlsearch.api.prediction import load_model
-
         return load_model(self.ensemble, device)
 
 
 def best_pair(
     target: str,
     *,
-    results: str | Path | Search | Results | None = None,
+    results: str | Path | SearchFolder | Results | None = None,
     search: str | Path | None = None,
     out: str | Path | None = None,
     ft_size: int | str | None = "auto",
@@ -117,12 +129,15 @@ def best_pair(
     Raises:
         ValueError: neither or both of ``results``/``search``, a test metric, no results.
     """
+    # pandas, pyarrow, scipy: loaded on use
     from tlsearch.analysis.best_pair import export_checkpoints, justification, rank, winner_summary
 
     if (results is None) == (search is None):
         raise ValueError("best_pair needs results=... (computed) or search=SPEC (to run)")
     if search is not None:
-        from tlsearch.analysis.fill import run_then_rank
+        # The search layer (pandas, pyarrow, the Ray driver): loaded when a search is to run, so
+        # that ``import tlsearch.api`` stays light (the CLI imports it for --help).
+        from tlsearch.api.fill import run_then_rank
 
         rows, best = run_then_rank(
             str(search), target, storage=storage, address=address, ft_size=ft_size,
@@ -202,7 +217,7 @@ class Comparison:
 
 
 def compare_paper(
-    results: str | Path | Search | Results,
+    results: str | Path | SearchFolder | Results,
     *,
     anchors: str | Path | None = None,
     rename: Mapping[str, str] | None = None,
@@ -226,6 +241,7 @@ def compare_paper(
         ValueError: an experiment the anchors do not have (the known ones named).
         FileNotFoundError: no anchors file.
     """
+    # pandas, pyarrow: loaded on use
     from tlsearch.analysis.compare import DEFAULT_ANCHORS, compare, comparison_table, load_anchors
 
     table = load_anchors(anchors if anchors is not None else DEFAULT_ANCHORS)

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlsearch.api.prediction import load_model
+from tlsearch.logutil import log_to_file
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -33,20 +36,18 @@ class Run:
 
     def history(self) -> pd.DataFrame:
         """Per-epoch losses and validation metrics (``history.csv``)."""
-        import pandas as pd
+        import pandas as pd  # pandas: loaded on use, ``import tlsearch.api`` stays light
 
         return pd.read_csv(self.out / "history.csv")
 
     def predictions(self, split: str = "test") -> pd.DataFrame:
         """``predictions_<split>.csv`` (``test`` or ``val``): id, target, prediction."""
-        import pandas as pd
+        import pandas as pd  # pandas: loaded on use, ``import tlsearch.api`` stays light
 
         return pd.read_csv(self.out / f"predictions_{split}.csv")
 
     def load_model(self, device: str = "auto") -> Predictor:
         """The trained model, ready to predict (:func:`load_model`)."""
-        from tlsearch.api.prediction import load_model
-
         return load_model(self.model_path, device)
 
 
@@ -63,6 +64,8 @@ def run_config(
     Raises:
         ValueError: an unknown or invalid field (pydantic names it).
     """
+    # The pydantic config models (~0.1 s to build): loaded on use, ``import tlsearch.api``
+    # (and so ``tlsearch --help``) stays light; the same for the other configs below.
     from tlsearch.training.config import RunConfig, load_run_config, merge_overrides
 
     if isinstance(config, RunConfig):
@@ -97,8 +100,6 @@ def _run_fields(
 
 def _finish(cfg: RunConfig, work: Any) -> Run:
     """Run ``work(cfg)`` logging into ``<out>/train.log``, as the command does."""
-    from tlsearch.logutil import log_to_file
-
     with log_to_file(cfg.out_dir / "train.log"):
         metrics = work(cfg)
     return Run(Path(cfg.out_dir), metrics)
@@ -138,7 +139,7 @@ def train(
         ValueError: an invalid config (fields named), unusable data, or a test set overlapping
             the training data. FileNotFoundError: missing data.
     """
-    from tlsearch.training.run import train_run
+    from tlsearch.training.run import train_run  # torch: loaded when a run starts
 
     fields = _run_fields(data, out, test, target, recipe, model, overrides)
     cfg = run_config(config, fields)
@@ -161,7 +162,7 @@ def pretrain(
     """Pre-train on ``data`` (a seeded random subset of ``size``, all when None), as
     ``tlsearch pretrain``; the other arguments as :func:`train`. Its folder is a ``pretrained``
     source for :func:`finetune`."""
-    from tlsearch.transfer.run import pretrain_run
+    from tlsearch.transfer.run import pretrain_run  # torch: loaded when a run starts
 
     cfg = run_config(config, _run_fields(data, out, test, target, recipe, model, overrides))
     return _finish(cfg, lambda c: pretrain_run(c, size=size, progress=progress))
@@ -196,7 +197,7 @@ def finetune(
         train_frozen_bn: let BatchNorm statistics of frozen layers update (the paper's code).
         others: as :func:`train`.
     """
-    from tlsearch.transfer.run import finetune_run
+    from tlsearch.transfer.run import finetune_run  # torch: loaded when a run starts
 
     cfg = run_config(config, _run_fields(data, out, test, target, recipe, model, overrides))
     return _finish(
@@ -234,7 +235,7 @@ def mpt_pretrain(
         others: as :func:`train`.
     """
     from tlsearch.training.config import merge_overrides
-    from tlsearch.transfer.run import mpt_pretrain_run
+    from tlsearch.transfer.run import mpt_pretrain_run  # torch: loaded when a run starts
 
     if not datasets:
         raise ValueError("mpt_pretrain needs datasets {name: spec, ...}")

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlsearch.api.results import BestPairResult, analyze, best_pair, load_runs
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from tlsearch.analysis.frame import Results
-    from tlsearch.api.results import BestPairResult
     from tlsearch.search.spec import SearchSpec
     from tlsearch.search.status import SearchStatus
 
@@ -37,6 +38,8 @@ class Search:
     @property
     def table(self) -> pd.DataFrame:
         """One row per configuration: its keys, seeds, failed, diverged, mean test MAE/R2."""
+        # pandas and the search layer (~0.5 s): loaded on use, here and below, so that
+        # ``import tlsearch.api`` stays light (the CLI imports it for --help).
         import pandas as pd
 
         from tlsearch.search.status import TABLE_COLUMNS
@@ -51,8 +54,6 @@ class Search:
     def results(self) -> Results:
         """The rows as the analysis reads them (:func:`load_runs`)."""
         if self._results is None:
-            from tlsearch.api.results import load_runs
-
             self._results = load_runs(self.search_dir)
         return self._results
 
@@ -62,20 +63,16 @@ class Search:
 
     def plot(self, png: str | Path | None = None) -> Path:
         """Test MAE per configuration (``<search>/test_mae.png`` unless ``png``)."""
-        from tlsearch.search.quickplot import plot_test_mae
+        from tlsearch.search.quickplot import plot_test_mae  # pandas, matplotlib
 
         return plot_test_mae(self.search_dir, png)
 
     def analyze(self, out: str | Path) -> Path:
         """The paper's figures and tables for this search (:func:`analyze`)."""
-        from tlsearch.api.results import analyze
-
         return analyze(self, out)
 
     def best_pair(self, target: str, **kwargs: Any) -> BestPairResult:
         """:func:`best_pair` on this search's results."""
-        from tlsearch.api.results import best_pair
-
         return best_pair(target, results=self, **kwargs)
 
     def __repr__(self) -> str:
@@ -116,7 +113,7 @@ def run_search(
         ValueError: an invalid spec, changed spec on resume, missing data (all named).
         tlsearch.search.driver.SearchInterruptedError: stopped before finishing.
     """
-    from tlsearch.search.prepare import prepare_spec
+    from tlsearch.search.prepare import prepare_spec  # spec models, Ray: on use
     from tlsearch.search.session import run_owning_ray
 
     base = None if base_dir is None else str(base_dir)
@@ -139,6 +136,6 @@ def run_search(
 
 def open_search(path: str | Path) -> Search:
     """The :class:`Search` of a search folder already on disk (``tlsearch runs``)."""
-    from tlsearch.search.status import search_status
+    from tlsearch.search.status import search_status  # pandas, pyarrow: on use
 
     return Search(search_status(str(path)))

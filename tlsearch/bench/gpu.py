@@ -4,6 +4,11 @@ Runs unattended on a GPU node; on a node without a usable CUDA GPU it prints one
 why and exits 2 (nothing else runs). The checks, each recorded ``ok``, ``FAILED`` (its error)
 or ``skipped`` (why), so one failing check does not hide the others:
 
+0. ``parity``: the fused kernels against the reference equations on CUDA
+   (:func:`tlsearch.model.kernel_parity.kernel_parity`: outputs, every parameter's gradient
+   and the running moments of a small ALIGNN, training and eval mode), the check that
+   ``kernel: auto`` waits for before it runs the fused kernels on CUDA
+   (:mod:`tlsearch.model.kernels.choice`);
 1. ``train``: CUDA training throughput of the paper's model (4+4 layers, 256 wide), tlsearch vs
    alignn's pure-PyTorch ``ALIGNNAtomWisePure`` on the same batches
    (:func:`tlsearch.bench.train.bench_train`), at each ``--batch-sizes``;
@@ -18,6 +23,10 @@ or ``skipped`` (why), so one failing check does not hide the others:
 5. ``precision``: a short scratch run of the paper's model on DC (``dc_trial1_800`` and its test
    set when ``../shared`` is there, else generated data) at ``train.precision`` fp32, tf32
    and bf16: training structures/s (and the ratio to fp32) and the test MAE of each.
+
+Without Ray (a lent GPU machine holding torch and the model core only, see
+``scripts/gpu_check.sh``) ``ddp`` and ``packing`` are ``skipped``, saying so; ``train`` is
+skipped without alignn.
 
 Exit status: 0 when no check failed, 1 when one did, 2 without a usable GPU.
 """
@@ -38,7 +47,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-CHECKS = ("train", "memory", "ddp", "packing", "precision")
+CHECKS = ("parity", "train", "memory", "ddp", "packing", "precision")
 NO_GPU_EXIT = 2
 GIB = 1024**3
 PACKED_SHARE = 0.25
@@ -100,6 +109,17 @@ def _nccl_available() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_nccl_available()
+
+
+def check_parity(args: argparse.Namespace) -> CheckResult:
+    """Fused vs reference kernels on CUDA, training and eval mode (float32)."""
+    from tlsearch.model.kernel_parity import kernel_parity
+
+    results = [kernel_parity("cuda", training) for training in (True, False)]
+    numbers = {("train" if r.training else "eval"): asdict(r) for r in results}
+    status = "ok" if all(r.ok for r in results) else "FAILED"
+    text = "; ".join(r.describe() for r in results)
+    return CheckResult("parity (fused vs reference kernels)", status, text, numbers=numbers)
 
 
 def check_train(args: argparse.Namespace) -> CheckResult:
@@ -263,6 +283,7 @@ def check_precision(args: argparse.Namespace) -> CheckResult:
 
 
 CHECK_FUNCTIONS: dict[str, Callable[[argparse.Namespace], CheckResult]] = {
+    "parity": check_parity,
     "train": check_train,
     "memory": check_memory,
     "ddp": check_ddp,
@@ -305,6 +326,20 @@ def format_table(header: str, results: Sequence[CheckResult]) -> str:
     return f"{header}\n{table}\n"
 
 
+def _ray_missing() -> str | None:
+    """Why Ray cannot be imported here (None when it can)."""
+    import importlib.util
+
+    return None if importlib.util.find_spec("ray") else "no module named 'ray'"
+
+
+def _skip(reason: str) -> Callable[[argparse.Namespace], CheckResult]:
+    def skipped(args: argparse.Namespace) -> CheckResult:
+        raise SkipCheck(reason)
+
+    return skipped
+
+
 def exit_status(results: Sequence[CheckResult]) -> int:
     """1 when a check failed, else 0."""
     return int(any(r.status == "FAILED" for r in results))
@@ -313,7 +348,8 @@ def exit_status(results: Sequence[CheckResult]) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tlsearch bench gpu",
-        description="The GPU check: CUDA training throughput vs alignn, peak memory of a "
+        description="The GPU check: fused vs reference kernels on CUDA, CUDA training "
+        "throughput vs alignn, peak memory of a "
         "gpu: 0.25 trial, the DDP path on NCCL, 4 trials at gpu 0.25 vs one at gpu 1, "
         "fp32/tf32/bf16 on DC; one table. Exits 2 with one line on a node without a usable "
         "CUDA GPU.",
@@ -350,7 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = device_line()
     own_ray = False
     needs_ray = {"ddp", "packing"} & set(args.only)
-    if needs_ray:
+    functions = dict(CHECK_FUNCTIONS)
+    if needs_ray and _ray_missing():
+        for name in needs_ray:  # a lent GPU machine: torch and our core only
+            functions[name] = _skip(f"Ray is not installed here ({_ray_missing()})")
+    elif needs_ray:
         import ray
 
         from tlsearch.search import driver
@@ -358,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         own_ray = not ray.is_initialized()
         driver.connect(args.address)
     try:
-        results = run_checks(args.only, args)
+        results = run_checks(args.only, args, functions)
     finally:
         if own_ray:
             import ray
@@ -369,3 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     sys.stdout.write(format_table(header, results))
     return exit_status(results)
+
+
+if __name__ == "__main__":  # scripts/gpu_check.sh, also where tlsearch.cli cannot import
+    sys.exit(main())

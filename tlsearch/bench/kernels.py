@@ -2,9 +2,9 @@
 
 Why: the DC speed-up over alignn measured 1.73x on an Intel Xeon (AVX-512) and 1.37x on an AMD
 EPYC (AVX2 only). This bench answers, on one machine, whether the gap comes from the instruction
-set or from the CPU kernels' constants (:data:`tlsearch.model.bn_silu.CHUNK_ELEMENTS`, the rows
-of one chunk workspace, and :data:`~tlsearch.model.bn_silu.SERIAL_ELEMENTS`, below which
-elementwise ops run on one thread) being tuned to one CPU.
+set or from the CPU kernels' constants (:data:`tlsearch.model.kernels.bn_silu.CHUNK_ELEMENTS`,
+the rows of one chunk workspace, and :data:`~tlsearch.model.kernels.bn_silu.SERIAL_ELEMENTS`,
+below which elementwise ops run on one thread) being tuned to one CPU.
 
 Each (instruction set, constants) pair is one ``tlsearch bench train`` (ours vs alignn's
 pure-PyTorch ALIGNN, interleaved on the same batches) in its own process, because the instruction
@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tlsearch.bench import add_train_options
+from tlsearch.bench.options import add_train_options
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ LOOPS_ENV = {"native": "1", "torch": "0"}
 
 def settings(chunks: Sequence[int], serials: Sequence[int]) -> list[tuple[int, int]]:
     """(chunk log2, one-thread log2) pairs: the defaults, then each constant varied alone."""
-    from tlsearch.model import bn_silu
+    from tlsearch.model.kernels import bn_silu
 
     chunk0 = bn_silu.CHUNK_ELEMENTS.bit_length() - 1
     serial0 = bn_silu.SERIAL_ELEMENTS.bit_length() - 1
@@ -137,10 +137,10 @@ def run_one(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from tlsearch.bench.data import bench_records
     from tlsearch.bench.train import bench_train
-    from tlsearch.model import bn_silu, edge_gated_kernel, native
+    from tlsearch.model.kernels import bn_silu, edge_gated, native
 
     chunk, serial = args.one
-    bn_silu.CHUNK_ELEMENTS = edge_gated_kernel.CHUNK_ELEMENTS = 1 << chunk
+    bn_silu.CHUNK_ELEMENTS = edge_gated.CHUNK_ELEMENTS = 1 << chunk
     bn_silu.SERIAL_ELEMENTS = 1 << serial
     bench = argparse.Namespace(
         steps=args.steps,

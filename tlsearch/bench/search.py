@@ -1,9 +1,10 @@
 """``tlsearch bench search [SPEC]``: where a whole search's wall time goes.
 
 Runs SPEC (default ``search_spaces/quickstart.yaml``) in a fresh storage folder through the
-``tlsearch search`` entry point (:func:`tlsearch.search.cli.main`: local Ray start-up, PT jobs,
-configuration experiments, status and plot), then reads the Parquet rows, ``plan.json`` and
-Tune's per-trial ``result.json`` files and reports, printed and as JSON:
+``tlsearch search`` command (passed in by :mod:`tlsearch.cli.bench`, which sits above this
+layer: local Ray start-up, PT jobs, configuration experiments, status and plot), then reads the
+Parquet rows, ``plan.json`` and Tune's per-trial ``result.json`` files and reports, printed and
+as JSON:
 
 **Overhead.** ``slots`` is the number of trials that can run at once: the cluster's CPUs (and
 GPUs) divided by the spec's per-trial ``resources``, capped by ``max_concurrent`` (2 on a
@@ -56,7 +57,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml"
 REPORT_NAME = "bench_search.json"
+
+#: Runs ``tlsearch search ARGV...`` in this process and returns its exit code.
+SearchCommand = Callable[[Sequence[str]], int]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,8 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; print the summary and the JSON report; 0 when the search finished."""
+def main(argv: Sequence[str] | None, *, search_command: SearchCommand) -> int:
+    """Run the benchmark; print the summary and the JSON report; 0 when the search finished.
+
+    ``search_command`` runs ``tlsearch search ARGV...`` and returns its exit code."""
     start = _process_start()
     args = _parser().parse_args(argv)
     storage = fresh_storage(args.storage)
@@ -104,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         smoke=args.smoke,
         plot=not args.no_plot,
         address=args.address,
+        search_command=search_command,
     )
     path = args.json or storage / REPORT_NAME
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -139,13 +146,13 @@ def run_bench(
     smoke: bool = False,
     plot: bool = True,
     address: str | None = None,
+    search_command: SearchCommand,
 ) -> dict[str, Any]:
     """Run the search command on ``spec_path`` into ``storage`` (on the Ray cluster at
     ``address``, else a local Ray it starts) and measure it."""
     import ray
 
     from tlsearch.search import driver
-    from tlsearch.search.cli import main as search_main
     from tlsearch.search.prepare import smoke_spec
     from tlsearch.search.spec import load_spec
 
@@ -156,7 +163,7 @@ def run_bench(
     argv = ["search", str(spec_path), "--storage", str(storage)]
     argv += (["--smoke"] if smoke else []) + ([] if plot else ["--no-plot"])
     argv += ["--address", address] if address else []
-    code = search_main(argv)  # stops the Ray it started (tlsearch.search.cli.cmd_search)
+    code = search_command(argv)  # stops the Ray it started (as ``tlsearch search`` does)
     cluster = driver.LAST_PHASES.get("cluster") or {}
     if ray.is_initialized() and not ray_was_up:
         ray.shutdown()  # what the command's exit does (an interrupted search)

@@ -30,6 +30,11 @@ import numpy as np
 
 BOND_TOL = 0.15  # jarvis get_all_neighbors: neighbours closer than this are ignored
 MAX_RADIUS = 200.0
+MIN_ATOM_DISTANCE = 0.5
+"""A structure with two atoms (an atom and its own periodic image included) closer than this
+(Angstrom) has no graph: the shortest real bond, H-H, is 0.74 A; closer atoms are duplicated
+sites or a broken file (alignn's neighbour search would silently drop such pairs, under
+``BOND_TOL``, and keep the structure)."""
 # jarvis' Lattice rounds the matrix to 5 decimals; alignn computes Cartesian positions and bond
 # vectors with that rounded matrix but periodic-image offsets with the raw one. Kept, for parity.
 JARVIS_LATTICE_DECIMALS = 5
@@ -94,6 +99,23 @@ def _candidate_distances(
     return images, dist
 
 
+def _check_separation(images: np.ndarray, dist: np.ndarray) -> None:
+    """Raise when two atoms (an atom and its own image included) are closer than
+    :data:`MIN_ATOM_DISTANCE`; ``dist`` is ``(image, j, i)`` as :func:`_candidate_distances`."""
+    close = dist < MIN_ATOM_DISTANCE
+    home = np.flatnonzero(~images.any(axis=1))
+    atoms = np.arange(dist.shape[1])
+    close[home[:, None], atoms, atoms] = False  # each atom with itself, in its own cell
+    if not close.any():
+        return
+    m, j, i = (int(v[0]) for v in np.nonzero(close))
+    what = f"atom {i} and its periodic image" if i == j else f"atoms {min(i, j)} and {max(i, j)}"
+    raise GraphBuildError(
+        f"{what} are {dist[m, j, i]:.3f} A apart (closer than {MIN_ATOM_DISTANCE} A: duplicated "
+        "sites or a broken structure)"
+    )
+
+
 def _select_knn(
     lattice: np.ndarray, frac: np.ndarray, cutoff: float, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,6 +131,7 @@ def _select_knn(
     r = min(float(cutoff), (3 * 2.0 * k / (4 * math.pi * density)) ** (1 / 3))
     while True:
         images, dist = _candidate_distances(lattice, frac, r)
+        _check_separation(images, dist)
         valid = (dist <= r) & (dist > 1e-8) & (dist > BOND_TOL)
         counts = valid.sum(axis=(0, 1))
         if counts.min() >= k:

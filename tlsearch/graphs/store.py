@@ -14,6 +14,8 @@ stays bounded by one chunk, whatever the dataset size), and memory-mapped by eve
 (in order), not ids or targets: the same structures under other ids or targets reuse the entry.
 An entry is built in a temporary folder and renamed into place when complete, under a file lock,
 so concurrent runs build it once and a killed build leaves nothing that looks complete.
+``meta.json`` records a checksum of every array file; an existing entry is verified before use
+(:mod:`tlsearch.graphs.verify`) and a corrupt one is rebuilt with a warning naming it.
 The line graph is not stored: see :mod:`tlsearch.graphs.linegraph`.
 """
 
@@ -36,7 +38,15 @@ from tlsearch.graphs.batch import GraphBatch
 from tlsearch.graphs.build import build_many
 from tlsearch.graphs.features import cgcnn_table
 from tlsearch.graphs.linegraph import bond_cosines, line_graph
+from tlsearch.graphs.neighbors import MIN_ATOM_DISTANCE
 from tlsearch.graphs.settings import GraphSettings
+from tlsearch.graphs.verify import (
+    ARRAY_FILES,
+    CorruptEntryError,
+    file_checksum,
+    read_meta,
+    verify_entry,
+)
 from tlsearch.storage.locks import file_lock
 from tlsearch.structures.records import Rejection, StructureRecord
 
@@ -184,17 +194,45 @@ def build_graph_store(
     key = dataset_key(records, settings)
     final = root / key
     with file_lock(root / f"{key}.lock"):
-        hit = (final / "meta.json").exists()
+        hit = final.exists() and _usable(final, len(records))
         if hit:
             logger.info("graph cache hit: %s (%d structures)", final, len(records))
         else:
             logger.info("graph cache miss: building %d graphs into %s", len(records), final)
             _build_entry(records, settings, final, progress, workers)
-    meta = json.loads((final / "meta.json").read_text())
+        meta = read_meta(final)
     rejected = [(int(p), reason) for p, reason in meta["rejected"]]
     return _make_store(
         records, _open_arrays(final), meta["accepted"], rejected, settings, hit, final
     )
+
+
+#: Entries verified by this process: path -> (name, size, mtime) of its files when verified.
+_VERIFIED: dict[str, tuple] = {}
+
+
+def _fingerprint(entry: Path) -> tuple:
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(entry.iterdir()))
+
+
+def _usable(entry: Path, num_structures: int) -> bool:
+    """Whether the existing entry passes :func:`verify_entry`; a failing one is removed with a
+    warning naming it and what is wrong (the caller then builds it again). Checked once per
+    process while its files stay unchanged."""
+    fingerprint = _fingerprint(entry)
+    if _VERIFIED.get(str(entry)) == fingerprint:
+        return True
+    try:
+        verify_entry(entry, num_structures, CACHE_FORMAT, len(cgcnn_table()), MIN_ATOM_DISTANCE)
+    except CorruptEntryError as exc:
+        aside = entry.parent / f"_bad-{entry.name}-{uuid.uuid4().hex[:8]}"
+        logger.warning("graph cache entry is corrupt, rebuilding it: %s", exc)
+        os.replace(entry, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        _VERIFIED.pop(str(entry), None)
+        return False
+    _VERIFIED[str(entry)] = fingerprint
+    return True
 
 
 def _make_store(
@@ -249,6 +287,7 @@ def _build_entry(
                 edge_ptr.append(edge_ptr[-1] + len(edges))
         np.asarray(node_ptr, dtype=np.int64).tofile(tmp / "node_ptr.i64")
         np.asarray(edge_ptr, dtype=np.int64).tofile(tmp / "edge_ptr.i64")
+        checksums = {name: file_checksum(tmp / name) for name in ARRAY_FILES}
         meta = {
             "format": CACHE_FORMAT,
             "settings": settings.model_dump(),
@@ -257,6 +296,7 @@ def _build_entry(
             "num_edges": edge_ptr[-1],
             "accepted": accepted,
             "rejected": rejected,
+            "checksums": checksums,
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         os.replace(tmp, final)

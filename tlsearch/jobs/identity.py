@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsearch.jobs.config import SCHEMES, JobConfig, absolute_spec
+from tlsearch.model.config import model_identity
 
 EXECUTION_FIELDS = {
     "cache_dir",
@@ -98,6 +99,7 @@ def pretrain_key(job: JobConfig) -> str:
     if job.num_workers > 1:
         content["ddp_workers"] = job.num_workers
     content["train"] = {k: v for k, v in job.train.items() if k not in EXECUTION_TRAIN_FIELDS}
+    content["model"] = model_identity(job.model)  # the kernel is not part of it
     for ref in [content.get("data"), *content.get("mpt_data", [])]:
         if ref:
             ref["data"] = data_fingerprint(ref["data"])

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlsearch.jobs.checkpoints import StorageCheckpoints
 from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.jobs.errors import DETERMINISTIC_ERRORS
 from tlsearch.structures.generate import write_jarvis_json
@@ -34,6 +33,9 @@ from tlsearch.training.run import train_run
 from tlsearch.training.splits import train_val_split
 from tlsearch.transfer import run as transfer
 from tlsearch.transfer.sampling import sample_indices
+
+if TYPE_CHECKING:
+    from tlsearch.jobs.checkpoints import StorageCheckpoints
 
 
 def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
@@ -64,6 +66,10 @@ def storage_checkpoints(job: JobConfig) -> StorageCheckpoints | None:
     """The job's :class:`~tlsearch.jobs.checkpoints.StorageCheckpoints`, or None."""
     if job.checkpoint_every is None or job.resume_uri is None:
         return None
+    # pyarrow (storage filesystems): only jobs that checkpoint into a search's storage need it;
+    # the core runs without it (a lent GPU machine has torch and none of the search stack)
+    from tlsearch.jobs.checkpoints import StorageCheckpoints
+
     return StorageCheckpoints(job.resume_uri, job.checkpoint_every)
 
 

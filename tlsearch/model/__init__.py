@@ -1,4 +1,15 @@
-"""ALIGNN in plain PyTorch (no DGL), weight-compatible with the ``alignn`` package.
+"""The models: the backbone interface, ALIGNN, and the transfer-learning models built on a backbone.
+
+:mod:`.backbone` says what a model family provides (structures -> batch -> pooled features ->
+head, named trunk blocks, a self-description) and :mod:`.registry` maps family names and saved
+model kinds to classes. ALIGNN (:mod:`.alignn`, :mod:`.layers`, :mod:`.config`) is the first
+family: plain PyTorch (no DGL), weight-compatible with the ``alignn`` package
+(:mod:`.interop`). :mod:`.heads` (new MLP layers before a backbone's head) and
+:mod:`.multi_property` (one head per property) are the transfer-learning models.
+
+:mod:`.layers` holds the equations (the ``reference`` kernel), :mod:`.kernels` the fused CPU
+kernels that compute them faster on a CPU; the model setting ``kernel`` (:class:`ALIGNNConfig`)
+chooses per device, and :mod:`.kernel_parity` checks that the two agree.
 
 Importing the package is cheap (no torch): the names below load their module on first use, so
 configs (:mod:`.config`) validate in processes that never build a model (the search driver).

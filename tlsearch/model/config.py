@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 # An RBF expansion needs at least two centers to define its spacing.
 RBFBins = Annotated[int, Field(ge=2)]
+
+#: How the layers compute (:mod:`tlsearch.model.kernels.choice`): ``auto`` (fused on CPU,
+#: reference elsewhere), ``reference`` (plain PyTorch) or ``fused`` (the CPU kernels).
+Kernel = Literal["auto", "reference", "fused"]
+
+#: Fields that choose how the model computes, not what: not part of a run's identity (config
+#: hashes, PT cache keys) and not saved with a model, so a model trained with one kernel runs
+#: with whichever fits where it is loaded.
+EXECUTION_FIELDS = frozenset({"kernel"})
+
+
+def model_identity(model: dict) -> dict:
+    """A ``model:`` settings mapping without its :data:`EXECUTION_FIELDS` (for hashing)."""
+    return {k: v for k, v in model.items() if k not in EXECUTION_FIELDS}
 
 
 class ALIGNNConfig(BaseModel):
@@ -16,7 +30,8 @@ class ALIGNNConfig(BaseModel):
     The field names and defaults are those of ``alignn.models.alignn.ALIGNNConfig``, so a
     checkpoint trained by alignn with the same values loads into our model unchanged. Layer
     counts may be 0 (alignn allows it, e.g. a model without line-graph layers); every width
-    must be positive and each RBF expansion needs at least 2 bins.
+    must be positive and each RBF expansion needs at least 2 bins. ``kernel`` is ours (not
+    alignn's): it chooses how the layers compute, not what (see :data:`EXECUTION_FIELDS`).
 
     Attributes:
         alignn_layers: ALIGNN layers (bond-graph + line-graph edge-gated convolutions).
@@ -27,6 +42,9 @@ class ALIGNNConfig(BaseModel):
         embedding_features: width of the intermediate RBF embedding layer.
         hidden_features: width of the atom, bond and angle features in every layer.
         output_features: number of predicted properties (columns of the output).
+        kernel: ``auto`` (default: the fused CPU kernels on a CPU, the reference equations on
+            every other device, CUDA included), ``reference`` or ``fused``
+            (:mod:`tlsearch.model.kernels.choice`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,3 +57,4 @@ class ALIGNNConfig(BaseModel):
     embedding_features: PositiveInt = 64
     hidden_features: PositiveInt = 256
     output_features: PositiveInt = 1
+    kernel: Kernel = "auto"

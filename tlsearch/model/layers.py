@@ -4,6 +4,12 @@ Graphs are given as ``edge_index`` (2, E) long tensors: row 0 = source, row 1 = 
 The submodule names and the update equations are those of alignn's ``RBFExpansion``,
 ``MLPLayer``, ``EdgeGatedGraphConv`` and ``ALIGNNConv``, so their ``state_dict`` keys and
 shapes are identical and weights can be moved between the two implementations.
+
+The code here is the reference: the equations as plain PyTorch. ``MLPLayer`` and
+``EdgeGatedGraphConv`` also run the same functions through the fused CPU kernels of
+:mod:`tlsearch.model.kernels` when their ``kernel`` setting (``auto``, ``reference`` or
+``fused``, see :mod:`tlsearch.model.kernels.choice`) picks them on the input's device;
+:func:`tlsearch.model.alignn.set_kernel` changes it on every layer of a model.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tlsearch.model.bn_silu import OneThread, batch_norm_silu, linear_bn_silu
-from tlsearch.model.edge_gated_kernel import GATE_EPS, EdgeIndex, edge_gated_edges
+from tlsearch.model.config import Kernel
+from tlsearch.model.kernels import fused
+from tlsearch.model.kernels.choice import check_kernel, uses_fused
+from tlsearch.model.kernels.edge_gated import GATE_EPS, EdgeIndex
 
 
 class RBFExpansion(nn.Module):
@@ -59,14 +67,15 @@ class RBFExpansion(nn.Module):
 class MLPLayer(nn.Module):
     """``x' = silu(BatchNorm(W x + b))``; shapes (M, in) -> (M, out).
 
-    ``fused=True`` (default) computes it with :class:`~tlsearch.model.bn_silu.LinearBNSiLU`
-    (chunked, row-contiguous batch norm and SiLU; much faster on the line graph's many rows
-    on CPU); ``fused=False`` runs the ``nn.Sequential``. Parameters are the same either way.
+    ``kernel`` (``auto``, ``reference`` or ``fused``; see :mod:`tlsearch.model.kernels.choice`)
+    picks how it is computed on the input's device: the ``nn.Sequential`` (reference), or one
+    chunked linear + batch norm + SiLU (:func:`tlsearch.model.kernels.fused.mlp_forward`,
+    much faster on the line graph's many rows on CPU). Parameters are the same either way.
     """
 
-    def __init__(self, in_features: int, out_features: int, fused: bool = True) -> None:
+    def __init__(self, in_features: int, out_features: int, kernel: Kernel = "auto") -> None:
         super().__init__()
-        self.fused = fused
+        self.kernel = check_kernel(kernel)
         self.layer = nn.Sequential(
             nn.Linear(in_features, out_features),
             nn.BatchNorm1d(out_features),
@@ -74,13 +83,9 @@ class MLPLayer(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        linear, bn = self.layer[0], self.layer[1]
-        if not (self.fused and bn.affine and linear.bias is not None):
-            return self.layer(x)
-        out, mean, var = linear_bn_silu(x, linear, bn)
-        if bn.training or bn.running_mean is None:
-            _update_running_stats(bn, mean, var, count=x.shape[0])
-        return out
+        if uses_fused(self.kernel, x.device) and fused.fusable_mlp(self):
+            return fused.mlp_forward(self, x)
+        return self.layer(x)
 
 
 class EdgeGatedGraphConv(nn.Module):
@@ -100,29 +105,32 @@ class EdgeGatedGraphConv(nn.Module):
     Shapes: ``x`` (N, in), ``y`` (E, in), ``edge_index`` (2, E) -> ``x'`` (N, out),
     ``y'`` (E, out).
 
-    ``fused=True`` (default) computes the same function with one (in, 4 out) matmul for the
-    four node-side linears and the chunked kernel of
-    :mod:`tlsearch.model.edge_gated_kernel` for everything edge-sized (several times
-    faster on CPU), and the node update's batch norm + SiLU + residual as one chunked function
-    (:func:`~tlsearch.model.bn_silu.batch_norm_silu`); ``fused=False`` is the direct
-    transcription of the equations above.
+    ``kernel`` (``auto``, ``reference`` or ``fused``; see :mod:`tlsearch.model.kernels.choice`)
+    picks how it is computed on the input's device: the direct transcription of the equations
+    above (reference), or one (in, 4 out) matmul for the four node-side linears and the chunked
+    CPU kernels of :mod:`tlsearch.model.kernels` for everything edge-sized and the node update
+    (:func:`tlsearch.model.kernels.fused.edge_gated_forward`; several times faster on CPU).
     Parameters are the same either way.
 
     ``forward(..., edges_out=False)`` returns ``None`` in place of ``y'`` and, when fused,
     skips computing it (the batch-norm running moments are still updated): for a last layer
     whose edge features nothing reads. ``edge_index`` may also be an
-    :class:`~tlsearch.model.edge_gated_kernel.EdgeIndex`, which caches the kernel's index
-    structures across the layers that share a graph.
+    :class:`~tlsearch.model.kernels.edge_gated.EdgeIndex`, which caches the fused kernel's
+    index structures across the layers that share a graph.
     """
 
     def __init__(
-        self, input_features: int, output_features: int, residual: bool = True, fused: bool = True
+        self,
+        input_features: int,
+        output_features: int,
+        residual: bool = True,
+        kernel: Kernel = "auto",
     ) -> None:
         super().__init__()
         if residual and input_features != output_features:
             raise ValueError("residual connections need input_features == output_features")
         self.residual = residual
-        self.fused = fused
+        self.kernel = check_kernel(kernel)
         self.src_gate = nn.Linear(input_features, output_features)
         self.dst_gate = nn.Linear(input_features, output_features)
         self.edge_gate = nn.Linear(input_features, output_features)
@@ -134,8 +142,8 @@ class EdgeGatedGraphConv(nn.Module):
     def forward(
         self, edge_index: Tensor | EdgeIndex, x: Tensor, y: Tensor, edges_out: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        if self.fused:
-            return self._forward_fused(edge_index, x, y, edges_out)
+        if uses_fused(self.kernel, x.device):
+            return fused.edge_gated_forward(self, edge_index, x, y, edges_out)
         if isinstance(edge_index, EdgeIndex):
             edge_index = edge_index.edge_index
         x_new, y_new = self._forward_reference(edge_index, x, y)
@@ -159,71 +167,6 @@ class EdgeGatedGraphConv(nn.Module):
             return x + x_new, y + y_new
         return x_new, y_new
 
-    def _forward_fused(
-        self, edge_index: Tensor | EdgeIndex, x: Tensor, y: Tensor, edges_out: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        # a 1 MB concatenation: measured 340 us on 2 threads (an OpenMP wake-up), 60 us on one
-        with OneThread(x.device.type == "cpu"):
-            weight, bias = self._node_weight(), self._node_bias()
-        node_proj = F.linear(x, weight, bias)  # [A | C | B | U x]
-        bn = self.bn_edges
-        batch_stats = bn.training or bn.running_mean is None
-        x_pre, y_new, mean, var = edge_gated_edges(
-            node_proj,
-            y,
-            self.edge_gate.weight,
-            bn.weight,
-            bn.bias,
-            edge_index,
-            None if batch_stats else bn.running_mean,
-            None if batch_stats else bn.running_var,
-            bn.eps,
-            self.residual,
-            edges_out,
-        )
-        if batch_stats:
-            _update_running_stats(bn, mean, var, count=y.shape[0])
-        x_new, mean, var = batch_norm_silu(x_pre, self.bn_nodes, x if self.residual else None)
-        _update_running_stats(self.bn_nodes, mean, var, count=x_pre.shape[0])  # when training
-        return x_new, y_new
-
-    def _node_weight(self) -> Tensor:
-        """(4 out, in): src_gate, dst_update, dst_gate, src_update stacked (kernel's order)."""
-        return torch.cat(
-            [
-                self.src_gate.weight,
-                self.dst_update.weight,
-                self.dst_gate.weight,
-                self.src_update.weight,
-            ]
-        )
-
-    def _node_bias(self) -> Tensor:
-        """(4 out,): as :meth:`_node_weight`, with edge_gate's bias folded into src_gate's."""
-        return torch.cat(
-            [
-                self.src_gate.bias + self.edge_gate.bias,
-                self.dst_update.bias,
-                self.dst_gate.bias,
-                self.src_update.bias,
-            ]
-        )
-
-
-@torch.no_grad()
-def _update_running_stats(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, count: int) -> None:
-    """Update ``bn``'s running moments as ``nn.BatchNorm1d.forward`` does in training mode.
-
-    ``var`` is the biased batch variance over ``count`` rows; the running variance tracks the
-    unbiased one.
-    """
-    if not (bn.training and bn.track_running_stats):
-        return
-    bn.num_batches_tracked.add_(1)
-    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-    bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor * count / (count - 1))
-
 
 class ALIGNNConv(nn.Module):
     r"""One ALIGNN layer: an edge-gated conv on the bond graph, then one on the line graph.
@@ -236,10 +179,10 @@ class ALIGNNConv(nn.Module):
     ``angles_out=False`` the returned ``z'`` is None (see :class:`EdgeGatedGraphConv`).
     """
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    def __init__(self, in_features: int, out_features: int, kernel: Kernel = "auto") -> None:
         super().__init__()
-        self.node_update = EdgeGatedGraphConv(in_features, out_features)
-        self.edge_update = EdgeGatedGraphConv(out_features, out_features)
+        self.node_update = EdgeGatedGraphConv(in_features, out_features, kernel=kernel)
+        self.edge_update = EdgeGatedGraphConv(out_features, out_features, kernel=kernel)
 
     def forward(
         self,

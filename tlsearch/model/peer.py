@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tlsearch.graphs.batch import GraphBatch
-from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig
 
 
 def alignn_pure_model(config: ALIGNNConfig) -> nn.Module:
@@ -22,7 +22,7 @@ def alignn_pure_model(config: ALIGNNConfig) -> nn.Module:
     return pure.ALIGNNAtomWisePure(
         pure.ALIGNNAtomWisePureConfig(
             name="alignn_atomwise_pure",
-            **config.model_dump(),
+            **config.model_dump(exclude=EXECUTION_FIELDS),  # alignn has no kernel setting
             calculate_gradient=False,
             energy_mult_natoms=False,
             use_penalty=False,

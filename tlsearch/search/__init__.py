@@ -19,8 +19,9 @@
 - :mod:`~tlsearch.search.trainable`: the Tune trial functions;
 - :mod:`~tlsearch.search.driver`: ``run_search`` (``tlsearch search``);
 - :mod:`~tlsearch.search.status`: planned / completed / failed / remaining (``tlsearch runs``);
-- :mod:`~tlsearch.search.quickplot`: one PNG of test MAE per configuration;
-- :mod:`~tlsearch.search.cli`: the two subcommands' parsers and handlers.
+- :mod:`~tlsearch.search.quickplot`: one PNG of test MAE per configuration.
+
+The ``search`` and ``runs`` commands are in :mod:`tlsearch.cli.search`.
 
 Jobs (what a seed-run or PT job is, its id, running it) live below in :mod:`tlsearch.jobs`,
 storage locations and locks in :mod:`tlsearch.storage`. Nothing here imports Ray (or torch) at

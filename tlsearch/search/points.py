@@ -23,6 +23,7 @@ from tlsearch.jobs.identity import (
     run_id,
     source_identity,
 )
+from tlsearch.model.config import model_identity
 from tlsearch.search.spec import LogUniform, PretrainSource, SearchSpec
 from tlsearch.storage.uri import is_remote, join
 
@@ -113,7 +114,7 @@ def config_hash(spec: SearchSpec, point: Point, base_dir: str | None = None) -> 
     recipe: dict[str, Any] = {
         "point": point.as_config(),
         "train": spec.train,
-        "model": spec.model,
+        "model": model_identity(spec.model),  # the kernel is not part of it
         "graphs": spec.graphs,
         "datasets": [
             [name, size, dataset_identity(spec, name, size, base_dir)]

@@ -4,9 +4,11 @@ A structure cell may be a pymatgen ``Structure``, a ``Structure.as_dict()`` dict
 stores them in JSON), a jarvis ``atoms`` dict, or a string (JSON of such a dict, CIF or POSCAR
 text, e.g. from a ``.csv``). Ids come from ``id_col`` when given, else from the index.
 
-Files: ``.pkl``/``.pkl.gz`` (a pickled DataFrame; only open pickles you trust), ``.json``/
-``.json.gz`` in matminer's format (read by ``matminer.utils.io.load_dataframe_from_json``), and
-``.csv``.
+Files: ``.json``/``.json.gz`` in matminer's format (decoded with an allow-list of structure
+classes, :mod:`tlsearch.structures.safe_json`), ``.csv``, and ``.pkl``/``.pkl.gz`` (a pickled
+DataFrame) only with ``allow_pickle=True``: reading a pickle runs whatever code it holds, so it
+is refused unless the caller opts in (CLI ``--allow-pickle``, a search dataset's
+``allow_pickle: true``) for a file they trust.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlsearch.structures.jarvis_json import raw_from_atoms
 from tlsearch.structures.records import LoadResult, Rejection
+from tlsearch.structures.safe_json import read_matminer_json
 from tlsearch.structures.validate import (
     InvalidRecordError,
     RawRecord,
@@ -37,6 +40,22 @@ Targets = str | Sequence[str] | Mapping[str, str] | None
 column -> name, or ``None`` (no targets)."""
 
 DATAFRAME_SUFFIXES = (".pkl", ".pkl.gz", ".pickle", ".json", ".json.gz", ".csv", ".csv.gz")
+PICKLE_SUFFIXES = (".pkl", ".pkl.gz", ".pickle")
+
+
+class PickleRefusedError(ValueError):
+    """A pickle file was given without the opt-in that says it is trusted."""
+
+
+def refuse_pickle(path: str | Path) -> PickleRefusedError:
+    """The error for a pickle read without opt-in: names the file and the risk."""
+    return PickleRefusedError(
+        f"{path}: a pickle file runs any code it contains when it is read, so tlsearch reads "
+        "pickles only when you say the file is trusted: --allow-pickle on the command line, "
+        "allow_pickle: true on the dataset in a search spec, allow_pickle=True from Python. "
+        "Safer: save the table as matminer JSON (matminer.utils.io.store_dataframe_as_json) "
+        "or CSV and pass that file instead"
+    )
 
 
 def target_columns(targets: Targets) -> dict[str, str]:
@@ -146,11 +165,13 @@ def records_from_dataframe(
     return validate_records(raw, source, required_targets=required)
 
 
-def read_dataframe(path: str | Path) -> pd.DataFrame:
-    """Read a DataFrame from ``.pkl[.gz]``, matminer ``.json[.gz]`` or ``.csv[.gz]``.
+def read_dataframe(path: str | Path, allow_pickle: bool = False) -> pd.DataFrame:
+    """Read a DataFrame from matminer ``.json[.gz]``, ``.csv[.gz]`` or, with
+    ``allow_pickle=True`` only, ``.pkl[.gz]``.
 
     Raises:
         FileNotFoundError: missing file.
+        PickleRefusedError: a pickle without ``allow_pickle`` (nothing was read).
         ValueError: unsupported suffix or unreadable content (names the file).
     """
     import pandas as pd
@@ -159,13 +180,13 @@ def read_dataframe(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     name = path.name.lower()
+    if name.endswith(PICKLE_SUFFIXES) and not allow_pickle:
+        raise refuse_pickle(path)
     try:
-        if name.endswith((".pkl", ".pkl.gz", ".pickle")):
+        if name.endswith(PICKLE_SUFFIXES):
             df = pd.read_pickle(path)
         elif name.endswith((".json", ".json.gz")):
-            from matminer.utils.io import load_dataframe_from_json
-
-            df = load_dataframe_from_json(str(path), pbar=False)
+            df = read_matminer_json(path)
         elif name.endswith((".csv", ".csv.gz")):
             df = pd.read_csv(path)
         else:
@@ -185,7 +206,8 @@ def load_dataframe_file(
     targets: Targets = None,
     id_col: str | None = None,
     require_targets: bool = True,
+    allow_pickle: bool = False,
 ) -> LoadResult:
     """Read a table file (see :func:`read_dataframe`) and validate it like a DataFrame."""
-    df = read_dataframe(path)
+    df = read_dataframe(path, allow_pickle=allow_pickle)
     return records_from_dataframe(df, structure_col, targets, id_col, str(path), require_targets)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -62,6 +63,14 @@ def target_names(n_targets: int) -> list[str]:
 
 def _raw_from_file(folder: Path, name: str, targets: dict[str, Any]) -> RawRecord | Rejection:
     path = folder / name
+    # confined lexically: "../x" and absolute names are refused; a symlink the folder's owner
+    # placed in it is followed (their choice, not the CSV's)
+    if Path(name).is_absolute() or not Path(os.path.normpath(path)).is_relative_to(
+        Path(os.path.normpath(folder))
+    ):
+        return Rejection(
+            name, f"structure file {name!r} is outside {folder} ({ID_PROP_FILE} names files in it)"
+        )
     if not path.is_file():
         return Rejection(name, f"structure file {name!r} not found in {folder}")
     try:

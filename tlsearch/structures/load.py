@@ -13,7 +13,8 @@ with several target columns, see :mod:`tlsearch.structures.id_prop`):
 - ``path/to/data.db``: an ASE database; ``path/to/frames.extxyz`` / ``.xyz``: extended XYZ;
   ``target=<key>`` names the property (a row key / ``info`` or calculator key such as
   ``energy``), see :mod:`tlsearch.structures.ase_io`.
-- ``path/to/table.pkl[.gz]`` / ``.csv[.gz]``: a DataFrame with a ``"structure"`` column.
+- ``path/to/table.csv[.gz]``: a DataFrame with a ``"structure"`` column; ``.pkl[.gz]`` too, with
+  ``allow_pickle=True`` only (a pickle runs the code it holds when read).
 - ``matminer:CODE`` (BG, FE, GV, PH, DC, PZ, EBG) or ``matminer:<dataset_name>``.
 - ``jarvis:dft_2d``: JARVIS-DFT 2D (default target ``optb88vdw_bandgap``).
 - ``generated:N[:SEED]``: the built-in prototype generator (Morse energy per atom).
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import logging
 import os
 from collections import OrderedDict
@@ -65,6 +67,23 @@ def _unknown(spec: str, why: str) -> ValueError:
     return ValueError(f"cannot load {spec!r}: {why}. Accepted forms:\n  - {forms}")
 
 
+def is_empty_json(path: Path) -> bool:
+    """Whether a JSON file holds nothing: no bytes, ``[]``, ``{}`` or a table without rows."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(_PEEK_BYTES + 1)
+    if len(head) > _PEEK_BYTES:
+        return False
+    text = head.decode("utf-8", errors="replace").strip()
+    if text in ("", "[]", "{}", "null"):
+        return True
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("data") == [] and "columns" in value
+
+
 def is_jarvis_array(path: Path) -> bool:
     """Whether a JSON file looks like a jarvis dataset array (peeks at the first bytes only)."""
     opener = gzip.open if path.name.endswith(".gz") else open
@@ -80,6 +99,8 @@ def _load_json(path: Path, target: str | None, require_targets: bool) -> LoadRes
     if is_jarvis_array(path):
         keys = {target or "target": "target"}
         return load_jarvis_json(path, target_keys=keys, require_targets=require_targets)
+    if is_empty_json(path):
+        raise ValueError(f"no records in {path}: the file is empty or holds an empty list/table")
     if target is None and require_targets:
         raise ValueError(f"{path}: a matminer DataFrame JSON needs target=<column name>")
     return load_dataframe_file(path, targets=target, require_targets=require_targets)
@@ -94,7 +115,9 @@ def _load_zip(path: Path, target: str | None, require_targets: bool) -> LoadResu
     return records_from_jarvis_list(entries, str(path), keys, require_targets=require_targets)
 
 
-def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadResult:
+def _load_path(
+    path: Path, target: str | None, require_targets: bool, allow_pickle: bool = False
+) -> LoadResult:
     from tlsearch.structures.ase_io import (
         ASE_DB_SUFFIXES,
         EXTXYZ_SUFFIXES,
@@ -124,7 +147,9 @@ def _load_path(path: Path, target: str | None, require_targets: bool) -> LoadRes
     if name.endswith((".pkl", ".pkl.gz", ".pickle", ".csv", ".csv.gz")):
         if target is None and require_targets:
             raise ValueError(f"{path}: a DataFrame file needs target=<column name>")
-        return load_dataframe_file(path, targets=target, require_targets=require_targets)
+        return load_dataframe_file(
+            path, targets=target, require_targets=require_targets, allow_pickle=allow_pickle
+        )
     raise _unknown(str(path), "unsupported file type")
 
 
@@ -185,6 +210,7 @@ def load_data(
     target: str | None = None,
     data_home: str | Path | None = None,
     require_targets: bool = True,
+    allow_pickle: bool = False,
 ) -> LoadResult:
     """Load structures (and targets) from any supported source; see the module docstring.
 
@@ -194,18 +220,20 @@ def load_data(
             ``"target"`` for jarvis JSON, the paper's column for matminer codes.
         data_home: download/cache folder for ``matminer:`` and ``jarvis:`` sources.
         require_targets: reject records without the target (False for prediction data).
+        allow_pickle: read ``.pkl``/``.pickle`` tables (a pickle runs the code it holds: only
+            for files you trust); without it such a file is refused, naming the risk.
 
     Raises:
         ValueError: unknown spec (lists the accepted forms) or no usable structure.
         FileNotFoundError: a path that does not exist.
     """
-    key = _cache_key(spec, target, data_home, require_targets)
+    key = _cache_key(spec, target, data_home, require_targets, allow_pickle)
     cached = _LOAD_CACHE.get(key) if key is not None else None
     if cached is not None:
         _LOAD_CACHE.move_to_end(key)
         logger.debug("%s: %d records from the per-process load cache", spec, len(cached.records))
         return _copy(cached)
-    result = _load_uncached(spec, target, data_home, require_targets)
+    result = _load_uncached(spec, target, data_home, require_targets, allow_pickle)
     if key is not None:
         _remember(key, result)
         return _copy(result)
@@ -218,12 +246,16 @@ def clear_load_cache() -> None:
 
 
 def _cache_key(
-    spec: str | Path, target: str | None, data_home: str | Path | None, require_targets: bool
+    spec: str | Path,
+    target: str | None,
+    data_home: str | Path | None,
+    require_targets: bool,
+    allow_pickle: bool,
 ) -> tuple | None:
     """The memo key of a load, or None when it is not memoised (folders, downloads, off)."""
     if os.environ.get("TLSEARCH_LOAD_CACHE", "1") == "0":
         return None
-    options = (target, require_targets)
+    options = (target, require_targets, allow_pickle)
     if isinstance(spec, str) and spec.startswith(("generated:", "generated2d:")):
         return ("generated", spec, *options)
     if isinstance(spec, str) and spec.partition(":")[0] in ("matminer", "jarvis"):
@@ -252,14 +284,18 @@ def _copy(result: LoadResult) -> LoadResult:
 
 
 def _load_uncached(
-    spec: str | Path, target: str | None, data_home: str | Path | None, require_targets: bool
+    spec: str | Path,
+    target: str | None,
+    data_home: str | Path | None,
+    require_targets: bool,
+    allow_pickle: bool,
 ) -> LoadResult:
     if isinstance(spec, Path):
-        return _load_path(spec, target, require_targets)
+        return _load_path(spec, target, require_targets, allow_pickle)
     scheme = spec.partition(":")[0]
     if scheme in ("matminer", "jarvis", "generated", "generated2d"):
         return _load_scheme(spec, target, data_home)
     path = Path(spec)
     if path.exists() or path.suffix:
-        return _load_path(path, target, require_targets)
+        return _load_path(path, target, require_targets, allow_pickle)
     raise _unknown(spec, "not an existing path nor a known scheme")

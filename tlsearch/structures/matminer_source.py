@@ -24,6 +24,7 @@ from tlsearch.structures import mp_structures
 from tlsearch.structures.dataframe import records_from_dataframe
 from tlsearch.structures.jarvis_json import records_from_jarvis_list
 from tlsearch.structures.records import LoadResult, Rejection
+from tlsearch.structures.safe_json import read_matminer_json
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,18 @@ def _records_with_mp_structures(
     return result
 
 
+def _read_dataset_file(name: str, home: str, download_if_missing: bool) -> Any:
+    """matminer's file of dataset ``name`` in ``home`` (downloaded and hash-checked by matminer
+    when missing), decoded with the structure-class allow-list instead of matminer's own
+    loader, whose monty decoder imports any class a record names."""
+    from matminer.datasets.utils import _validate_dataset
+
+    meta = matminer_metadata()[name]
+    path = os.path.join(home, f"{name}.{meta['file_type']}")
+    _validate_dataset(path, meta["url"], meta["hash"], download_if_missing)
+    return read_matminer_json(path)
+
+
 def load_matminer(
     name_or_code: str,
     target: str | None = None,
@@ -194,14 +207,13 @@ def load_matminer(
         ValueError: unknown dataset/column, no usable structure, or EBG structures that can
             neither be read from the cache nor fetched (says how, and the offline files).
     """
-    from matminer.datasets import load_dataset
     from matminer.datasets.utils import _get_data_home
 
     spec = resolve_dataset(name_or_code, target)
     home = _get_data_home(None if data_home is None else str(data_home))
     if spec.structure_column is None and structures is None:
         _check_structures_reachable(spec, home)
-    df = load_dataset(spec.name, data_home=home, download_if_missing=download_if_missing)
+    df = _read_dataset_file(spec.name, home, download_if_missing)
     logger.info("matminer %s: %d rows, target column %r", spec.name, len(df), spec.target_column)
     if spec.structure_column is None:
         return _records_with_mp_structures(df, spec, structures, home, target_name)

@@ -6,9 +6,12 @@ The file is a plain dict (tensors, numbers, strings, lists, dicts), so it loads 
     format, format_version, tlsearch_version, state_dict, model_config, graph_settings,
     train_config, scaler, target_names, extra, architecture
 
-``architecture`` is None for a plain ALIGNN (whose ``state_dict`` is alignn's), else the
-``describe()`` of a transfer-learning model (new head layers, multi-property heads), which
-:func:`load_model` rebuilds through :func:`tlsearch.transfer.architectures.from_description`.
+``architecture`` is None for a plain ALIGNN (whose ``state_dict`` is alignn's, its widths in
+``model_config``), else the model's ``describe()``: a backbone of another family
+(:mod:`tlsearch.model.backbone`) or a model built on one (new head layers, multi-property
+heads), which :func:`load_model` rebuilds through the model registry
+(:func:`tlsearch.model.registry.from_description`, which also reads the descriptions written
+by earlier versions).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from torch import nn
 
 import tlsearch
 from tlsearch.graphs.settings import GraphSettings
-from tlsearch.model.alignn import ALIGNN
-from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.alignn import ALIGNN, set_kernel
+from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig, Kernel
+from tlsearch.model.registry import from_description
 from tlsearch.training.config import TrainConfig
 from tlsearch.training.scaler import TargetScaler
 
@@ -59,7 +63,9 @@ def save_model(
 ) -> Path:
     """Write ``model.pt`` atomically (temporary file, then rename); returns the path."""
     path = Path(path)
-    architecture = model.describe() if hasattr(model, "describe") else None
+    # a plain ALIGNN keeps the format alignn and earlier versions read (its config is model_config)
+    describes = type(model) is not ALIGNN and hasattr(model, "describe")
+    architecture = model.describe() if describes else None
     if architecture is None and len(target_names) != model_config.output_features:
         raise ValueError(
             f"{len(target_names)} target names for a model with "
@@ -70,7 +76,7 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "tlsearch_version": tlsearch.__version__,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model_config": model_config.model_dump(mode="json"),
+        "model_config": model_config.model_dump(mode="json", exclude=EXECUTION_FIELDS),
         "graph_settings": graph_settings.model_dump(mode="json"),
         "train_config": train_config.model_dump(mode="json") if train_config else None,
         "scaler": scaler.to_dict(),
@@ -119,21 +125,24 @@ def bundle_from_payload(payload: Any, path: Path | str) -> tuple[dict[str, Any],
 
 
 def load_model(
-    path: Path | str, device: torch.device | str = "cpu"
+    path: Path | str, device: torch.device | str = "cpu", kernel: Kernel = "auto"
 ) -> tuple[nn.Module, ModelBundle]:
-    """Rebuild the ALIGNN model of ``model.pt`` on ``device``, in eval mode, with its bundle."""
-    return model_from_bundle(*read_bundle(path), device=device)
+    """Rebuild the model of ``model.pt`` on ``device``, in eval mode, with its bundle; its
+    layers run ``kernel`` (:mod:`tlsearch.model.kernels.choice`; files keep none)."""
+    return model_from_bundle(*read_bundle(path), device=device, kernel=kernel)
 
 
 def model_from_bundle(
-    state_dict: dict[str, Any], bundle: ModelBundle, device: torch.device | str = "cpu"
+    state_dict: dict[str, Any],
+    bundle: ModelBundle,
+    device: torch.device | str = "cpu",
+    kernel: Kernel = "auto",
 ) -> tuple[nn.Module, ModelBundle]:
     """The model of a read ``model.pt`` (:func:`read_bundle`), as :func:`load_model`."""
     if bundle.architecture is None:
         model: nn.Module = ALIGNN(bundle.model_config)
-    else:  # a transfer-learning model: the transfer layer knows how to rebuild it
-        from tlsearch.transfer.architectures import from_description
-
+    else:
         model = from_description(bundle.architecture)
     model.load_state_dict(state_dict)
+    set_kernel(model, kernel)
     return model.to(device).eval(), bundle

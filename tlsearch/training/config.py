@@ -168,6 +168,8 @@ class RunConfig(BaseModel):
         test: optional held-out test data spec (never used for training or validation).
         allow_test_overlap: run even when test structures are identical to training ones (same
             lattice, coordinates and species); by default that is refused, naming them.
+        allow_pickle: read ``data``/``test`` given as pickled tables (``.pkl``); reading a
+            pickle runs the code it holds, so it is refused unless this says the file is trusted.
         target: property to read from the data (``None``: the loader's default, and every target
             the training records carry).
         data_home: where named datasets are looked up (passed to ``load_data``).
@@ -184,6 +186,7 @@ class RunConfig(BaseModel):
     data: str
     test: str | None = None
     allow_test_overlap: bool = False
+    allow_pickle: bool = False
     target: str | None = None
     data_home: Path | None = None
     out_dir: Path

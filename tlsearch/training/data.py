@@ -95,6 +95,7 @@ def prepare_data(
     role: str = "data",
     progress: bool = True,
     loaded: LoadResult | None = None,
+    allow_pickle: bool = False,
 ) -> PreparedData:
     """Load ``spec``, build (or read cached) graphs, and align the targets with the store.
 
@@ -105,6 +106,7 @@ def prepare_data(
         role: "training", "test"... used in messages.
         loaded: records already in memory (e.g. a multi-property corpus); ``spec`` then only
             names them.
+        allow_pickle: read a pickled table (runs the code it holds: trusted files only).
 
     Raises:
         ValueError / FileNotFoundError: bad spec, no usable structure, missing targets.
@@ -112,7 +114,11 @@ def prepare_data(
     try:
         if loaded is None:
             loaded = load_data(
-                spec, target=target, data_home=data_home, require_targets=require_targets
+                spec,
+                target=target,
+                data_home=data_home,
+                require_targets=require_targets,
+                allow_pickle=allow_pickle,
             )
     except FileNotFoundError as exc:  # say which of the run's inputs it was
         raise FileNotFoundError(f"{role} data: {exc}") from exc
@@ -158,6 +164,7 @@ def prepare_run_data(
         role=role,
         progress=progress,
         loaded=loaded,
+        allow_pickle=cfg.allow_pickle,
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import tlsearch
-from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.alignn import ALIGNN, set_kernel
 from tlsearch.structures.overlap import check_test_overlap
 from tlsearch.structures.records import LoadResult
 from tlsearch.training.checkpoint import save_model
@@ -356,6 +356,7 @@ def train_model(
     """
     seed_everything(cfg.train.seed)
     model = ALIGNN(cfg.model) if model_factory is None else model_factory(cfg, data.target_names)
+    set_kernel(model, cfg.model.kernel)  # a factory's model (e.g. read from a file) too
     start = time.perf_counter()
     form = (training_form or graph_form)(model, cfg, device)
     targets = scaler.transform(data.targets)

@@ -1,4 +1,8 @@
-"""Transfer learning: FT strategies, new heads, FT sampling, the MPT corpus, model and loss.
+"""Transfer learning: FT strategies, FT sampling, the MPT corpus, frozen-trunk features, runs.
+
+The transfer-learning model classes (new head layers, the multi-property model) live with the
+model, in :mod:`tlsearch.model`; the MPT loss with the other losses in
+:mod:`tlsearch.training.losses`.
 
 Importing the package is cheap (no torch, no pymatgen): the names below load their module on
 first use, so the search driver can validate strategy names (:mod:`.names`) without torch.
@@ -9,25 +13,20 @@ from __future__ import annotations
 from tlsearch.lazy import lazy_getattr
 
 _EXPORTS = {
-    "HeadedALIGNN": "heads",
-    "masked_l1": "losses",
     "MaterialIndex": "mpt_corpus",
     "MPTCorpus": "mpt_corpus",
     "build_corpus": "mpt_corpus",
     "exclude_target": "mpt_corpus",
-    "MultiPropertyALIGNN": "mpt_model",
-    "to_finetune": "mpt_model",
-    "SAMPLING_METHODS": "sampling",
-    "SamplingMethod": "sampling",
+    "SAMPLING_METHODS": "names",
+    "SamplingMethod": "names",
     "sample_indices": "sampling",
     "STRATEGY_NAMES": "names",
     "StrategyName": "names",
-    "PAPER_LAYERS": "strategies",
     "STRATEGIES": "strategies",
     "apply_frozen_eval": "strategies",
     "get_strategy": "strategies",
     "install_frozen_eval": "strategies",
-    "paper_layer": "strategies",
+    "layer_number": "strategies",
     "prepare_finetune": "strategies",
     "trainable_named_parameters": "strategies",
 }

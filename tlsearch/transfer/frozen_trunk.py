@@ -1,14 +1,15 @@
 """Frozen trunk computed once: fine-tune the head on cached pooled trunk features (exact).
 
 With frozen batch-norm statistics (the default, see :mod:`tlsearch.transfer.strategies`), an
-FT strategy whose trainable parameters all come after ALIGNN's readout (paper layer 6:
-``last_layer``, ``new_head``, ``new_head_freeze_6`` and any other that freezes layers 1-6)
-sees, for a structure, the same trunk output ``model.embed(batch)`` in every epoch: every
-trunk module runs in eval mode (fixed running statistics), ALIGNN has no dropout, and message
-passing never crosses structures, so the pooled features of a structure do not depend on the
-batch it is in. They are computed once per (PT trunk, dataset) and only ``model.head`` trains:
+FT strategy whose trainable parameters all come after the backbone's trunk blocks
+(:mod:`tlsearch.model.backbone`; ALIGNN: after its readout, paper layer 6: ``last_layer``,
+``new_head``, ``new_head_freeze_6`` and any other that freezes layers 1-6) sees, for a
+structure, the same trunk output ``features(batch)`` in every epoch: every trunk module runs in
+eval mode (fixed running statistics), ALIGNN has no dropout, and message passing never crosses
+structures, so the pooled features of a structure do not depend on the batch it is in. They are
+computed once per (PT trunk, dataset) and only ``model.head`` trains:
 
-- the cut is after pooling, so one (hidden,) float32 row per structure is cached, and a batch
+- the cut is after pooling, so one (width,) float32 row per structure is cached, and a batch
   of features is a gather of rows; :class:`FeatureStore` stands in for the graph store in the
   same :class:`~tlsearch.training.loop.GraphLoader`, so the batches (order, sizes, merged last
   batch) are those of the graph path and the head's BatchNorm sees the same batch statistics;
@@ -18,7 +19,7 @@ batch it is in. They are computed once per (PT trunk, dataset) and only ``model.
   which ``tlsearch predict`` loads unchanged; validation and test predictions run the head on
   cached features too (:class:`FrozenTrunkForm`);
 - the cache (:class:`FeatureCache`): ``<cache_dir>/frozen_trunk/<key>.npz`` holding
-  ``features`` (n, hidden) and ``done`` (n,) for the graph store's n structures, rows computed
+  ``features`` (n, width) and ``done`` (n,) for the graph store's n structures, rows computed
   on demand (an FT sample computes only its own structures); ``key`` hashes the trunk's weights
   and buffers (everything before the cut: so it changes with the PT checkpoint's content, not
   with a new head), the graph cache key (the structures and graph settings), the device type
@@ -52,14 +53,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from tlsearch.graphs.store import dataset_key
-from tlsearch.model.alignn import ALIGNN
+from tlsearch.model.backbone import Backbone, unwrap_trunk
+from tlsearch.model.heads import HeadedBackbone
 from tlsearch.model.layers import RBFExpansion
 from tlsearch.model.pooling import AvgPooling
+from tlsearch.model.registry import FAMILIES, family
 from tlsearch.storage.locks import file_lock
 from tlsearch.training.batches import GraphLoader, batch_chunks
 from tlsearch.training.run import GraphForm
-from tlsearch.transfer.heads import HeadedALIGNN
-from tlsearch.transfer.strategies import install_frozen_eval, paper_layer
+from tlsearch.transfer.strategies import install_frozen_eval, layer_number
 
 if TYPE_CHECKING:
     from tlsearch.graphs.store import GraphStore
@@ -70,50 +72,53 @@ logger = logging.getLogger(__name__)
 
 #: Bump when what is cached, or how, changes: old entries are then never read.
 FEATURE_FORMAT = 1
-#: The cut: after paper layer 6 (the readout), before the head (layer 7).
-CUT = "readout"
-CUT_LAYER = 6
 _FROZEN_EVAL_FLAG = "_tlsearch_frozen_eval"
-#: Parameter-less trunk modules whose forward does not depend on training mode.
+#: Parameter-less trunk modules whose forward does not depend on training mode (ALIGNN's; a
+#: family with others in its trunk takes the graph path until they are listed here).
 _STATELESS_SAFE = (RBFExpansion, AvgPooling, nn.Sequential, nn.ModuleList, nn.SiLU, nn.Identity)
 
 
 # --- when the cached path is exact ------------------------------------------------------------
 
 
-def trunk_of(model: nn.Module) -> ALIGNN:
-    """The ALIGNN whose ``embed`` is the frozen part (the model itself or its ``trunk``)."""
-    return model.trunk if isinstance(model, HeadedALIGNN) else model
+def cut_of(model: nn.Module) -> str:
+    """The cut: the name of the backbone's last trunk block (ALIGNN: ``readout``)."""
+    return unwrap_trunk(model).trunk_blocks()[-1][0]
 
 
-def _before_cut(name: str) -> bool:
-    """True for a parameter/buffer/module name of paper layers 1-6 (``trunk.`` prefix allowed)."""
-    return paper_layer(name) <= CUT_LAYER
+def _before_cut(model: nn.Module, name: str) -> bool:
+    """True for a parameter/buffer/module name of ``model`` in a trunk block (ALIGNN: paper
+    layers 1-6)."""
+    return layer_number(model, name) <= len(unwrap_trunk(model).trunk_blocks())
 
 
 def inexact_reason(model: nn.Module) -> str | None:
     """Why training ``model``'s head on cached trunk features would differ from training
     ``model``; None when it is exact.
 
-    Exact when the model is an :class:`ALIGNN` or :class:`HeadedALIGNN` (exact types: their
-    ``embed``/``head`` split is known), no parameter of layers 1-6 trains, frozen modules run
-    with fixed batch-norm statistics (``freeze_batchnorm_stats=True``), every trunk batch norm
+    Exact when the model is a registered backbone family's own class, bare or under a
+    :class:`HeadedBackbone` (the ``features``/``head`` split is the interface's; a subclass
+    might move it), no trunk parameter (ALIGNN: layers 1-6) trains, frozen modules run with
+    fixed batch-norm statistics (``freeze_batchnorm_stats=True``), every trunk batch norm
     tracks running statistics, no dropout is active anywhere (the head's would draw other
     random numbers), and every parameter-less trunk module is one known not to depend on
     training mode (a module with parameters, all frozen, runs in eval mode on both paths).
     """
-    if type(model) not in (ALIGNN, HeadedALIGNN) or type(trunk_of(model)) is not ALIGNN:
-        return f"{type(model).__name__} is not an ALIGNN or HeadedALIGNN (unknown trunk/head cut)"
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad and _before_cut(n)]
+    if not _known_split(model):
+        name = type(model).__name__
+        return f"{name} is not a backbone or HeadedBackbone (unknown trunk/head cut)"
+    trainable = [
+        n for n, p in model.named_parameters() if p.requires_grad and _before_cut(model, n)
+    ]
     if trainable:
         shown = ", ".join(trainable[:3]) + (", ..." if len(trainable) > 3 else "")
-        return f"parameters before the {CUT} train ({shown})"
+        return f"parameters before the {cut_of(model)} train ({shown})"
     if not getattr(model, _FROZEN_EVAL_FLAG, False):
         return "batch-norm statistics of frozen layers train (freeze_batchnorm_stats=False)"
     for name, module in model.named_modules():
         if isinstance(module, _DropoutNd) and module.p > 0:
             return f"dropout {name} (p={module.p}) is active in training"
-        if not name or not _is_trunk_module(name):
+        if not name or not _before_cut(model, name):
             continue
         if isinstance(module, _BatchNorm) and not (module.affine and module.track_running_stats):
             return f"batch norm {name} normalises with batch statistics even when frozen"
@@ -124,22 +129,28 @@ def inexact_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _is_trunk_module(name: str) -> bool:
-    try:
-        return _before_cut(name)
-    except ValueError:  # "trunk" itself, "new_layers"...: no paper layer of the trunk
+def _known_split(model: nn.Module) -> bool:
+    """A registered family's own class (exact type: a subclass may change the split), bare or
+    under a :class:`HeadedBackbone`."""
+    trunk = model.trunk if type(model) is HeadedBackbone else model  # the backbone itself
+    if not isinstance(trunk, Backbone) or trunk.family not in FAMILIES:
         return False
+    return type(trunk) is family(trunk.family)
 
 
 def trunk_digest(model: nn.Module) -> str:
     """Hash of everything the trunk computes with: architecture and every weight and buffer
     before the cut (so a new PT checkpoint changes it; a new head does not)."""
-    trunk = trunk_of(model)
+    trunk = unwrap_trunk(model)
     h = hashlib.blake2b(digest_size=20)
-    config = trunk.config.model_dump(mode="json", exclude={"output_features"})
-    h.update(f"format={FEATURE_FORMAT};cut={CUT};{sorted(config.items())}".encode())
+    config = dict(trunk.describe()["config"])  # without the kernel (an execution setting)
+    config.pop("output_features", None)
+    h.update(f"format={FEATURE_FORMAT};cut={cut_of(trunk)};{sorted(config.items())}".encode())
+    kernel = getattr(getattr(trunk, "config", None), "kernel", "auto")
+    if kernel != "auto":  # another kernel rounds otherwise (auto: keys unchanged)
+        h.update(f";kernel={kernel}".encode())
     for name, tensor in sorted(trunk.state_dict().items()):
-        if not _before_cut(name):
+        if not _before_cut(trunk, name):
             continue
         value = tensor.detach().cpu().contiguous().reshape(-1)
         h.update(f"{name};{value.dtype};{tuple(value.shape)}".encode())
@@ -185,7 +196,7 @@ class FeatureStore:
     """Cached features aligned with a graph store; ``collate`` gathers rows into a batch.
 
     Args:
-        features: (len(store), hidden) float32; only rows of structures in use need be filled.
+        features: (len(store), width) float32; only rows of structures in use need be filled.
         store: the graph store the rows belong to (ids, atom counts).
     """
 
@@ -236,21 +247,21 @@ def compute_features(
     batch_size: int,
     device: torch.device,
 ) -> np.ndarray:
-    """(len(indices), hidden) float32 pooled trunk features, the trunk in eval mode.
-
-    Module modes are restored afterwards.
+    """(len(indices), width) float32 pooled trunk features (the backbone's ``features``),
+    the trunk in eval mode. Module modes are restored afterwards.
     """
+    trunk = unwrap_trunk(model)
     modes = [(module, module.training) for module in model.modules()]
     model.to(device).eval()
     try:
         rows = [
-            model.embed(store.collate(chunk.tolist()).to(device)).float().cpu().numpy()
+            trunk.features(store.collate(chunk.tolist()).to(device)).float().cpu().numpy()
             for chunk in batch_chunks(np.asarray(indices, dtype=np.int64), batch_size)
         ]
     finally:
         for module, training in modes:
             module.training = training
-    width = trunk_of(model).config.hidden_features
+    width = trunk.feature_width
     return np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
 
 
@@ -259,7 +270,7 @@ def compute_features(
 
 @dataclass
 class Filled:
-    """Rows of one dataset's features: the (n, hidden) array, a done mask, and counts."""
+    """Rows of one dataset's features: the (n, width) array, a done mask, and counts."""
 
     features: np.ndarray
     done: np.ndarray
@@ -382,7 +393,8 @@ class FrozenTrunkForm:
         self.trunk = trunk_digest(model)
         self._filled: dict[int, tuple[str, Filled]] = {}  # id(store) -> (part, rows)
         self.info: dict[str, Any] = {
-            "used": True, "cut": CUT, "cache": "disk" if cache.root is not None else "memory",
+            "used": True, "cut": cut_of(model),
+            "cache": "disk" if cache.root is not None else "memory",
             "cache_hit": None, "feature_seconds": 0.0, "trunk_key": self.trunk, "parts": {},
         }  # fmt: skip
 
@@ -431,7 +443,7 @@ class FrozenTrunkForm:
         entry = self._filled.get(id(data.store))
         if entry is None:
             part = "training" if not self._filled else "test"
-            width = trunk_of(self.model).config.hidden_features
+            width = unwrap_trunk(self.model).feature_width
             n = len(data.store)
             filled = Filled(np.zeros((n, width), np.float32), np.zeros(n, dtype=bool))
             entry = self._filled[id(data.store)] = (part, filled)
@@ -463,5 +475,5 @@ def frozen_trunk_form(model: nn.Module, cfg: RunConfig, device: torch.device) ->
         return GraphForm(model, {"used": False, "reason": reason})
     root = cfg.cache_dir / "frozen_trunk" if settings.cache and cfg.cache_dir else None
     cache = FeatureCache(root, int(settings.max_cache_mb * 2**20))
-    logger.info("frozen trunk: training the head on cached %s features", CUT)
+    logger.info("frozen trunk: training the head on cached %s features", cut_of(model))
     return FrozenTrunkForm(model, cache, device)

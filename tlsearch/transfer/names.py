@@ -1,6 +1,8 @@
-"""The FT strategy names, without torch: the search spec validates against them cheaply.
+"""The FT strategy and sampling names, without torch or numpy: the search spec and the command
+line's choices validate against them cheaply.
 
-:mod:`tlsearch.transfer.strategies` registers what each name does.
+:mod:`tlsearch.transfer.strategies` registers what each strategy name does,
+:mod:`tlsearch.transfer.sampling` each sampling method.
 """
 
 from __future__ import annotations
@@ -25,3 +27,7 @@ STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 #: 7 s vs 16 s at FT size 80). The search orders grid trials by it; a test checks it against
 #: what :mod:`tlsearch.transfer.strategies` leaves trainable.
 HEAD_ONLY_STRATEGIES = frozenset({"last_layer", "new_head", "new_head_freeze_6"})
+
+#: How the FT structures are drawn from a training pool (paper Sec. 2.5).
+SamplingMethod = Literal["random", "weighted", "uniform"]
+SAMPLING_METHODS: tuple[str, ...] = get_args(SamplingMethod)

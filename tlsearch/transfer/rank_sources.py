@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from tlsearch.graphs.settings import GraphSettings
+from tlsearch.model.backbone import Backbone, unwrap_trunk
 from tlsearch.training.run import PreparedData, prepare_data
 from tlsearch.transfer.frozen_trunk import (
     FeatureCache,
@@ -43,7 +44,6 @@ from tlsearch.transfer.frozen_trunk import (
     compute_features,
     feature_key,
     trunk_digest,
-    trunk_of,
 )
 from tlsearch.transfer.run import ft_sample, load_pretrained
 
@@ -195,8 +195,7 @@ def score_source(
     """
     start = time.perf_counter()
     model, _ = load_pretrained(pretrained)
-    trunk = model.trunk if hasattr(model, "trunk") else model
-    trunk = trunk_of(trunk)
+    trunk = unwrap_trunk(model)  # the backbone, bare or under new or multi-property heads
     prepared = prepare_data(
         data, names=None, graph_settings=graphs or GraphSettings(), cache_dir=cache_dir,
         target=target,
@@ -233,7 +232,7 @@ def _single_target(prepared: PreparedData) -> np.ndarray:
 
 
 def _features(
-    trunk: torch.nn.Module,
+    trunk: Backbone,
     prepared: PreparedData,
     indices: np.ndarray,
     cache_dir: Path | None,
@@ -242,8 +241,8 @@ def _features(
 ) -> tuple[np.ndarray, bool]:
     """The pooled trunk features of ``indices`` (shared with the frozen-trunk FT cache)."""
     store = prepared.store
-    hidden = trunk.config.hidden_features
-    filled = Filled(np.zeros((len(store), hidden), np.float32), np.zeros(len(store), bool))
+    width = trunk.feature_width
+    filled = Filled(np.zeros((len(store), width), np.float32), np.zeros(len(store), bool))
     key = feature_key(trunk_digest(trunk), prepared, device)  # fine-tuning's entry too
     root = cache_dir / "frozen_trunk" if cache_dir is not None else None
     cache = FeatureCache(root, FEATURE_CACHE_MB << 20)

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from tlsearch.model.alignn import ALIGNN
-from tlsearch.model.interop import infer_config, load_alignn_state_dict, read_alignn_state_dict
+from tlsearch.model.backbone import Backbone
+from tlsearch.model.config import EXECUTION_FIELDS
+from tlsearch.model.multi_property import MultiPropertyALIGNN, to_finetune
 from tlsearch.structures.load import load_data
 from tlsearch.structures.records import LoadResult, StructureRecord
 from tlsearch.training.checkpoint import FORMAT, bundle_from_payload, model_from_bundle
@@ -29,7 +31,6 @@ from tlsearch.training.resume import EpochCheckpoints
 from tlsearch.training.run import PreparedData, train_run
 from tlsearch.transfer.frozen_trunk import frozen_trunk_form
 from tlsearch.transfer.mpt_corpus import MPTCorpus, build_corpus, exclude_target
-from tlsearch.transfer.mpt_model import MultiPropertyALIGNN, to_finetune
 from tlsearch.transfer.sampling import sample_indices
 from tlsearch.transfer.strategies import get_strategy, prepare_finetune
 
@@ -61,16 +62,14 @@ def load_pretrained(source: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         model, bundle = model_from_bundle(*bundle_from_payload(payload, path))
         info = {"pt_checkpoint": str(path), "pt_format": "tlsearch", **bundle.extra}
-        if not isinstance(model, ALIGNN | MultiPropertyALIGNN):
+        if not isinstance(model, Backbone | MultiPropertyALIGNN):
             raise ValueError(
-                f"{path} holds a {type(model).__name__}; fine-tune from a pre-trained ALIGNN or "
-                "multi-property model"
+                f"{path} holds a {type(model).__name__}; fine-tune from a pre-trained backbone "
+                "(e.g. an ALIGNN) or multi-property model"
             )
         return model, info
-    state = read_alignn_state_dict(payload)
-    model = ALIGNN(infer_config(state))
-    load_alignn_state_dict(model, state)
-    return model.eval(), {"pt_checkpoint": str(path), "pt_format": "alignn"}
+    model = ALIGNN.from_pretrained(payload)
+    return model, {"pt_checkpoint": str(path), "pt_format": "alignn"}
 
 
 # --- pool selection --------------------------------------------------------------------------
@@ -192,8 +191,9 @@ def finetune_run(
             )  # fmt: skip
 
     # the PT widths; the output count is the FT target's (resolved by train_run)
-    widths = pt_model.config.model_dump(exclude={"output_features"})
-    run = run.model_copy(update={"model": type(pt_model.config)(**widths)})
+    widths = pt_model.config.model_dump(exclude={"output_features", *EXECUTION_FIELDS})
+    model = type(pt_model.config)(**widths, kernel=run.model.kernel)  # the FT run's kernel
+    run = run.model_copy(update={"model": model})
     return train_run(
         run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
         training_form=frozen_trunk_form, checkpoints=checkpoints,

@@ -23,12 +23,9 @@ same indices. ``n`` equal to the pool size returns every index.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import numpy as np
 
-SamplingMethod = Literal["random", "weighted", "uniform"]
-SAMPLING_METHODS: tuple[str, ...] = get_args(SamplingMethod)
+from tlsearch.transfer.names import SAMPLING_METHODS
 
 
 def _validate(targets: np.ndarray, n: int) -> np.ndarray:

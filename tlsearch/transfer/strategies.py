@@ -1,13 +1,18 @@
 """Fine-tuning (FT) strategies of the paper (Sec. 2.4, Fig. 3) and its hyper-parameter study.
 
-Layer numbering is the paper's Fig. 1a, mapped onto :class:`~tlsearch.model.alignn.ALIGNN`'s
-submodules by :data:`PAPER_LAYERS`::
+Strategies act on a :class:`~tlsearch.model.backbone.Backbone` through its trunk blocks
+(:meth:`~tlsearch.model.backbone.Backbone.trunk_blocks`), numbered 1..K in data-flow order;
+everything after them (the head, and the new MLP layers a
+:class:`~tlsearch.model.heads.HeadedBackbone` inserts before it) is block K + 1
+(:func:`layer_number`). For ALIGNN the blocks are the paper's layers of Fig. 1a::
 
     1 atom_embedding   2 edge_embedding   3 angle_embedding   4 alignn_layers (N ALIGNNConv)
     5 gcn_layers (M bond-graph convolutions)   6 readout (average pooling)   7 fc (head)
 
-New MLP layers inserted before the head (:class:`~tlsearch.transfer.heads.HeadedALIGNN`'s
-``new_layers``) count as part of layer 7, the "modified" prediction head.
+and the new head layers count as part of layer 7, the "modified" prediction head. So
+``last_layer``, ``new_head``, ``new_head_freeze_1``/``_6`` and the unfreezing ones apply to any
+family; ``interaction_2b``/``interaction_3b`` name ALIGNN's bond- and line-graph updates and
+apply to ALIGNN only.
 
 Each strategy is a function ``(model) -> list[str]`` setting ``requires_grad`` and returning
 the trainable names; :data:`STRATEGIES` registers them with the new head layers they need, and
@@ -33,44 +38,41 @@ from dataclasses import dataclass
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from tlsearch.model.alignn import ALIGNN
-from tlsearch.transfer.heads import HeadedALIGNN
+from tlsearch.model.backbone import Backbone, block_of, trunk_names, unwrap_trunk
+from tlsearch.model.heads import HeadedBackbone
 from tlsearch.transfer.names import STRATEGY_NAMES
 
 logger = logging.getLogger(__name__)
 
 
-#: The paper's layer number (Fig. 1a) -> ALIGNN submodule name.
-PAPER_LAYERS: dict[int, str] = {
-    1: "atom_embedding",
-    2: "edge_embedding",
-    3: "angle_embedding",
-    4: "alignn_layers",
-    5: "gcn_layers",
-    6: "readout",
-    7: "fc",
-}
-_LAYER_OF_MODULE = {module: layer for layer, module in PAPER_LAYERS.items()}
 _BOND_GRAPH = re.compile(r"^(alignn_layers\.\d+\.node_update|gcn_layers\.\d+)\.")
 _LINE_GRAPH = re.compile(r"^alignn_layers\.\d+\.edge_update\.")
 _FROZEN_EVAL_FLAG = "_tlsearch_frozen_eval"
 
 
-def paper_layer(name: str) -> int:
-    """The paper's layer number (1-7) of a parameter name of an ALIGNN or HeadedALIGNN."""
-    top = name.removeprefix("trunk.").split(".", 1)[0]
-    if top == "new_layers":
-        return 7
-    if top not in _LAYER_OF_MODULE:
-        raise ValueError(f"parameter {name!r} belongs to no layer of the paper's Fig. 1a")
-    return _LAYER_OF_MODULE[top]
+def _trunk_local(model: nn.Module, name: str) -> str | None:
+    """``name`` relative to ``model``'s backbone; None when it lies outside the backbone."""
+    if unwrap_trunk(model) is model:
+        return name
+    return name.removeprefix("trunk.") if name.startswith("trunk.") else None  # model.trunk
+
+
+def layer_number(model: nn.Module, name: str) -> int:
+    """The block number of a parameter (or module) ``name`` of ``model``: 1..K for the
+    backbone's trunk blocks in order, K + 1 for what follows them (the head, new head layers).
+    For ALIGNN these are the paper's layers 1-7 (Fig. 1a)."""
+    trunk = unwrap_trunk(model)
+    blocks = trunk_names(trunk)
+    local = _trunk_local(model, name)
+    index = None if local is None else block_of(local, blocks)
+    return len(blocks) + 1 if index is None else index + 1
 
 
 def set_trainable(model: nn.Module, trains: Callable[[str], bool]) -> list[str]:
-    """Set ``requires_grad = trains(name without "trunk.")``; return the trainable names."""
+    """Set ``requires_grad = trains(name)``; return the trainable names."""
     names = []
     for name, param in model.named_parameters():
-        param.requires_grad_(trains(name.removeprefix("trunk.")))
+        param.requires_grad_(trains(name))
         if param.requires_grad:
             names.append(name)
     return names
@@ -82,13 +84,31 @@ def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter
 
 
 def _require_new_layers(model: nn.Module, strategy: str) -> None:
-    if not isinstance(model, HeadedALIGNN) or model.n_new_layers < 1:
-        raise ValueError(f"strategy {strategy!r} needs a HeadedALIGNN with new head layers")
+    if not isinstance(model, HeadedBackbone) or model.n_new_layers < 1:
+        raise ValueError(f"strategy {strategy!r} needs a HeadedBackbone with new head layers")
 
 
-def _freeze_up_to(layer: int) -> Callable[[str], bool]:
-    """Predicate: a parameter trains iff its paper layer is above ``layer``."""
-    return lambda name: paper_layer(name) > layer
+def freeze_first(model: nn.Module, blocks: int) -> list[str]:
+    """Freeze the backbone's first ``blocks`` trunk blocks, train the rest; trainable names."""
+    return set_trainable(model, lambda name: layer_number(model, name) > blocks)
+
+
+def freeze_trunk(model: nn.Module) -> list[str]:
+    """Freeze every trunk block: only the head (and new head layers) train."""
+    return freeze_first(model, len(trunk_names(unwrap_trunk(model))))
+
+
+def _alignn_parts(model: nn.Module, strategy: str, pattern: re.Pattern[str]) -> list[str]:
+    """Train the ALIGNN parameters matching ``pattern`` (names relative to the ALIGNN)."""
+    family = unwrap_trunk(model).family
+    if family != "alignn":
+        raise ValueError(f"strategy {strategy!r} applies to ALIGNN only, not to {family!r}")
+
+    def trains(name: str) -> bool:
+        local = _trunk_local(model, name)
+        return local is not None and bool(pattern.match(local))
+
+    return set_trainable(model, trains)
 
 
 def unfreeze_all(model: nn.Module) -> list[str]:
@@ -109,16 +129,16 @@ def new_head(model: nn.Module) -> list[str]:
     layers 1-6 frozen.
     """
     _require_new_layers(model, "new_head")
-    return set_trainable(model, _freeze_up_to(6))
+    return freeze_trunk(model)
 
 
 def last_layer(model: nn.Module) -> list[str]:
     """FT strategy 3, "Unfreeze only the last layer" (paper Sec. 2.4).
 
     "We re-train only the final layer of the ALIGNN architecture keeping the parameters of the
-    other six layers fixed." Trainable: ``fc`` (layer 7) only.
+    other six layers fixed." Trainable: ``fc`` (layer 7) only; any family: its head only.
     """
-    return set_trainable(model, _freeze_up_to(6))
+    return freeze_trunk(model)
 
 
 def interaction_2b(model: nn.Module) -> list[str]:
@@ -132,7 +152,7 @@ def interaction_2b(model: nn.Module) -> list[str]:
     a target of another width: that head trains (a random frozen head maps every feature to
     noise).
     """
-    return set_trainable(model, lambda name: bool(_BOND_GRAPH.match(name)))
+    return _alignn_parts(model, "interaction_2b", _BOND_GRAPH)
 
 
 def interaction_3b(model: nn.Module) -> list[str]:
@@ -144,7 +164,7 @@ def interaction_3b(model: nn.Module) -> list[str]:
     freshly initialised ``fc`` (a target of another width), which trains: see
     :func:`interaction_2b`.
     """
-    return set_trainable(model, lambda name: bool(_LINE_GRAPH.match(name)))
+    return _alignn_parts(model, "interaction_3b", _LINE_GRAPH)
 
 
 def new_head_freeze_1(model: nn.Module) -> list[str]:
@@ -156,7 +176,7 @@ def new_head_freeze_1(model: nn.Module) -> list[str]:
     trainable: layers 2-7 and the new MLP layer.
     """
     _require_new_layers(model, "new_head_freeze_1")
-    return set_trainable(model, _freeze_up_to(1))
+    return freeze_first(model, 1)
 
 
 def new_head_freeze_6(model: nn.Module) -> list[str]:
@@ -166,7 +186,7 @@ def new_head_freeze_6(model: nn.Module) -> list[str]:
     the head trainable. An explicit alias of :func:`new_head` (strategy 2): same trainable set.
     """
     _require_new_layers(model, "new_head_freeze_6")
-    return set_trainable(model, _freeze_up_to(6))
+    return freeze_trunk(model)
 
 
 def new_head_unfreeze_all(model: nn.Module) -> list[str]:
@@ -175,7 +195,7 @@ def new_head_unfreeze_all(model: nn.Module) -> list[str]:
     "Model performance may also be improved by utilizing better FT strategies than those
     proposed in this work, such as combining strategies 1 and 2." A new MLP layer before the
     head, and every parameter trainable. (Also the recipe of FT from an MPT model, Sec. 2.6,
-    with two new layers: see :func:`tlsearch.transfer.mpt_model.to_finetune`.)
+    with two new layers: see :func:`tlsearch.model.multi_property.to_finetune`.)
     """
     _require_new_layers(model, "new_head_unfreeze_all")
     return set_trainable(model, lambda name: True)
@@ -269,60 +289,66 @@ def install_frozen_eval(model: nn.Module, enabled: bool = True) -> RemovableHand
     return None if installed else model.register_forward_pre_hook(_frozen_eval_hook)
 
 
-def _train_new_head(model: nn.Module, strategy: str, names: list[str]) -> list[str]:
-    """Make a freshly initialised ``fc`` trainable; the trainable names afterwards."""
-    fc = model.trunk.fc if isinstance(model, HeadedALIGNN) else model.fc
-    if all(p.requires_grad for p in fc.parameters()):
+def _train_new_head(
+    model: nn.Module, strategy: str, names: list[str], head: nn.Module
+) -> list[str]:
+    """Make a freshly initialised ``head`` trainable; the trainable names afterwards."""
+    if all(p.requires_grad for p in head.parameters()):
         return names
     logger.info(
         "FT strategy %s freezes the head, but the FT target's width needs a new randomly "
         "initialised head: it trains (a frozen random head would be useless)",
         strategy,
     )
-    for param in fc.parameters():
+    for param in head.parameters():
         param.requires_grad_(True)
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
 def prepare_finetune(
-    pretrained: ALIGNN,
+    pretrained: Backbone,
     strategy: str,
     *,
     freeze_batchnorm_stats: bool = True,
     output_features: int | None = None,
-) -> HeadedALIGNN | ALIGNN:
+) -> HeadedBackbone | Backbone:
     """The model to fine-tune with ``strategy``, with ``requires_grad`` set.
 
-    ``pretrained`` is deep-copied, never modified. Strategies with new head layers return a
-    :class:`HeadedALIGNN`, the others an :class:`ALIGNN` (``scratch``: freshly initialised).
+    ``pretrained`` (a :class:`~tlsearch.model.backbone.Backbone` module, e.g. an ALIGNN) is
+    deep-copied, never modified. Strategies with new head layers return a
+    :class:`HeadedBackbone`, the others a backbone of ``pretrained``'s class (``scratch``:
+    freshly initialised from its description).
 
     Args:
         pretrained: the PT model.
         strategy: one of :data:`STRATEGY_NAMES`.
         freeze_batchnorm_stats: keep the BatchNorm running statistics of frozen modules fixed
             (see the module docstring); ``False`` reproduces the paper's code.
-        output_features: width of the FT target; when it differs from the PT head's, ``fc`` is
-            replaced by a freshly initialised ``Linear(hidden, output_features)``, and that head
-            always trains, whatever the strategy: strategy 4 (``interaction_2b``/``3b``) would
-            freeze it, and a frozen random head makes the fine-tuned layers fit through a
-            fixed random projection (the paper's own strategy-4 scripts train ``fc`` anyway).
-            The log says so.
+        output_features: width of the FT target; when it differs from the PT head's, the head
+            is replaced by a freshly initialised one (:meth:`Backbone.replace_head`; ALIGNN:
+            ``Linear(hidden, output_features)``), and that head always trains, whatever the
+            strategy: strategy 4 (``interaction_2b``/``3b``) would freeze it, and a frozen
+            random head makes the fine-tuned layers fit through a fixed random projection (the
+            paper's own strategy-4 scripts train ``fc`` anyway). The log says so.
 
     Raises:
-        ValueError: unknown strategy, or a strategy that leaves no parameter trainable.
+        ValueError: unknown strategy, a strategy that does not apply to the family, or one
+            that leaves no parameter trainable.
     """
     spec = get_strategy(strategy)
-    if not isinstance(pretrained, ALIGNN):
-        raise TypeError(f"pretrained must be an ALIGNN, got {type(pretrained).__name__}")
-    model = copy.deepcopy(pretrained) if spec.pretrained else ALIGNN(pretrained.config)
-    new_fc = output_features is not None and output_features != model.config.output_features
-    if new_fc:
-        model.fc = nn.Linear(model.config.hidden_features, output_features)
-        model.config = model.config.model_copy(update={"output_features": output_features})
-    ft_model = HeadedALIGNN(model, spec.new_layers) if spec.new_layers else model
+    if not isinstance(pretrained, nn.Module) or not isinstance(pretrained, Backbone):
+        raise TypeError(f"pretrained must be a Backbone module, got {type(pretrained).__name__}")
+    if spec.pretrained:
+        model = copy.deepcopy(pretrained)
+    else:
+        model = type(pretrained).from_description(pretrained.describe())
+    new_head = None
+    if output_features is not None and output_features != model.output_features:
+        new_head = model.replace_head(output_features)
+    ft_model = HeadedBackbone(model, spec.new_layers) if spec.new_layers else model
     names = spec.apply(ft_model)
-    if new_fc:
-        names = _train_new_head(ft_model, strategy, names)
+    if new_head is not None:
+        names = _train_new_head(ft_model, strategy, names, new_head)
     if not names:
         raise ValueError(f"strategy {strategy!r} leaves no trainable parameter in this model")
     install_frozen_eval(ft_model, enabled=freeze_batchnorm_stats)

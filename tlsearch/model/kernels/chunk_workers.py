@@ -4,17 +4,17 @@ Why: on CPU every torch op is an OpenMP parallel region ending in a barrier, and
 that sleep between regions (``OMP_WAIT_POLICY=PASSIVE``, the norm on shared machines) each
 region also pays a wake-up. A line graph's edge kernel is a few hundred such ops per step on
 (8192, 256) chunks. Giving each thread whole chunks instead (torch releases the GIL inside
-ops) removes the per-op synchronisation: the same chunk loop on 2 cores went from 93-100 ms
-(2 OpenMP threads per op) to 52 ms (2 Python threads, 1 OpenMP thread each).
+ops) removes the per-op synchronisation, which on loaded cores costs more than the ops of a
+chunk loop (measurements: bench/README.md).
 
 Determinism: chunks are dealt statically (worker ``k`` gets chunks ``k, k + W, k + 2W, ...``),
 each worker accumulates its own partial sums over its chunks in order, and the caller reduces
 the partials in worker order, so results do not depend on thread timing (they may differ in
 the last bits between worker counts, as sums over a different number of threads do).
 
-Like :class:`~tlsearch.model.bn_silu.OneThread`, a split sets torch's process-wide thread count
+Like :class:`~.bn_silu.OneThread`, a split sets torch's process-wide thread count
 (to one, restored after): a host that runs models from several threads at once should turn it
-off (``tlsearch.model.bn_silu.PARALLEL = False``).
+off (``tlsearch.model.kernels.bn_silu.PARALLEL = False``).
 """
 
 from __future__ import annotations

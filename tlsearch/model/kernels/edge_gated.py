@@ -5,7 +5,7 @@ T ~ 10^5-10^6 edges with 256 features, so every (T, 256) float32 temporary is hu
 With plain autograd the layer allocates about two dozen of them per step, and on CPU the
 cost of those allocations (fresh pages from the OS) rivals the arithmetic. This kernel
 walks the edges in chunks of a few thousand rows (see
-:data:`~tlsearch.model.bn_silu.CHUNK_ELEMENTS`) through chunk-sized workspaces and keeps few
+:data:`~tlsearch.model.kernels.bn_silu.CHUNK_ELEMENTS`) through chunk-sized workspaces and keeps few
 edge-sized tensors alive: the gate pre-activation ``m`` (saved for backward, one part per
 chunk), the gates ``s = sigmoid(m)`` on small graphs (:data:`SAVE_GATES_ELEMENTS`; else
 recomputed in backward) and the output ``y'`` (skipped when the caller does not need it); the
@@ -13,23 +13,23 @@ batch-norm output is recomputed per chunk in backward.
 
 Index work goes through ``embedding_bag`` (fbgemm kernels on CPU, parallel over bags), with
 per-chunk structures built once per graph (:class:`EdgeIndex`): the sums over a node's edges
-are bag sums over a sort permutation (2.7x faster than ``index_add_`` on 23k x 256 rows, 5x on
-1.7k: ``index_add_`` is effectively single-threaded on CPU), and ``A_u + B_v`` (forward) and
+are bag sums over a sort permutation (faster than ``index_add_``, which is effectively
+single-threaded on CPU), and ``A_u + B_v`` (forward) and
 ``C_u - h_v`` (backward) are one two-row bag per edge from a stacked node table (one pass
 instead of two gathers and an add). Small graphs run their elementwise ops on one thread
-(:class:`~tlsearch.model.bn_silu.OneThread`); large ones on a multi-threaded CPU deal their
-chunks to chunk workers (:mod:`~tlsearch.model.chunk_workers`: Python threads with one torch
+(:class:`~tlsearch.model.kernels.bn_silu.OneThread`); large ones on a multi-threaded CPU deal their
+chunks to chunk workers (:mod:`~tlsearch.model.kernels.chunk_workers`: Python threads with one torch
 thread each, per-worker partial sums reduced in order).
 
-Where the native loops of :mod:`tlsearch.model.native` are available (a C compiler on the
+Where the native loops of :mod:`tlsearch.model.kernels.native` are available (a C compiler on the
 machine; float32 on CPU), each chunk runs its matmul and then one fused loop instead of the
 elementwise and index passes above: forward ``m += A_u + B_v``, the gates, the scatter-adds of
 ``den`` and ``num`` and the batch moments (sums of ``m - shift`` and of its squares, ``shift``
 the first edge's ``m``: no pass of their own) in one pass; backward ``g_m`` and its
 scatter-adds into ``g_A``, ``g_B``, ``g_C`` in one (the gates recomputed there, as fast as
 reading them back), leaving the residual gradient in ``g_y``'s rows for the matmul to add to.
-The batch-norm passes go through the same loops (:mod:`tlsearch.model.bn_silu`). Paper model,
-2-core AVX-512 Xeon, ``tlsearch bench train``: ~1.3x faster training steps than the torch ops.
+The batch-norm passes go through the same loops (:mod:`.bn_silu`). ``tlsearch bench kernels``
+measures the training step with the loops and with the torch ops (bench/README.md).
 
 Forward, per edge ``e = (u -> v)`` and feature (all products elementwise)::
 
@@ -62,8 +62,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from tlsearch.model import native
-from tlsearch.model.bn_silu import (
+from tlsearch.model.kernels import native
+from tlsearch.model.kernels.bn_silu import (
     CHUNK_ELEMENTS,
     OneThread,
     affine_grads,
@@ -75,7 +75,7 @@ from tlsearch.model.bn_silu import (
     shifted_moments,
     split_plan,
 )
-from tlsearch.model.chunk_workers import reduce_in_order, split_map
+from tlsearch.model.kernels.chunk_workers import reduce_in_order, split_map
 
 #: Added to the gate sum in the aggregation denominator, as in alignn.
 GATE_EPS = 1e-6
@@ -133,7 +133,7 @@ class _ChunkIndex:
         """(2n,) ``[N + v_0, u_0, N + v_1, u_1, ...]`` and (n,) ``[0, 2, 4, ...]``: gathering
         the pairs from a stacked (2N, D) table ``[X; Y]`` gives ``X_u + Y_v`` in one pass. The
         destination comes first in each pair: with sorted sources (the line graph's order) the
-        gather is ~2x slower the other way round (measured; the sum is the same either way)."""
+        gather is slower the other way round (the sum is the same either way)."""
         pairs = torch.stack([self.dst + self.num_nodes, self.src], 1).reshape(-1)
         return pairs, torch.arange(0, pairs.numel(), 2, device=pairs.device)
 
@@ -412,7 +412,7 @@ class EdgeGatedEdges(torch.autograd.Function):
                 native_ok = g_out is None or native.usable(g_z_all, g_out)
                 if native_ok and native.usable(g_num, c_nodes, h, y, scale):
                     return native_gradients(share)
-                # contiguous chunk workspaces: embedding_bag from a strided source is ~4x slower
+                # contiguous chunk workspaces: embedding_bag from a strided source is much slower
                 work = [y.new_empty(rows, dim) for _ in range(2)]
                 out: dict = {"a": None, "c": None, "b": None, "w": None}
                 if needs[2]:

@@ -1,6 +1,6 @@
 """Fused CPU loops (``kernels.c``), compiled on first use with this machine's C compiler.
 
-Why: after the chunking of :mod:`tlsearch.model.edge_gated_kernel`, a training step on CPU
+Why: after the chunking of :mod:`tlsearch.model.kernels.edge_gated`, a training step on CPU
 spends about two thirds of its time outside the matmuls, in ~30 elementwise, index and
 reduction passes per edge-gated layer over (rows, 256) chunks; each pass reads and writes the
 whole chunk. The loops here do the same arithmetic in one pass per stage (gates, batch moments,
@@ -44,8 +44,8 @@ MATH_FLAGS = ["-fno-trapping-math", "-fno-math-errno", "-ffinite-math-only", "-f
 
 def flag_sets() -> list[list[str]]:
     """Compiler flags tried in turn until one builds: this CPU's instructions (on x86 with
-    512-bit vectors where it has them: the loops measured 5-25% faster than at gcc's default
-    256 bits on an AVX-512 Xeon), then portable code when the compiler knows no ``-march``.
+    512-bit vectors where it has them: faster than gcc's default 256 bits on an AVX-512 Xeon,
+    bench/README.md), then portable code when the compiler knows no ``-march``.
     ``$TLSEARCH_NATIVE_ARCH`` replaces ``native`` (e.g. ``haswell``: AVX2, as on an AVX2-only
     CPU; ``tlsearch bench kernels`` uses it)."""
     arch = f"-march={os.environ.get('TLSEARCH_NATIVE_ARCH') or 'native'}"
@@ -187,8 +187,9 @@ def usable(*tensors: Tensor | None, rows: Sequence[Tensor] = ()) -> bool:
     """Whether the loops may run here on ``tensors`` (contiguous) and ``rows`` (row views of a
     wider table: unit stride within a row): the library loads, torch runs on one thread (the
     loops are serial; callers use them inside chunk workers or one-thread sections) and every
-    tensor is float32 on the CPU. int64 index tensors are checked by the callers."""
-    if torch.get_num_threads() != 1 or library() is None:
+    tensor is float32 on the CPU. int64 index tensors are checked by the callers. The tensors
+    are checked first: nothing is built or loaded for tensors on another device."""
+    if torch.get_num_threads() != 1:
         return False
 
     def fits(t: Tensor | None, contiguous: bool) -> bool:
@@ -197,7 +198,9 @@ def usable(*tensors: Tensor | None, rows: Sequence[Tensor] = ()) -> bool:
         laid_out = t.is_contiguous() if contiguous else t.stride(-1) == 1
         return t.device.type == "cpu" and t.dtype == torch.float32 and laid_out
 
-    return all(fits(t, True) for t in tensors) and all(fits(t, False) for t in rows)
+    if not (all(fits(t, True) for t in tensors) and all(fits(t, False) for t in rows)):
+        return False
+    return library() is not None
 
 
 def _p(t: Tensor | None) -> int | None:

@@ -1,16 +1,32 @@
-"""``tlsearch pretrain``, ``tlsearch finetune`` and ``tlsearch mpt pretrain``."""
+"""``tlsearch pretrain``, ``finetune``, ``mpt pretrain`` and ``rank-sources``."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
 from typing import Any
 
-from tlsearch.transfer.names import STRATEGY_NAMES
-from tlsearch.transfer.sampling import SAMPLING_METHODS
+import tlsearch.api as api  # the functions are looked up at call time: tests replace them there
+from tlsearch.cli.common import print_json
+from tlsearch.cli.train import (
+    add_common,
+    add_runtime,
+    add_train_args,
+    require_data_and_out,
+    run_summary,
+    train_overrides,
+)
+from tlsearch.transfer.names import SAMPLING_METHODS, STRATEGY_NAMES
+
+logger = logging.getLogger(__name__)
 
 
-def add_parsers(sub: Any, add_train_args: Any, add_runtime: Any, add_common: Any) -> None:
-    """Register the transfer-learning subcommands on the main parser's ``sub``."""
+def add_parsers(sub: Any) -> None:
+    """Register ``pretrain``, ``finetune``, ``mpt pretrain`` and ``rank-sources`` on the main
+    parser's ``sub``."""
     pre = sub.add_parser(
         "pretrain",
         help="pre-train a model on a source dataset (optionally a random subset)",
@@ -22,6 +38,7 @@ def add_parsers(sub: Any, add_train_args: Any, add_runtime: Any, add_common: Any
     pre.add_argument("--size", type=int, metavar="N", help="pre-training subset size (all)")
     add_runtime(pre)
     add_common(pre)
+    pre.set_defaults(handler=cmd_pretrain)
 
     ft = sub.add_parser(
         "finetune",
@@ -55,6 +72,7 @@ def add_parsers(sub: Any, add_train_args: Any, add_runtime: Any, add_common: Any
     )
     add_runtime(ft)
     add_common(ft)
+    ft.set_defaults(handler=cmd_finetune)
 
     mpt = sub.add_parser(
         "mpt",
@@ -100,6 +118,37 @@ def add_parsers(sub: Any, add_train_args: Any, add_runtime: Any, add_common: Any
     )
     add_runtime(mpre)
     add_common(mpre)
+    mpre.set_defaults(handler=cmd_mpt)
+    _add_rank_parser(sub)
+
+
+def _add_rank_parser(sub: Any) -> None:
+    rank = sub.add_parser(
+        "rank-sources",
+        help="rank PT models for a target in seconds, before fine-tuning any",
+        description="For each --pretrained model, pass the target's FT sample (the structures "
+        "'finetune --size N --sampling M --seed S' would train on) through its frozen trunk once "
+        "and score the pooled features: probe_mae, the leave-one-out MAE of a ridge regression "
+        "(target units, lower is better), and logme, LogME's evidence per structure (higher is "
+        "better). These rank how linearly each frozen trunk carries the target, not a "
+        "fine-tuned result; check them against your own fine-tuned runs before skipping "
+        "sources. Features are cached where fine-tuning's frozen-trunk cache looks for them.",
+    )
+    arg = rank.add_argument
+    arg("--data", required=True, metavar="SPEC", help="the target's training data")
+    arg("--pretrained", required=True, nargs="+", metavar="PATH",
+        help="PT run folders, model.pt files or alignn checkpoints")  # fmt: skip
+    arg("--target", help="the target property when the data has several")
+    arg("--size", type=int, metavar="N", help="FT training set size drawn from --data (all)")
+    arg("--sampling", default="random", choices=SAMPLING_METHODS, help="default random")
+    arg("--seed", type=int, default=0, help="the FT seed whose sample is scored (0)")
+    arg("--by", default="probe_mae", choices=["probe_mae", "logme"], help="rank by (probe_mae)")
+    arg("--cache-dir", type=Path, default=Path(".tlsearch_cache"),
+        help="graph and trunk-feature cache (.tlsearch_cache)")  # fmt: skip
+    arg("--data-home", type=Path, help="where matminer/JARVIS files are kept")
+    arg("--device", default="cpu", help="cpu or cuda (cpu)")
+    arg("--out", type=Path, metavar="CSV", help="also write the ranking here")
+    rank.set_defaults(handler=cmd_rank_sources)
 
 
 def parse_named_specs(items: list[str]) -> dict[str, str]:
@@ -118,22 +167,25 @@ def parse_named_specs(items: list[str]) -> dict[str, str]:
     return out
 
 
-def cmd_pretrain(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
-    """``tlsearch pretrain``: :func:`tlsearch.pretrain`; returns its Run."""
-    from tlsearch.api import pretrain
-
-    return pretrain(
-        config=args.config, overrides=overrides, size=args.size, progress=not args.no_progress
-    )
-
-
-def cmd_finetune(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
-    """``tlsearch finetune``: :func:`tlsearch.finetune`; returns its Run."""
-    from tlsearch.api import finetune
-
-    return finetune(
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``tlsearch pretrain``: :func:`tlsearch.pretrain` (it logs to train.log)."""
+    require_data_and_out(args)
+    run = api.pretrain(
         config=args.config,
-        overrides=overrides,
+        overrides=train_overrides(args),
+        size=args.size,
+        progress=not args.no_progress,
+    )
+    print_json(run_summary(run.metrics, run.out))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """``tlsearch finetune``: :func:`tlsearch.finetune`."""
+    require_data_and_out(args)
+    run = api.finetune(
+        config=args.config,
+        overrides=train_overrides(args),
         pretrained=args.pretrained,
         strategy=args.strategy,
         size=args.size,
@@ -141,16 +193,18 @@ def cmd_finetune(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
         train_frozen_bn=args.train_frozen_bn,
         progress=not args.no_progress,
     )
+    print_json(run_summary(run.metrics, run.out))
+    return 0
 
 
-def cmd_mpt(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
-    """``tlsearch mpt pretrain``: :func:`tlsearch.mpt_pretrain`; returns its Run."""
-    from tlsearch.api import mpt_pretrain
-
+def cmd_mpt(args: argparse.Namespace) -> int:
+    """``tlsearch mpt pretrain``: :func:`tlsearch.mpt_pretrain`."""
+    require_data_and_out(args)
+    overrides = train_overrides(args)
     if not args.data:
         raise ValueError("mpt pretrain needs --data NAME=SPEC ...")
     datasets = parse_named_specs(args.data)
-    return mpt_pretrain(
+    run = api.mpt_pretrain(
         datasets,
         config=args.config,
         overrides=overrides,
@@ -160,3 +214,37 @@ def cmd_mpt(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
         loss_denominator=args.loss_denominator,
         progress=not args.no_progress,
     )
+    print_json(run_summary(run.metrics, run.out))
+    return 0
+
+
+def cmd_rank_sources(args: argparse.Namespace) -> int:
+    """``tlsearch rank-sources``: :func:`tlsearch.transfer.rank_sources.rank_sources`, printed."""
+    # torch and the model (seconds to import): loaded by the command, not by --help.
+    from tlsearch.transfer.rank_sources import rank_sources
+
+    scores = rank_sources(
+        args.pretrained, args.data, by=args.by, target=args.target, size=args.size,
+        sampling=args.sampling, seed=args.seed, cache_dir=args.cache_dir,
+        data_home=args.data_home, device=args.device,
+    )  # fmt: skip
+    rows = [{"rank": i + 1, **s.as_row()} for i, s in enumerate(scores)]
+    out = [
+        f"PT sources for {args.data} ({rows[0]['n']} structures), best first by {args.by}; "
+        f"predicting the mean: leave-one-out MAE {rows[0]['baseline_mae']:.4g}"
+    ]
+    for row in rows:
+        cached = ", features cached" if row["features_cached"] else ""
+        out.append(
+            f"{row['rank']:>3}. {row['pretrained']}: probe_mae {row['probe_mae']:.4g}, "
+            f"logme {row['logme']:.4g} ({row['seconds']:.1f} s{cached})"
+        )
+    sys.stdout.write("\n".join(out) + "\n")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        logger.info("ranking written to %s", args.out)
+    return 0

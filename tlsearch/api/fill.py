@@ -1,4 +1,5 @@
-"""``best-pair --search``: run what the ranking still lacks through the search layer.
+"""``best_pair(search=SPEC)`` (``tlsearch best-pair --search``): run the search, then what the
+ranking still lacks, then rank (the API layer sits above both the search and the analysis).
 
 1. The spec itself runs (or resumes: recorded seed-runs are never rerun), restricted to the
    target when it has several (then named ``<name>-<target>``).
@@ -7,8 +8,6 @@
    baseline, become small grid searches named ``<name>-fill-<hash>`` in the same storage, each
    asking exactly for the missing configuration and seeds. Their rows carry the same run ids
    (configuration hash + seed) as the spec's own would, so the ranking merges them.
-
-Imports the search layer (and so Ray) lazily: only this entry point of the analysis needs it.
 """
 
 from __future__ import annotations
@@ -23,6 +22,10 @@ import pandas as pd
 from tlsearch.analysis.best_pair import BestPair, rank
 from tlsearch.analysis.frame import Results, load_runs
 from tlsearch.analysis.stats import lower_is_better
+from tlsearch.jobs.identity import stable_hash
+from tlsearch.search.driver import run_search
+from tlsearch.search.prepare import resolve_storage
+from tlsearch.search.spec import SearchSpec, load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +36,6 @@ def _plain_size(value: object) -> int | None:
 
 def fill_specs(spec: Any, best: BestPair, top: int = 3) -> list[Any]:
     """Grid specs for the candidates' missing seeds and scratch baselines (may be empty)."""
-    from tlsearch.jobs.identity import stable_hash
-    from tlsearch.search.spec import SearchSpec
-
     clean = best.ranking[(best.ranking["n_failed"] == 0) & (best.ranking["n_diverged"] == 0)]
     ascending = lower_is_better(best.select_metric)
     candidates = clean.sort_values("select_mean", ascending=ascending, na_position="last")
@@ -94,10 +94,6 @@ def run_then_rank(
     job_fn: Callable[..., dict[str, Any]] | None = None,
 ) -> tuple[Results, BestPair]:
     """Run the spec (and any fill-ins it still needs) and rank ``target``'s configurations."""
-    from tlsearch.search.driver import run_search
-    from tlsearch.search.prepare import resolve_storage
-    from tlsearch.search.spec import SearchSpec, load_spec
-
     spec = load_spec(spec_path, {"storage": storage})
     if target not in spec.targets:
         raise ValueError(

@@ -17,7 +17,7 @@ heads take its place), so the model carries no unused single-property head.
 (The paper's scripts use per-property heads SiLU -> Linear(hidden, 128) -> SiLU ->
 [Linear(128, 128) -> SiLU] x (n_hidden - 1) -> Linear(128, 1), without BatchNorm, and the same
 head shape with ``n_hidden=2`` for FT; here the heads use ALIGNN's ``MLPLayer`` at full width.)
-Train it with :func:`tlsearch.transfer.losses.masked_l1` on ``GraphBatch.targets`` /
+Train it with :func:`tlsearch.training.losses.masked_l1` on ``GraphBatch.targets`` /
 ``target_mask``. :func:`to_finetune` turns it into the FT model.
 """
 
@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from tlsearch.model.alignn import ALIGNN
-from tlsearch.model.config import ALIGNNConfig
+from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig
+from tlsearch.model.heads import HeadedBackbone
 from tlsearch.model.layers import MLPLayer
-from tlsearch.transfer.heads import HeadedALIGNN
 
 if TYPE_CHECKING:
     from tlsearch.graphs.batch import GraphBatch
@@ -105,7 +105,7 @@ class MultiPropertyALIGNN(nn.Module):
         """JSON-safe constructor arguments: ``kind``, ``base_config``, ``properties``..."""
         return {
             "kind": MPT_KIND,
-            "base_config": self.config.model_dump(mode="json"),
+            "base_config": self.config.model_dump(mode="json", exclude=EXECUTION_FIELDS),
             "properties": list(self.properties),
             "head_layers": self.head_layers,
         }
@@ -127,7 +127,7 @@ def to_finetune(
     mpt_model: MultiPropertyALIGNN,
     output_features: int = 1,
     n_new_layers: int = FT_NEW_LAYERS,
-) -> HeadedALIGNN:
+) -> HeadedBackbone:
     """The FT model of Sec. 2.6: MPT trunk + two new MLP layers + a new prediction head.
 
     The trunk's weights (layers 1-6, BatchNorm statistics included) are copied from
@@ -145,7 +145,7 @@ def to_finetune(
             f"MPT trunk does not fit ALIGNN({config}): missing {result.missing_keys}, "
             f"unexpected {result.unexpected_keys}"
         )
-    model = HeadedALIGNN(trunk, n_new_layers=n_new_layers)
+    model = HeadedBackbone(trunk, n_new_layers=n_new_layers)
     for param in model.parameters():
         param.requires_grad_(True)
     return model

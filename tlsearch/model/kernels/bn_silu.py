@@ -7,7 +7,7 @@ its forward and backward each cost several elementwise passes' worth of time, an
 autograd keeps three (rows, features) tensors per layer. Here the moments, the normalization
 and the SiLU (and their gradients) are a few row-contiguous passes over chunks of rows, with
 one saved tensor (the pre-activation ``m``). The same helpers serve the edge batch norm of
-:mod:`tlsearch.model.edge_gated_kernel`, whose ``m`` is kept in per-chunk parts.
+:mod:`tlsearch.model.kernels.edge_gated`, whose ``m`` is kept in per-chunk parts.
 
 Batch norm in training mode, per feature (``E`` rows)::
 
@@ -29,16 +29,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from tlsearch.model import native
-from tlsearch.model.chunk_workers import reduce_in_order, split_map
+from tlsearch.model.kernels import native
+from tlsearch.model.kernels.chunk_workers import reduce_in_order, split_map
 
 #: Elements of one (rows, features) chunk workspace on CPU: 2**21 floats = 8 MB, i.e.
 #: 8192 rows of 256 features, so the few chunk-sized tensors a chunk's passes touch stay in a
 #: 32 MB L3 cache. Every op is an OpenMP region ending in a barrier, so much smaller chunks
 #: lose when other processes compete for the cores (each barrier waits for a descheduled
-#: thread). Measured on 2 loaded cores, training steps of the paper's model on 16-structure
-#: batches (interleaved A/B): DC (~25k bond pairs) 8192 rows ~9% faster than 16384 (4096:
-#: ~5% faster, 2048 and 32768 slower); BG (~90k) unchanged. On GPUs the whole set is one chunk.
+#: thread). Chosen by ``tlsearch bench kernels`` (measurements: bench/README.md). On GPUs the
+#: whole set is one chunk.
 CHUNK_ELEMENTS = 1 << 21
 
 #: Row sets of at most this many elements (4096 rows of 256 features) run their elementwise and
@@ -46,8 +45,7 @@ CHUNK_ELEMENTS = 1 << 21
 SERIAL_ELEMENTS = 1 << 20
 
 #: Chunk loops over large row sets may run on chunk workers (:func:`split_plan`); False keeps
-#: every op of a loop on all threads in turn. Measured on 2 cores (paper model, interleaved
-#: bench, A/B on the same code): training steps 5-12% faster on DC and BG batches.
+#: every op of a loop on all threads in turn (measurements: bench/README.md).
 PARALLEL = True
 
 _silu_backward = torch.ops.aten.silu_backward.grad_input  # g * silu'(z), into grad_input
@@ -58,10 +56,10 @@ class OneThread:
     :meth:`all_threads` gives a block (a matmul) the caller's thread count back.
 
     Why: shared machines run with ``OMP_WAIT_POLICY=PASSIVE``, so OpenMP workers sleep between
-    parallel regions and every region pays a wake-up of ~0.1 ms. On small graphs (a bond graph's
-    ~2k edges, its ~150 atoms) that is most of an elementwise op's time: ``mul_`` + ``sum`` on a
-    (1800, 256) tensor took 0.27 ms on 2 threads, 0.10 ms on 1 (setting the count costs
-    ~0.2 us). Matmuls keep the threads: (1800, 256) @ (256, 256) takes 1.8 ms on 2, 3.2 ms on 1.
+    parallel regions and every region pays a wake-up. On small graphs (a bond graph's ~2k
+    edges, its ~150 atoms) that is most of an elementwise op's time, while setting the thread
+    count costs next to nothing; matmuls keep the threads, where they still gain (measurements:
+    bench/README.md).
     """
 
     def __init__(self, active: bool) -> None:
@@ -112,7 +110,7 @@ def split_plan(total: int, max_rows: int, small: bool, device: torch.device) -> 
     """``(workers, rows per chunk)`` for a chunk loop over ``total`` rows.
 
     Large row sets on a multi-threaded CPU split their chunk loops over
-    ``torch.get_num_threads()`` chunk workers (:mod:`~tlsearch.model.chunk_workers`), in chunks
+    ``torch.get_num_threads()`` chunk workers (:mod:`~.chunk_workers`), in chunks
     of at most ``max_rows`` rows and the same number of chunks per worker; otherwise one worker
     walks chunks of ``max_rows`` rows with every op on all threads.
     """

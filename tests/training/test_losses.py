@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tlsearch.transfer.losses import masked_l1
+from tlsearch.training.losses import masked_l1
 
 NAN = float("nan")
 

@@ -1,4 +1,5 @@
-"""best-pair --search: the spec runs, then exactly the missing seeds and baselines (fake jobs)."""
+"""best_pair(search=...): the spec runs, then exactly the missing seeds and baselines
+(fake jobs)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import os
 import pytest
 import yaml
 
+import tlsearch
 from tests.search.conftest import executions, fake_spec_data
-from tlsearch.analysis.fill import run_then_rank
+from tlsearch.api.fill import run_then_rank
 
 
 def _spec(tmp_path):
@@ -49,6 +51,7 @@ def test_best_pair_search_runs_the_spec_then_fills_what_is_missing(tmp_path, loc
     assert best.winner["n_ok"] == 3 and best.winner["config"] == win["config"]
 
 
-def test_unknown_target_is_refused(tmp_path):
+def test_unknown_target_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="not a target"):
-        run_then_rank(str(_spec(tmp_path)), "Z", base_dir=str(tmp_path))
+        tlsearch.best_pair("Z", search=_spec(tmp_path), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()

@@ -1,27 +1,25 @@
-"""``tlsearch search`` and ``tlsearch runs``: parser builders and handlers.
-
-``tlsearch/cli.py`` wires them in with :func:`add_search_parser` / :func:`add_runs_parser` and
-dispatches to :data:`COMMANDS` (each parser also sets ``handler``). ``python -m
-tlsearch.search.cli`` runs them on their own.
-"""
+"""``tlsearch search`` and ``tlsearch runs``: parsers and handlers."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tlsearch.cli.common import EXIT_INTERRUPTED, run_handler
 from tlsearch.logutil import add_verbosity_flags, setup_logging
 
-logger = logging.getLogger("tlsearch.search.cli")
-
-EXIT_INTERRUPTED = 130
 #: The search ran to its end but planned seed-runs have no row (or rows are duplicated).
 EXIT_INCOMPLETE = 3
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``search`` and ``runs`` on the main parser's subparsers."""
+    add_search_parser(subparsers)
+    add_runs_parser(subparsers)
 
 
 def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -161,10 +159,13 @@ def add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """``tlsearch search`` (the same calls as ``tlsearch.search()``)."""
+    """``tlsearch search`` (the same calls as ``tlsearch.run_search()``)."""
+    # pandas, pyarrow and the search's pydantic models (~0.7 s): loaded by the command, not by
+    # ``tlsearch --help``; Ray itself is imported further down, when the search starts.
     from tlsearch.search.console import command_monitor
     from tlsearch.search.driver import SearchInterruptedError
     from tlsearch.search.prepare import prepare_spec
+    from tlsearch.search.quickplot import plot_test_mae
     from tlsearch.search.rehearse import rehearsal_report
     from tlsearch.search.session import run_owning_ray
     from tlsearch.search.status import format_status
@@ -201,8 +202,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         if spec.rehearsal:
             sys.stdout.write(rehearsal_report(status) + "\n")
         if not args.no_plot and not is_remote(status.search_dir) and status.completed:
-            from tlsearch.search.quickplot import plot_test_mae
-
             sys.stdout.write(f"plot: {plot_test_mae(status.search_dir)}\n")
     finally:
         if stopping is not None:
@@ -248,6 +247,7 @@ def incomplete_reason(status: Any) -> str | None:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """``tlsearch runs``."""
+    # pandas and pyarrow (~0.5 s): loaded by the command, not by ``tlsearch --help``.
     from tlsearch.search.status import format_status, search_status
 
     status = search_status(args.results_dir)
@@ -258,24 +258,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "runs": cmd_runs}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m tlsearch.search.cli search|runs ...``)."""
+def search_command(argv: Sequence[str]) -> int:
+    """``tlsearch search ARGV...`` (or ``runs``) in this process, without the other commands'
+    parsers: what ``tlsearch bench search`` runs and measures. Returns the exit code."""
     parser = argparse.ArgumentParser(prog="tlsearch")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_search_parser(sub)
-    add_runs_parser(sub)
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     setup_logging(args.verbose_sub - args.quiet_sub)
-    try:
-        return args.handler(args)
-    except (ValueError, OSError) as exc:
-        logger.debug("traceback", exc_info=True)
-        sys.stderr.write(f"tlsearch: error: {' '.join(str(exc).split())}\n")
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_handler(args)

@@ -1,16 +1,15 @@
-"""``tlsearch analyze``, ``tlsearch best-pair`` and ``tlsearch compare-paper``."""
+"""``tlsearch analyze``, ``tlsearch best-pair`` and ``tlsearch compare-paper``: parsers and handlers
+on top of :mod:`tlsearch.api`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+import tlsearch.api as api  # the functions are looked up at call time: tests replace them there
 from tlsearch.logutil import add_verbosity_flags
-
-logger = logging.getLogger(__name__)
 
 RESULTS_HELP = (
     "a search folder <storage>/<name> or a storage root holding several (local, s3://, gs://)"
@@ -125,9 +124,7 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``tlsearch analyze`` (``tlsearch.analyze``)."""
-    from tlsearch.api import analyze, load_runs
-
-    path = analyze(load_runs(args.results, args.search), args.out)
+    path = api.analyze(api.load_runs(args.results, args.search), args.out)
     sys.stdout.write(f"report: {path}\nmarkdown: {path.with_suffix('.md')}\n")
     return 0
 
@@ -143,9 +140,7 @@ def _ft_size(text: str) -> int | None | str:
 
 def cmd_best_pair(args: argparse.Namespace) -> int:
     """``tlsearch best-pair`` (``tlsearch.best_pair``)."""
-    from tlsearch.api import best_pair
-
-    answer = best_pair(
+    answer = api.best_pair(
         args.target,
         results=args.results,
         search=args.search,
@@ -165,15 +160,13 @@ def cmd_best_pair(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``tlsearch compare-paper`` (``tlsearch.compare_paper``)."""
-    from tlsearch.api import compare_paper
-
     rename = {}
     for item in args.rename:
         ours, sep, paper = item.partition("=")
         if not sep or not ours or not paper:
             raise ValueError(f"--rename {item!r}: expected OURS=PAPER")
         rename[ours] = paper
-    comparison = compare_paper(
+    comparison = api.compare_paper(
         args.results,
         anchors=args.anchors,
         rename=rename,
