@@ -2,7 +2,7 @@
 
 Every ``import`` and ``from ... import`` of every module under ``tlsearch/`` counts, at module
 level or inside a function (also under ``if TYPE_CHECKING:``), resolved to the ``tlsearch``
-module it names (``from tlsearch.search import driver`` -> ``tlsearch.search.driver``; names
+module it names (``from tlsearch.search.run import driver`` -> ``tlsearch.search.run.driver``; names
 imported from a package's ``__init__`` -> the package). Imports through ``importlib`` are not
 seen: do not hide dependencies that way.
 
@@ -19,17 +19,23 @@ modules and packages of lower layers, never a package of its own layer or of a h
      6  transfer                      PT, FT strategies, MPT
      7  prediction, plots             a trained model applied to new structures, one run's plots
      8  results                       the Parquet run log: written by search, read by analysis
-     9  jobs, plan                    job identity and the compiled plan (no Ray)
-    10  search                        Ray Tune, Ray Train: runs the plan
-    11  analysis, bench               read the run log / measure searches and training
-    12  api                           the Python API: runs, searches, analysis, prediction
-    13  cli                           the command on top of the API; nothing imports it...
-    14  __main__                      ...but ``python -m tlsearch``
+     9  jobs                          job identity, the one adapter to training (no Ray)
+    10  search, search.plan           the spec and the compiled plan (no Ray)
+    11  search.watch                  status, console, trackers: read the plan and the rows
+    12  search.run                    Ray Tune, Ray Train: runs the plan
+    13  analysis, bench               read the run log / measure searches and training
+    14  api                           the Python API: runs, searches, analysis, prediction
+    15  cli                           the command on top of the API; nothing imports it...
+    16  __main__                      ...but ``python -m tlsearch``
+
+The search package counts as three: ``tlsearch.search.plan``, ``.watch`` and ``.run`` are placed
+as packages of their own (``search.plan`` ...), in that order.
 
 ``results`` sits below ``search`` because the search writes its rows (``results`` imports no other
 tlsearch package). A package that is not in :data:`LAYERS` fails the check until it is placed.
 
-Ray: only ``tlsearch.search`` (with its subpackages) imports ``ray``, and ``tlsearch.bench``,
+Ray: only ``tlsearch.search.run`` and ``tlsearch.search.watch`` import ``ray`` (``search.plan``
+never does), and ``tlsearch.bench``,
 which starts and stops Ray around the searches and packed trials it measures. The packages below
 the search layer and ``analysis`` also may not import (anywhere) a tlsearch module that uses Ray:
 one that imports ``ray`` (anywhere in it), or one whose module-level imports bring in such a
@@ -63,16 +69,21 @@ LAYERS: list[set[str]] = [
     {"transfer"},
     {"prediction", "plots"},
     {"results"},
-    {"jobs", "plan"},
-    {"search"},
+    {"jobs"},
+    {"search", "search.plan"},
+    {"search.watch"},
+    {"search.run"},
     {"analysis", "bench"},
     {"api"},
     {"cli"},
     {"__main__"},
 ]
 
+#: The parts of the search package, each placed in LAYERS as ``search.<part>``.
+SEARCH_PARTS = {"plan", "watch", "run"}
+
 #: Packages allowed to ``import ray`` (themselves and their subpackages).
-RAY_PACKAGES = {"search", "bench"}
+RAY_PACKAGES = {"search.watch", "search.run", "bench"}
 #: Packages above the search layer that, like those below it, may not import a module using Ray.
 RAY_FREE_ABOVE_SEARCH = {"analysis"}
 
@@ -187,8 +198,11 @@ def _known(target: str, modules: dict[str, Path]) -> str:
 
 
 def package_of(module: str) -> str:
-    """``tlsearch.search.driver`` -> ``search``; the root package -> ``tlsearch``."""
+    """``tlsearch.graphs.store`` -> ``graphs``; ``tlsearch.search.run.driver`` -> ``search.run``
+    (the search's parts count as packages); the root package -> ``tlsearch``."""
     parts = module.split(".")
+    if len(parts) > 2 and parts[1] == "search" and parts[2] in SEARCH_PARTS:
+        return f"search.{parts[2]}"
     return parts[1] if len(parts) > 1 else parts[0]
 
 
@@ -314,7 +328,7 @@ def ray_problems(graph: Graph) -> list[str]:
     for e in graph.external.get("ray", []):
         if package_of(e.source) not in RAY_PACKAGES:
             problems.append(f"{e.where()} (only {sorted(RAY_PACKAGES)} may)")
-    search_layer = layer_of("search")
+    search_layer = layer_of("search.watch")
     pulls = ray_users(graph)
     for e in graph.edges:
         src = package_of(e.source)

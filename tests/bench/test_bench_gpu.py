@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def no_ray_start(monkeypatch):
-    from tlsearch.search import driver
+    from tlsearch.search.run import driver
 
     def refuse(address):
         raise AssertionError("the GPU check started Ray on a node it refuses")
@@ -124,8 +124,8 @@ def test_each_check_reads_what_its_bench_returns(monkeypatch, tmp_path):
     import tlsearch.bench.packing as packing
     import tlsearch.bench.train as train
     import tlsearch.jobs.run as jobs
-    import tlsearch.search.ddp as ddp
-    from tlsearch.search import driver, gpu_memory
+    import tlsearch.search.run.ddp as ddp
+    from tlsearch.search.run import driver, gpu_memory
 
     calls: dict[str, object] = {}
 

@@ -18,7 +18,7 @@ from tlsearch.bench.packing import (
     pt_checkpoint,
     run_packing,
 )
-from tlsearch.search.compile import compile_spec
+from tlsearch.search.plan.compile import compile_spec
 
 
 def test_gpu_setup_packs_four_runs_per_gpu_with_the_paper_model():

@@ -10,8 +10,8 @@ import pytest
 
 from tests.search.test_quickstart import QUICKSTART
 from tlsearch.cli.main import main as tlsearch_main
-from tlsearch.search.driver import run_search
-from tlsearch.search.spec import load_spec
+from tlsearch.search.plan.spec import load_spec
+from tlsearch.search.run.driver import run_search
 
 
 def test_bench_rank_sources_on_a_search_with_two_sources(tmp_path, local_ray, monkeypatch):

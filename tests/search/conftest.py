@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.spec import SearchSpec
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_JOB = "tests.search.fakes:fake_job"

@@ -116,7 +116,7 @@ FAKE_PROBE = {"B": 0.10, "C": 0.20, "D": 0.30}
 
 
 def fake_rank(source, checkpoint, job):
-    """Same signature as :func:`tlsearch.search.prefilter.score_with_trunk`: scores from
+    """Same signature as :func:`tlsearch.search.run.prefilter.score_with_trunk`: scores from
     :data:`FAKE_PROBE`, one line per call in ``<log>/rankings.log``."""
     _, opts = _options(job.data.data)
     log = Path(opts["log"])

@@ -14,8 +14,8 @@ from typing import Any
 
 from tlsearch.jobs.checkpoints import StorageCheckpoints
 from tlsearch.jobs.run import run_job
-from tlsearch.search import ddp
-from tlsearch.search.ddp import RayTrainCheckpoints
+from tlsearch.search.run import ddp
+from tlsearch.search.run.ddp import RayTrainCheckpoints
 
 KILL_AFTER = 2
 #: Seconds rank 1 lives on after its epoch-KILL_AFTER checkpoint (see rank1_dies_once).

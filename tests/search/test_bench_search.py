@@ -17,9 +17,9 @@ from tlsearch.bench.search import (
     tune_trial_times,
 )
 from tlsearch.results.store import RunStore
-from tlsearch.search import driver
-from tlsearch.search.rows import graph_cache_columns
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.spec import SearchSpec
+from tlsearch.search.run import driver
+from tlsearch.search.run.rows import graph_cache_columns
 
 
 def _spec(tmp_path, name: str) -> SearchSpec:
@@ -81,9 +81,9 @@ def test_a_reused_pt_model_is_counted_as_reused(tmp_path):
     """Two searches sharing a storage: the second finds the PT model (no Ray needed)."""
     from tests.search.fakes import fake_job
     from tlsearch.jobs.identity import pretrain_key
-    from tlsearch.search.compile import compile_spec
-    from tlsearch.search.prepare import resolve_storage
-    from tlsearch.search.trainable import TrialEnv, ensure_pt_row
+    from tlsearch.search.plan.compile import compile_spec
+    from tlsearch.search.plan.prepare import resolve_storage
+    from tlsearch.search.run.trainable import TrialEnv, ensure_pt_row
 
     rows = []
     for name in ("first", "second"):
@@ -143,9 +143,9 @@ def test_trials_needing_a_running_pt_job_wait_for_its_row(tmp_path, mode):
     from tests.search.conftest import executions
     from tests.search.fakes import fake_job
     from tlsearch.jobs.identity import pretrain_key
-    from tlsearch.search.compile import compile_spec
-    from tlsearch.search.prepare import resolve_storage
-    from tlsearch.search.trainable import TrialEnv, ensure_pt_row
+    from tlsearch.search.plan.compile import compile_spec
+    from tlsearch.search.plan.prepare import resolve_storage
+    from tlsearch.search.run.trainable import TrialEnv, ensure_pt_row
 
     data = _spec(tmp_path, "first").model_dump()
     data["datasets"]["B"]["data"] = f"fake://{mode}?log={{log}}&sleep=0.5&source=B"

@@ -1,4 +1,4 @@
-"""Cluster-wide claims (:mod:`tlsearch.search.claims`) on a local S3 server (moto): conditional
+"""Cluster-wide claims (:mod:`tlsearch.search.run.claims`) on a local S3 server (moto): conditional
 writes, a lease that a live holder keeps, a waiter that takes over when the holder is killed,
 mutual exclusion under contention, and the Ray actor store used where S3 cannot."""
 
@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.search.conftest import REPO
-from tlsearch.search.claims import ActorClaimStore, exclusive
+from tlsearch.search.run.claims import ActorClaimStore, exclusive
 from tlsearch.storage import claims
 from tlsearch.storage.claims import Claim, S3ClaimStore
 

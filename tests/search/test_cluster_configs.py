@@ -144,8 +144,8 @@ def _entrypoint_spec():
     import shlex
 
     from tlsearch.cli.search import add_search_parser, parse_vars
-    from tlsearch.search.points import resolve_datasets
-    from tlsearch.search.prepare import prepare_spec
+    from tlsearch.search.plan.points import resolve_datasets
+    from tlsearch.search.plan.prepare import prepare_spec
 
     words = shlex.split(_kuberay()["spec"]["entrypoint"])
     assert words[:2] == ["tlsearch", "search"]
@@ -208,15 +208,15 @@ def _node_types(name: str) -> list[tuple[dict[str, float], int]]:
 
 @functools.cache
 def _paper_plan(path: Path):
-    from tlsearch.search.compile import compile_spec
-    from tlsearch.search.spec import load_spec
+    from tlsearch.search.plan.compile import compile_spec
+    from tlsearch.search.plan.spec import load_spec
 
     return compile_spec(load_spec(path), str(REPO))
 
 
 @pytest.mark.parametrize("name", ["kuberay-rayjob.yaml", "aws.yaml", "gcp.yaml"])
 def test_every_paper_spec_fits_the_worker_types_and_ddp_jobs_fit_one_node(name):
-    from tlsearch.search.cluster_fit import Capacity, can_place, plan_demands, unmet_demands
+    from tlsearch.search.run.cluster_fit import Capacity, can_place, plan_demands, unmet_demands
 
     types = _node_types(name)
     assert all(r["GPU"] >= 1 for r, _ in types)  # every worker type brings GPUs
@@ -268,7 +268,7 @@ def test_the_image_leaves_out_environments_results_caches_and_data():
         "demo_out/x", ".tlsearch_cache/graphs/a",
     ]  # fmt: skip
     kept = [
-        "pyproject.toml", "README.md", "tlsearch/search/driver.py", "tlsearch/__init__.py",
+        "pyproject.toml", "README.md", "tlsearch/search/run/driver.py", "tlsearch/__init__.py",
         "search_spaces/pairwise.yaml", "cluster/Dockerfile", "tests/search/test_spec.py",
     ]  # fmt: skip
     assert [p for p in left_out if not _docker_ignored(p, patterns)] == []

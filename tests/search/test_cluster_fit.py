@@ -9,7 +9,9 @@ import re
 import pytest
 
 from tests.search.conftest import REPO, fake_spec
-from tlsearch.search.cluster_fit import (
+from tlsearch.search.plan.compile import compile_spec
+from tlsearch.search.plan.spec import Resources, load_spec
+from tlsearch.search.run.cluster_fit import (
     Capacity,
     ClusterTooSmallError,
     can_place,
@@ -18,8 +20,6 @@ from tlsearch.search.cluster_fit import (
     plan_demands,
     trial_slots,
 )
-from tlsearch.search.compile import compile_spec
-from tlsearch.search.spec import Resources, load_spec
 
 
 def _plan(name: str, **over):
@@ -96,7 +96,7 @@ def test_trial_slots():
 def test_a_local_ray_with_two_cpus_refuses_a_three_cpu_trial_before_anything_is_written(
     tmp_path, local_ray
 ):
-    from tlsearch.search.driver import run_search
+    from tlsearch.search.run.driver import run_search
 
     capacity = cluster_capacity()
     assert not capacity.autoscaling and capacity.nodes == ({"CPU": 2.0},)
@@ -127,7 +127,7 @@ def test_an_autoscaler_is_told_from_a_read_only_monitor(monkeypatch, report, aut
 
     from ray.experimental import internal_kv
 
-    from tlsearch.search import cluster_fit
+    from tlsearch.search.run import cluster_fit
 
     status = {"time": 0.0} if report is None else {"autoscaler_report": report}
     values = {"__autoscaling_status": json.dumps(status).encode()}

@@ -15,9 +15,9 @@ import yaml
 from tests.search.conftest import REPO, fake_spec_data
 from tlsearch.cli.main import main as search_cli
 from tlsearch.results.store import RunStore
-from tlsearch.search.console import ConsoleProgress, failure_line, is_live
-from tlsearch.search.monitor import RowFeed, SearchState, describe, trial_error_text
-from tlsearch.search.tune_output import ShortTrialFailures
+from tlsearch.search.watch.console import ConsoleProgress, failure_line, is_live
+from tlsearch.search.watch.monitor import RowFeed, SearchState, describe, trial_error_text
+from tlsearch.search.watch.tune_output import ShortTrialFailures
 
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
 
@@ -177,7 +177,7 @@ def test_an_errored_trial_is_named_with_its_last_error_line(tmp_path):
 
 
 def test_the_first_progress_line_comes_soon_after_a_boot(monkeypatch):
-    from tlsearch.search import console as console_module
+    from tlsearch.search.watch import console as console_module
 
     monkeypatch.setattr(console_module.time, "monotonic", lambda: 5.0)  # 5 s of uptime
     stream = io.StringIO()

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tlsearch.search import datacheck, driver
-from tlsearch.search.compile import compile_spec
-from tlsearch.search.datacheck import DataUnavailableError, check_plan_data
-from tlsearch.search.points import resolve_datasets
-from tlsearch.search.prepare import resolve_storage
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan import datacheck
+from tlsearch.search.plan.compile import compile_spec
+from tlsearch.search.plan.datacheck import DataUnavailableError, check_plan_data
+from tlsearch.search.plan.points import resolve_datasets
+from tlsearch.search.plan.prepare import resolve_storage
+from tlsearch.search.plan.spec import SearchSpec
+from tlsearch.search.run import driver
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_a_matminer_download_without_network_names_the_dataset_and_offline(tmp_p
 
 def test_a_matminer_download_with_network_is_fine(tmp_path, online, caplog):
     spec = spec_of({"DC": {"data": "matminer:DC", "data_home": str(tmp_path)}}, tmp_path)
-    with caplog.at_level("INFO", logger="tlsearch.search.datacheck"):
+    with caplog.at_level("INFO", logger="tlsearch.search.plan.datacheck"):
         check(spec, tmp_path)  # no error: the file will be downloaded when a seed-run reads it
     assert len(online) == 1  # the download's host was probed once, for the one dataset
     assert "dielectric_constant" in caplog.text and "will be downloaded from" in caplog.text

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.training.test_batching import one_atom_cells
-from tlsearch.search import ddp
+from tlsearch.search.run import ddp
 from tlsearch.structures.generate import write_jarvis_json
 from tlsearch.training.config import RunConfig
 from tlsearch.training.distributed import ShardedTrainBatches

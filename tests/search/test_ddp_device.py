@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from tests.search.conftest import OneRankContext, one_rank_collectives
 from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.jobs.run import training_run_config
-from tlsearch.search import ddp
+from tlsearch.search.run import ddp
 
 pytest.importorskip("ray.train")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tlsearch.jobs.config import DataRef, JobConfig
-from tlsearch.search import ddp
+from tlsearch.search.run import ddp
 
 train_errors = pytest.importorskip("ray.train")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 from tests.search.conftest import REPO
-from tlsearch.search.compile import ExperimentPlan
-from tlsearch.search.ddp_limits import ddp_job_needs, ddp_trial_limit
-from tlsearch.search.driver import PRETRAIN_EXPERIMENT, experiment_concurrency
-from tlsearch.search.rehearse import rehearsal_spec
-from tlsearch.search.spec import load_spec
+from tlsearch.search.plan.compile import ExperimentPlan
+from tlsearch.search.plan.rehearse import rehearsal_spec
+from tlsearch.search.plan.spec import load_spec
+from tlsearch.search.run.ddp_limits import ddp_job_needs, ddp_trial_limit
+from tlsearch.search.run.driver import PRETRAIN_EXPERIMENT, experiment_concurrency
 
 
 def _pt_size(**over):

@@ -13,7 +13,7 @@ import torch
 
 from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.jobs.run import training_run_config
-from tlsearch.search import ddp
+from tlsearch.search.run import ddp
 from tlsearch.training.checkpoint import bundle_from_payload
 from tlsearch.training.run import pool_scaler, prepare_run_data
 

@@ -22,8 +22,8 @@ from tests.search.test_slow_reliability import (
     slow_fake_spec,
 )
 from tlsearch.results.store import RunStore
-from tlsearch.search.driver import run_search
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.spec import SearchSpec
+from tlsearch.search.run.driver import run_search
 
 FOUR = {"lr": [1e-3, 2e-3], "seeds": [0, 1]}  # 2 configurations x 2 seeds
 

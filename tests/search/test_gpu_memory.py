@@ -13,10 +13,10 @@ from tests.search.conftest import executions, fake_spec
 from tests.search.fakes import fake_job
 from tlsearch.jobs.identity import pretrain_key
 from tlsearch.results.store import RunStore
-from tlsearch.search import gpu_memory
-from tlsearch.search.points import Point
-from tlsearch.search.prepare import resolve_storage
-from tlsearch.search.trainable import TrialEnv, ensure_pt_row, run_seed, search_trial
+from tlsearch.search.plan.points import Point
+from tlsearch.search.plan.prepare import resolve_storage
+from tlsearch.search.run import gpu_memory
+from tlsearch.search.run.trainable import TrialEnv, ensure_pt_row, run_seed, search_trial
 from tlsearch.training.loop import TrainingOutOfMemoryError
 
 TORCH_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 20.00 GiB total capacity)"
@@ -96,7 +96,7 @@ def test_other_errors_are_untouched(tmp_path):
 
 def test_a_pt_job_retried_at_a_smaller_batch_keeps_its_model_under_that_batch(tmp_path):
     env = _env(tmp_path)
-    from tlsearch.search.compile import compile_spec
+    from tlsearch.search.plan.compile import compile_spec
 
     (job,) = compile_spec(env.spec, str(tmp_path)).pretrain_jobs
     env = env.model_copy(update={"pretrain_jobs": {pretrain_key(job): job}})
@@ -114,7 +114,7 @@ def test_a_pt_job_retried_at_a_smaller_batch_keeps_its_model_under_that_batch(tm
 
 def test_a_pt_job_of_unknown_batch_size_is_reported_not_guessed(tmp_path):
     env = _env(tmp_path)
-    from tlsearch.search.compile import compile_spec
+    from tlsearch.search.plan.compile import compile_spec
 
     (job,) = compile_spec(env.spec, str(tmp_path)).pretrain_jobs  # the whole pool, no batch
     job_fn, batches = _out_of_memory_while(lambda j: True)  # e.g. a DDP worker's raw OOM

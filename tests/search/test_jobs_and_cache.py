@@ -13,9 +13,9 @@ import pytest
 from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.jobs.identity import pretrain_key
 from tlsearch.jobs.run import run_job, split_test
-from tlsearch.search.job_fn import resolve_job_fn, run_search_job
-from tlsearch.search.pretrain_cache import COMPLETE, ensure_pretrained
-from tlsearch.search.rows import metric_columns, outcome_columns, trial_report
+from tlsearch.search.run.job_fn import resolve_job_fn, run_search_job
+from tlsearch.search.run.pretrain_cache import COMPLETE, ensure_pretrained
+from tlsearch.search.run.rows import metric_columns, outcome_columns, trial_report
 
 
 def test_metric_columns_normalised_physical_and_dotted():

@@ -16,7 +16,7 @@ from torch import nn
 
 from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.jobs.run import run_job
-from tlsearch.search.rows import metric_columns
+from tlsearch.search.run.rows import metric_columns
 from tlsearch.structures.load import load_data
 from tlsearch.training.checkpoint import read_bundle
 from tlsearch.training.loop import GraphLoader

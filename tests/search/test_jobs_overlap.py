@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.jobs.run import split_test, training_run_config
-from tlsearch.search.points import data_ref
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.points import data_ref
+from tlsearch.search.plan.spec import SearchSpec
 from tlsearch.structures.generate import generate_dataset, write_jarvis_json
 from tlsearch.structures.load import load_data
 

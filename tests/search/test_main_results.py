@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 
 import tlsearch.api as api
 from tests.search.conftest import REPO
-from tlsearch.search.compile import compile_plan, compile_spec
-from tlsearch.search.points import resolve_datasets, run_id_for
-from tlsearch.search.prepare import resolve_storage, smoke_spec
-from tlsearch.search.spec import load_spec
+from tlsearch.search.plan.compile import compile_plan, compile_spec
+from tlsearch.search.plan.points import resolve_datasets, run_id_for
+from tlsearch.search.plan.prepare import resolve_storage, smoke_spec
+from tlsearch.search.plan.spec import load_spec
 
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
 FIXTURE = REPO / "tests" / "fixtures" / "main_search"

@@ -54,7 +54,7 @@ def test_join_keeps_the_query_at_the_end():
 def test_a_search_runs_resumes_and_analyses_on_s3(s3_uri, tmp_path):
     from tlsearch.analysis.best_pair import rank
     from tlsearch.analysis.frame import load_runs
-    from tlsearch.search.driver import run_search
+    from tlsearch.search.run.driver import run_search
 
     spec = fake_spec(tmp_path, name="objstore", storage=s3_uri)
     status = run_search(spec, verbose=0)
@@ -75,7 +75,7 @@ def test_a_prefiltered_search_keeps_its_ranking_on_s3(s3_uri, tmp_path):
     """search.prefilter's lock (a claim on the object store) and ranking file live on S3."""
     import json
 
-    from tlsearch.search.driver import run_search
+    from tlsearch.search.run.driver import run_search
     from tlsearch.storage.uri import read_text
 
     spec = fake_spec(

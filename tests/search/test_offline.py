@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.search.conftest import REPO
-from tlsearch.search.compile import compile_spec
-from tlsearch.search.offline import DFT_2D_STAND_IN, offline_spec
-from tlsearch.search.spec import SearchSpec, load_spec
+from tlsearch.search.plan.compile import compile_spec
+from tlsearch.search.plan.offline import DFT_2D_STAND_IN, offline_spec
+from tlsearch.search.plan.spec import SearchSpec, load_spec
 
 PAPER_SPECS = ("hparam", "ft_size", "pt_size", "ft_strategy", "pairwise", "mpt", "ood_2d",
                "best_pair")  # fmt: skip
@@ -85,7 +85,7 @@ def test_pools_targets_and_stand_ins(paper_data, tmp_path, no_network, pools):
 
 @pytest.mark.realdata
 def test_rows_say_stand_in(paper_data, tmp_path, no_network, pools):
-    from tlsearch.search.points import Point, provenance_columns, source_datasets
+    from tlsearch.search.plan.points import Point, provenance_columns, source_datasets
 
     spec = load_spec(REPO / "search_spaces" / "ft_size.yaml", {"storage": str(tmp_path)})
     off = offline_spec(spec, str(REPO), pools)

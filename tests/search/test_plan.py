@@ -9,13 +9,13 @@ import pydantic
 import pytest
 
 from tests.search.conftest import REPO, fake_spec
-from tlsearch.search.compile import compile_plan, compile_spec
-from tlsearch.search.driver import write_plan
-from tlsearch.search.plan import Plan
-from tlsearch.search.points import Point, resolve_datasets
-from tlsearch.search.prepare import resolve_storage
-from tlsearch.search.spec import load_spec
-from tlsearch.search.trainable import TrialEnv, run_seed
+from tlsearch.search.plan.compile import compile_plan, compile_spec
+from tlsearch.search.plan.points import Point, resolve_datasets
+from tlsearch.search.plan.prepare import resolve_storage
+from tlsearch.search.plan.records import Plan
+from tlsearch.search.plan.spec import load_spec
+from tlsearch.search.run.driver import write_plan
+from tlsearch.search.run.trainable import TrialEnv, run_seed
 
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
 

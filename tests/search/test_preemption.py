@@ -13,9 +13,9 @@ from tests.search.preempt_jobs import KILL_AFTER, rank1_dies_once
 from tests.search.test_quickstart import QUICKSTART, TINY_DATA
 from tlsearch.jobs.config import DataRef, JobConfig
 from tlsearch.results.store import RunStore
-from tlsearch.search import ddp
-from tlsearch.search.driver import run_search
-from tlsearch.search.spec import load_spec
+from tlsearch.search.plan.spec import load_spec
+from tlsearch.search.run import ddp
+from tlsearch.search.run.driver import run_search
 
 pytest.importorskip("ray.train")
 

@@ -12,9 +12,9 @@ from tests.search.conftest import executions, fake_spec
 from tlsearch.analysis.aggregate import summarize
 from tlsearch.analysis.best_pair import _eligible
 from tlsearch.results.store import RunStore, read_runs
-from tlsearch.search.driver import run_search
-from tlsearch.search.points import Point
-from tlsearch.search.prefilter import candidates, group_key, model_name
+from tlsearch.search.plan.points import Point
+from tlsearch.search.run.driver import run_search
+from tlsearch.search.run.prefilter import candidates, group_key, model_name
 
 RANK_FN = "tests.search.fakes:fake_rank"
 
@@ -84,7 +84,7 @@ def test_logme_ranks_higher_first(tmp_path):
     other = _spec(tmp_path, search={"prefilter": {"keep": 1}})
     assert group_key(spec, point) != group_key(other, point)  # the estimate is in the key
 
-    from tlsearch.search.prefilter import _order
+    from tlsearch.search.run.prefilter import _order
 
     entries = [{"logme": -0.3}, {"logme": -0.1}, {"logme": None}]
     assert sorted(entries, key=lambda e: _order(e, "logme")) == [
@@ -116,7 +116,7 @@ def test_the_real_scorer_ranks_on_fine_tunings_sample(tmp_path, local_ray):
     """Real jobs and the real scorer (tiny ALIGNN, generated crystals): the ranking is scored
     on the very structures the kept source's first seed fine-tunes on (test part held out)."""
     from tests.search.conftest import REPO
-    from tlsearch.search.spec import load_spec
+    from tlsearch.search.plan.spec import load_spec
 
     spec = load_spec(
         REPO / "search_spaces" / "quickstart.yaml",

@@ -12,7 +12,7 @@ import pytest
 
 from tests.search.conftest import REPO, executions, fake_spec_data
 from tlsearch.results.store import RunStore
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.spec import SearchSpec
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -60,7 +60,7 @@ def s3_on_three_nodes():
 
 
 def test_one_pt_job_trains_once_for_six_trials_on_three_nodes(tmp_path, s3_on_three_nodes):
-    from tlsearch.search.driver import run_search
+    from tlsearch.search.run.driver import run_search
 
     storage, client = s3_on_three_nodes
     data = fake_spec_data(

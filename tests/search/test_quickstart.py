@@ -12,9 +12,9 @@ from tests.search.conftest import REPO
 from tlsearch.cli.main import main as search_cli
 from tlsearch.cli.main import main as tlsearch_cli
 from tlsearch.results.schema import RUN_SCHEMA
-from tlsearch.search.driver import run_search
-from tlsearch.search.quickplot import plot_test_mae
-from tlsearch.search.spec import load_spec
+from tlsearch.search.plan.spec import load_spec
+from tlsearch.search.run.driver import run_search
+from tlsearch.search.watch.quickplot import plot_test_mae
 
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
 TINY_DATA = {  # the quickstart's datasets, smaller

@@ -7,12 +7,17 @@ import pytest
 
 from tests.search.conftest import REPO
 from tlsearch.analysis.frame import check_rehearsal
-from tlsearch.search.compile import compile_spec
-from tlsearch.search.points import build_job
-from tlsearch.search.prepare import apply_modes, first_seeds
-from tlsearch.search.rehearse import REHEARSAL_EPOCHS, TINY_MODEL, rehearsal_spec, rehearsal_summary
-from tlsearch.search.spec import load_spec
-from tlsearch.search.trainable import Point
+from tlsearch.search.plan.compile import compile_spec
+from tlsearch.search.plan.points import build_job
+from tlsearch.search.plan.prepare import apply_modes, first_seeds
+from tlsearch.search.plan.rehearse import (
+    REHEARSAL_EPOCHS,
+    TINY_MODEL,
+    rehearsal_spec,
+    rehearsal_summary,
+)
+from tlsearch.search.plan.spec import load_spec
+from tlsearch.search.run.trainable import Point
 
 SPECS = ("hparam", "ft_size", "pt_size", "ft_strategy", "pairwise", "mpt", "ood_2d", "best_pair",
          "quickstart", "pairwise_cpu")  # fmt: skip

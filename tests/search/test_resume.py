@@ -13,12 +13,12 @@ import pytest
 
 from tests.search.conftest import fake_spec
 from tlsearch.results.store import RunStore
-from tlsearch.search import driver
-from tlsearch.search.compile import compile_plan, compile_spec, is_pretrain_point
-from tlsearch.search.points import Point, config_hash, resolve_datasets
-from tlsearch.search.prepare import resolve_storage
-from tlsearch.search.resume import SpecChangedError, concurrency_slot
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.compile import compile_plan, compile_spec, is_pretrain_point
+from tlsearch.search.plan.points import Point, config_hash, resolve_datasets
+from tlsearch.search.plan.prepare import resolve_storage
+from tlsearch.search.plan.spec import SearchSpec
+from tlsearch.search.run import driver
+from tlsearch.search.run.resume import SpecChangedError, concurrency_slot
 
 
 class ConnectedError(Exception):
@@ -159,7 +159,7 @@ def restored_tuner(search_alg=None, max_concurrent_trials=4):
 def test_a_restored_grid_gets_the_limit_of_now():
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from tlsearch.search.restore_limits import cap_restored
+    from tlsearch.search.run.restore_limits import cap_restored
 
     tuner = restored_tuner()
     cap_restored(tuner, 1)
@@ -175,7 +175,7 @@ def test_a_restored_optuna_search_gets_the_limit_of_now():
     from ray.tune.search.concurrency_limiter import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from tlsearch.search.restore_limits import cap_restored
+    from tlsearch.search.run.restore_limits import cap_restored
 
     optuna = OptunaSearch()
     tuner = restored_tuner(search_alg=optuna)

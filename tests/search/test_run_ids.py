@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tlsearch.search.points import Point, config_hash, resolve_datasets, run_id_for
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.points import Point, config_hash, resolve_datasets, run_id_for
+from tlsearch.search.plan.spec import SearchSpec
 
 SCRATCH = Point("scratch", "A", 10, "random", 1e-3)
 TRANSFER = Point("finetune", "A", 10, "random", 1e-3, "B", 100, "unfreeze_all")
@@ -94,7 +94,7 @@ def test_files_of_other_sizes_do_not_change_the_id(tmp_path):
 
 
 def test_resolved_specs_keep_jobs_and_placeholders(tmp_path):
-    from tlsearch.search.points import build_job
+    from tlsearch.search.plan.points import build_job
 
     paper = data_dir(tmp_path / "paper")
     spec = spec_for("paper", vars={"paper": "paper"})
@@ -110,7 +110,7 @@ def test_the_model_kernel_is_not_part_of_a_runs_identity(tmp_path):
     """``model: {kernel: ...}`` chooses how the layers compute, not what: the run ids and the
     PT cache keys stay those of the spec without it, and the jobs carry it to training."""
     from tlsearch.jobs.identity import pretrain_key
-    from tlsearch.search.points import build_job, pretrain_job
+    from tlsearch.search.plan.points import build_job, pretrain_job
 
     paper = str(data_dir(tmp_path / "paper"))
     plain = spec_for(paper, model={"hidden_features": 32})
@@ -144,7 +144,7 @@ def test_trials_record_the_run_ids_the_driver_plans(tmp_path, local_ray):
     """Relative data paths: trials (in their own folders) name seed-runs as the driver does."""
     from tests.search.conftest import FAKE_JOB
     from tlsearch.results.store import RunStore
-    from tlsearch.search.driver import run_search
+    from tlsearch.search.run.driver import run_search
 
     data_dir(tmp_path / "paper")
     spec = spec_for(

@@ -11,8 +11,8 @@ import pytest
 
 from tests.search.conftest import executions, fake_spec
 from tlsearch.results.store import RunStore
-from tlsearch.search.compile import ExperimentPlan
-from tlsearch.search.driver import SearchExistsError, check_searcher, run_search
+from tlsearch.search.plan.compile import ExperimentPlan
+from tlsearch.search.run.driver import SearchExistsError, check_searcher, run_search
 
 
 def test_grid_search_records_every_seed_run_once(tmp_path, local_ray):
@@ -195,7 +195,7 @@ def test_a_search_started_with_one_trial_per_configuration_resumes(
 ):
     """An experiment saved before grid trials became seed-runs restores with its own layout:
     ``--resume`` finishes it without reporting trials as missing."""
-    from tlsearch.search import compile as compile_module
+    from tlsearch.search.plan import compile as compile_module
 
     configuration_trials = compile_module.trial_points
     monkeypatch.setattr(

@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 
 from tests.search.conftest import executions, fake_spec
-from tlsearch.search.driver import SearchInterruptedError, run_search
-from tlsearch.search.searchers import FullMeansOptunaSearch, optuna_concurrency
+from tlsearch.search.run.driver import SearchInterruptedError, run_search
+from tlsearch.search.run.searchers import FullMeansOptunaSearch, optuna_concurrency
 
 
 def _study_states(searcher: FullMeansOptunaSearch) -> list[str]:

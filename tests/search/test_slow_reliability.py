@@ -24,8 +24,8 @@ import yaml
 
 from tests.search.conftest import FAKE_JOB, REPO, _no_ray_here, executions
 from tlsearch.results.store import RunStore
-from tlsearch.search.driver import run_search
-from tlsearch.search.spec import SearchSpec, load_spec
+from tlsearch.search.plan.spec import SearchSpec, load_spec
+from tlsearch.search.run.driver import run_search
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tlsearch.search.compile import compile_spec
-from tlsearch.search.points import Point, config_hash, run_id_for, sources_for
-from tlsearch.search.prepare import smoke_spec
-from tlsearch.search.spec import SearchSpec, load_spec
+from tlsearch.search.plan.compile import compile_spec
+from tlsearch.search.plan.points import Point, config_hash, run_id_for, sources_for
+from tlsearch.search.plan.prepare import smoke_spec
+from tlsearch.search.plan.spec import SearchSpec, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
@@ -242,8 +242,9 @@ def test_validating_and_compiling_a_spec_does_not_import_torch():
     import sys
 
     code = (
-        "import sys; from tlsearch.search.spec import load_spec; "
-        "from tlsearch.search.compile import compile_spec; from tlsearch.search import driver; "
+        "import sys; from tlsearch.search.plan.spec import load_spec; "
+        "from tlsearch.search.plan.compile import compile_spec; "
+        "from tlsearch.search.run import driver; "
         f"compile_spec(load_spec({str(REPO / 'search_spaces' / 'quickstart.yaml')!r}), '.'); "
         "sys.exit('torch imported' if 'torch' in sys.modules else 0)"
     )

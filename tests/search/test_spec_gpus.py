@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tlsearch.search.spec import SearchSpec, load_spec
+from tlsearch.search.plan.spec import SearchSpec, load_spec
 
 
 def _spec(**over) -> dict:

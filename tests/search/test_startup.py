@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.search.conftest import REPO, fake_spec, fake_spec_data
-from tlsearch.search.driver import run_search
-from tlsearch.search.startup import (
+from tlsearch.search.run.driver import run_search
+from tlsearch.search.run.startup import (
     AUTO_LOGGERS_ENV,
     TUNE_ANALYSIS_LOGGER,
     explicit_loggers_only,
@@ -76,8 +76,8 @@ def test_a_search_driver_never_imports_torch(tmp_path, local_ray):
         "import json, sys, ray\n"
         f"ray.init(address={ray.get_runtime_context().gcs_address!r}, "
         f"runtime_env={{'env_vars': {{'PYTHONPATH': {str(REPO)!r}}}}})\n"
-        "from tlsearch.search.driver import run_search\n"
-        "from tlsearch.search.spec import SearchSpec\n"
+        "from tlsearch.search.run.driver import run_search\n"
+        "from tlsearch.search.plan.spec import SearchSpec\n"
         f"status = run_search(SearchSpec.model_validate(json.loads({spec!r})), verbose=0)\n"
         "assert status.completed == status.planned > 0, status\n"
         "sys.exit('torch imported' if 'torch' in sys.modules else 0)\n"
@@ -94,7 +94,7 @@ def test_a_local_ray_starts_without_idle_workers(monkeypatch):
     cluster leaves its settings alone; the driver's environment is restored either way."""
     import ray
 
-    from tlsearch.search import driver
+    from tlsearch.search.run import driver
 
     seen = []
     name = next(iter(driver.NO_PRESTART_ENV))
@@ -130,7 +130,8 @@ def _search_command(
     from ray._private import worker as ray_worker
 
     from tlsearch.cli.main import main
-    from tlsearch.search import driver, status
+    from tlsearch.search.run import driver
+    from tlsearch.search.watch import status
 
     events: list = []
     state = {"up": ray_up_before}
@@ -214,7 +215,7 @@ def test_an_incomplete_search_exits_non_zero_with_the_reason_last(monkeypatch, t
 
 def test_a_failed_search_stops_ray_before_its_error_line(monkeypatch, tmp_path, capfd):
     """The reason is the last line: Ray is stopped (on the main thread) before it is written."""
-    from tlsearch.search.driver import SearchInterruptedError
+    from tlsearch.search.run.driver import SearchInterruptedError
 
     events = _search_command(
         monkeypatch, tmp_path, False, outcome=SearchInterruptedError("stopped"), expect=130
@@ -233,7 +234,7 @@ def test_a_failed_search_stops_ray_before_its_error_line(monkeypatch, tmp_path, 
 GARBAGE_DURING_SHUTDOWN = """
 import gc, sys
 import ray
-from tlsearch.search.startup import stop_ray_in_background
+from tlsearch.search.run.startup import stop_ray_in_background
 
 ray.init(num_cpus=1, include_dashboard=False)
 

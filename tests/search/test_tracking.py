@@ -13,8 +13,8 @@ import yaml
 from tests.search.conftest import fake_spec_data
 from tlsearch.cli.main import main as search_cli
 from tlsearch.results.store import RunStore
-from tlsearch.search.monitor import SearchState
-from tlsearch.search.tracking import MlflowTracker, history_metrics, mlflow_uri
+from tlsearch.search.watch.monitor import SearchState
+from tlsearch.search.watch.tracking import MlflowTracker, history_metrics, mlflow_uri
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402

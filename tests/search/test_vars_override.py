@@ -6,7 +6,7 @@ import pytest
 
 from tests.search.conftest import REPO
 from tlsearch.cli.search import parse_vars
-from tlsearch.search.prepare import prepare_spec
+from tlsearch.search.plan.prepare import prepare_spec
 
 PAIRWISE = REPO / "search_spaces" / "pairwise.yaml"
 

@@ -134,7 +134,7 @@ def test_pool_scaler_counts_every_loaded_record_and_ignores_unknown_targets():
 def test_a_run_keeping_the_best_weights_also_scores_the_last_ones(tmp_path):
     """The paper's test predictions came from the final epoch's weights: a run that keeps the
     best epoch's reports those too, exactly as a run that keeps the last ones would."""
-    from tlsearch.search.rows import outcome_columns
+    from tlsearch.search.run.rows import outcome_columns
 
     recipe = {"epochs": 8, "learning_rate": 0.05, "scheduler": "none",
               "target_normalisation": "standardise"}  # fmt: skip

@@ -226,7 +226,7 @@ def test_frozen_eval_switches_exactly_the_fully_frozen_modules(pretrained: ALIGN
 
 
 def test_head_only_strategies_are_those_that_train_only_the_head(pretrained: ALIGNN) -> None:
-    """The search's cost order (tlsearch.search.compile) relies on this list."""
+    """The search's cost order (tlsearch.search.plan.compile) relies on this list."""
     from tlsearch.transfer.names import HEAD_ONLY_STRATEGIES
 
     head = ("fc.", "trunk.fc.", "new_layers.")

@@ -23,9 +23,9 @@ from tlsearch.analysis.best_pair import BestPair, rank
 from tlsearch.analysis.frame import Results, load_runs
 from tlsearch.analysis.stats import lower_is_better
 from tlsearch.jobs.identity import stable_hash
-from tlsearch.search.driver import run_search
-from tlsearch.search.prepare import resolve_storage
-from tlsearch.search.spec import SearchSpec, load_spec
+from tlsearch.search.plan.prepare import resolve_storage
+from tlsearch.search.plan.spec import SearchSpec, load_spec
+from tlsearch.search.run.driver import run_search
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tlsearch.analysis.frame import Results
-    from tlsearch.search.spec import SearchSpec
-    from tlsearch.search.status import SearchStatus
+    from tlsearch.search.plan.spec import SearchSpec
+    from tlsearch.search.watch.status import SearchStatus
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Search:
         # ``import tlsearch.api`` stays light (the CLI imports it for --help).
         import pandas as pd
 
-        from tlsearch.search.status import TABLE_COLUMNS
+        from tlsearch.search.watch.status import TABLE_COLUMNS
 
         return pd.DataFrame(self.status.table, columns=list(TABLE_COLUMNS))
 
@@ -63,7 +63,7 @@ class Search:
 
     def plot(self, png: str | Path | None = None) -> Path:
         """Test MAE per configuration (``<search>/test_mae.png`` unless ``png``)."""
-        from tlsearch.search.quickplot import plot_test_mae  # pandas, matplotlib
+        from tlsearch.search.watch.quickplot import plot_test_mae  # pandas, matplotlib
 
         return plot_test_mae(self.search_dir, png)
 
@@ -111,10 +111,10 @@ def run_search(
 
     Raises:
         ValueError: an invalid spec, changed spec on resume, missing data (all named).
-        tlsearch.search.driver.SearchInterruptedError: stopped before finishing.
+        tlsearch.search.run.driver.SearchInterruptedError: stopped before finishing.
     """
-    from tlsearch.search.prepare import prepare_spec  # spec models, Ray: on use
-    from tlsearch.search.session import run_owning_ray
+    from tlsearch.search.plan.prepare import prepare_spec  # spec models, Ray: on use
+    from tlsearch.search.run.session import run_owning_ray
 
     base = None if base_dir is None else str(base_dir)
     overrides = {
@@ -136,6 +136,6 @@ def run_search(
 
 def open_search(path: str | Path) -> Search:
     """The :class:`Search` of a search folder already on disk (``tlsearch runs``)."""
-    from tlsearch.search.status import search_status  # pandas, pyarrow: on use
+    from tlsearch.search.watch.status import search_status  # pandas, pyarrow: on use
 
     return Search(search_status(str(path)))

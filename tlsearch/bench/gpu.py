@@ -14,9 +14,9 @@ or ``skipped`` (why), so one failing check does not hide the others:
    (:func:`tlsearch.bench.train.bench_train`), at each ``--batch-sizes``;
 2. ``memory``: the peak CUDA memory of one fine-tuning-sized run (the packing bench's: the
    paper's model, 800 training structures, batch 16) trained through ``run_job`` in this
-   process under the cap a ``gpu: 0.25`` trial sets (:func:`tlsearch.search.gpu_memory.
+   process under the cap a ``gpu: 0.25`` trial sets (:func:`tlsearch.search.run.gpu_memory.
    cap_gpu_memory`): does one packed trial fit its share?
-3. ``ddp``: a PT job through the DDP path (:func:`tlsearch.search.ddp.run_ddp_pretrain`: Ray
+3. ``ddp``: a PT job through the DDP path (:func:`tlsearch.search.run.ddp.run_ddp_pretrain`: Ray
    Train, NCCL, one GPU per worker) on up to 2 GPUs: it runs its epochs on CUDA, throughput;
 4. ``packing``: 4 FT trials at ``gpu: 0.25`` vs one at ``gpu: 1`` (``tlsearch bench packing``
    with fewer runs and epochs by default), aggregate structures/s and their ratio;
@@ -152,7 +152,7 @@ def check_memory(args: argparse.Namespace) -> CheckResult:
 
     from tlsearch.jobs.config import DataRef, JobConfig
     from tlsearch.jobs.run import run_job
-    from tlsearch.search.gpu_memory import cap_gpu_memory
+    from tlsearch.search.run.gpu_memory import cap_gpu_memory
 
     total = torch.cuda.get_device_properties(0).total_memory
     job = JobConfig(
@@ -194,7 +194,7 @@ def check_ddp(args: argparse.Namespace) -> CheckResult:
     import torch
 
     from tlsearch.jobs.config import DataRef, JobConfig
-    from tlsearch.search.ddp import run_ddp_pretrain
+    from tlsearch.search.run.ddp import run_ddp_pretrain
 
     if not _nccl_available():
         raise SkipCheck("torch.distributed has no NCCL here")
@@ -230,7 +230,7 @@ def check_packing(args: argparse.Namespace) -> CheckResult:
     from dataclasses import replace
 
     from tlsearch.bench.packing import default_setup, run_packing
-    from tlsearch.search import driver
+    from tlsearch.search.run import driver
 
     setup = default_setup(driver.LAST_PHASES["cluster"], 4)
     setup = replace(setup, runs=args.packing_runs, epochs=args.packing_epochs)
@@ -393,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif needs_ray:
         import ray
 
-        from tlsearch.search import driver
+        from tlsearch.search.run import driver
 
         own_ray = not ray.is_initialized()
         driver.connect(args.address)

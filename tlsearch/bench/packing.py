@@ -2,7 +2,7 @@
 
 The question of a fractional-GPU search (``resources: {gpu: 0.25}``): do K fine-tuning runs on
 one GPU finish more work per second than the same runs one after the other? Both sides run
-through ``tlsearch search`` itself (:func:`tlsearch.search.driver.run_search`) on one Ray:
+through ``tlsearch search`` itself (:func:`tlsearch.search.run.driver.run_search`) on one Ray:
 
 1. ``warm`` (not measured): the PT job of the FT runs and one FT seed-run with an extra seed,
    so the PT model (``<storage>/pretrained``), the generated data and the graph cache exist
@@ -67,7 +67,7 @@ class PackingSetup:
 def quickstart_model() -> tuple[dict[str, Any], dict[str, Any]]:
     """``(model, graphs)`` overrides of ``search_spaces/quickstart.yaml`` (the small model)."""
     from tlsearch.bench.search import DEFAULT_SPEC
-    from tlsearch.search.spec import load_spec
+    from tlsearch.search.plan.spec import load_spec
 
     spec = load_spec(DEFAULT_SPEC)
     return dict(spec.model), dict(spec.graphs)
@@ -109,7 +109,7 @@ def phase_spec(
 ) -> Any:
     """The search spec of one phase: N FT seed-runs (warm: one, with an extra seed) from the PT
     job on ``pt_data``, or from ``pt_checkpoint`` (the model that job trained)."""
-    from tlsearch.search.spec import SearchSpec
+    from tlsearch.search.plan.spec import SearchSpec
 
     resources, concurrent = phase_resources(setup, phase)
     seeds = [setup.runs] if phase == "warm" else list(range(setup.runs))
@@ -193,7 +193,7 @@ def run_packing(
 ) -> dict[str, Any]:
     """Run the warm, alone and packed phases on the connected Ray; the report."""
     from tlsearch.results.store import RunStore
-    from tlsearch.search import driver
+    from tlsearch.search.run import driver
 
     report: dict[str, Any] = {"setup": asdict(setup), "phases": {}}
     checkpoint = None
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
 
     from tlsearch.bench.search import fresh_storage
-    from tlsearch.search import driver
+    from tlsearch.search.run import driver
 
     args = _parser().parse_args(argv)
     storage = fresh_storage(args.storage)

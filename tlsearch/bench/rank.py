@@ -84,7 +84,7 @@ def _group(
     key: tuple, by_source: dict[str, list[dict]], checkpoints: dict[str, str],
     cache_dir: Path | None, device: str,
 ) -> dict[str, Any]:  # fmt: skip
-    from tlsearch.search.prefilter import score_with_trunk
+    from tlsearch.search.run.prefilter import score_with_trunk
     from tlsearch.transfer.rank_sources import spearman
 
     sources = []

@@ -152,9 +152,9 @@ def run_bench(
     ``address``, else a local Ray it starts) and measure it."""
     import ray
 
-    from tlsearch.search import driver
-    from tlsearch.search.prepare import smoke_spec
-    from tlsearch.search.spec import load_spec
+    from tlsearch.search.plan.prepare import smoke_spec
+    from tlsearch.search.plan.spec import load_spec
+    from tlsearch.search.run import driver
 
     spec = load_spec(spec_path, {"storage": str(storage)})
     if smoke:
@@ -216,7 +216,7 @@ def measure_search(
         search_dir: ``<storage>/<name>`` (local).
         start, end: the command's wall-clock start and end (``time.time()``).
         slots: concurrent trial slots.
-        phases: :data:`tlsearch.search.driver.LAST_PHASES` of the run (optional).
+        phases: :data:`tlsearch.search.run.driver.LAST_PHASES` of the run (optional).
         cache_dir: the search's graph cache (entries counted for the ideal number of builds).
     """
     from tlsearch.results.store import read_runs

@@ -162,13 +162,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     """``tlsearch search`` (the same calls as ``tlsearch.run_search()``)."""
     # pandas, pyarrow and the search's pydantic models (~0.7 s): loaded by the command, not by
     # ``tlsearch --help``; Ray itself is imported further down, when the search starts.
-    from tlsearch.search.console import command_monitor
-    from tlsearch.search.driver import SearchInterruptedError
-    from tlsearch.search.prepare import prepare_spec
-    from tlsearch.search.quickplot import plot_test_mae
-    from tlsearch.search.rehearse import rehearsal_report
-    from tlsearch.search.session import run_owning_ray
-    from tlsearch.search.status import format_status
+    from tlsearch.search.plan.prepare import prepare_spec
+    from tlsearch.search.plan.rehearse import rehearsal_report
+    from tlsearch.search.run.driver import SearchInterruptedError
+    from tlsearch.search.run.session import run_owning_ray
+    from tlsearch.search.watch.console import command_monitor
+    from tlsearch.search.watch.quickplot import plot_test_mae
+    from tlsearch.search.watch.status import format_status
     from tlsearch.storage.uri import is_remote
 
     overrides = {
@@ -248,7 +248,7 @@ def incomplete_reason(status: Any) -> str | None:
 def cmd_runs(args: argparse.Namespace) -> int:
     """``tlsearch runs``."""
     # pandas and pyarrow (~0.5 s): loaded by the command, not by ``tlsearch --help``.
-    from tlsearch.search.status import format_status, search_status
+    from tlsearch.search.watch.status import format_status, search_status
 
     status = search_status(args.results_dir)
     if args.json:

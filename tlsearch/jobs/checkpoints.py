@@ -5,7 +5,8 @@
 (local disk, NFS, ``s3://``, ``gs://``), for jobs that train in their Tune trial (PT jobs with
 one worker, seed-runs). A trial that Tune retries (``max_failures``), on this node or another,
 finds it and trains only the epochs that were left. It is removed when the job ends. (A DDP PT
-job keeps Ray Train's own checkpoints instead: :class:`tlsearch.search.ddp.RayTrainCheckpoints`.)
+job keeps Ray Train's own checkpoints instead:
+:class:`tlsearch.search.run.ddp.RayTrainCheckpoints`.)
 
 Where: PT jobs under ``<storage>/pretrained/_resume/<key>`` (shared by every search using that
 storage, like the PT cache), seed-runs under ``<search>/resume/<run_id>``. How often:

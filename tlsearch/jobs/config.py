@@ -1,7 +1,7 @@
 """What one training job is: :class:`JobConfig` and the dataset it reads, :class:`DataRef`.
 
 A search compiles every seed-run and PT job into a :class:`JobConfig`
-(:mod:`tlsearch.search.points`); :mod:`tlsearch.jobs.run` runs it, and
+(:mod:`tlsearch.search.plan.points`); :mod:`tlsearch.jobs.run` runs it, and
 :mod:`tlsearch.jobs.identity` names it.
 """
 

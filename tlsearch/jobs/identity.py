@@ -2,7 +2,7 @@
 every machine, in every attempt, retry and resume.
 
 - a configuration's hash (:func:`recipe_hash`: 16 hex digits of the canonical JSON of its
-  recipe, assembled by :func:`tlsearch.search.points.config_hash`) and a seed-run's id
+  recipe, assembled by :func:`tlsearch.search.plan.points.config_hash`) and a seed-run's id
   (:func:`run_id`: ``<config hash>-s<seed>``);
 - data identities (:func:`source_identity`, :func:`path_identity`): file contents, not paths;
 - a PT job's key (:func:`pretrain_key`): what decides the model, not where or how else it ran.

@@ -8,7 +8,7 @@
   ``finetune_run`` / ``mpt_pretrain_run``.
 
 A PT job on several DDP workers (``num_workers > 1``) runs on Ray Train instead
-(:func:`tlsearch.search.ddp.run_ddp_pretrain`, which the search's job function picks).
+(:func:`tlsearch.search.run.ddp.run_ddp_pretrain`, which the search's job function picks).
 
 Every job function returns a metrics dict like ``train_run``'s (``test``/``val`` metrics, nested
 or as ``"test.mae"`` keys, ``best_epoch``, ``epochs_run``, ``diverged``, ...). Tests pass a fake
@@ -45,7 +45,7 @@ def run_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:
     if job.kind == "pretrain" and job.num_workers > 1:
         raise NotImplementedError(
             f"a PT job on {job.num_workers} DDP workers runs on Ray Train "
-            "(tlsearch.search.ddp.run_ddp_pretrain), not in this process"
+            "(tlsearch.search.run.ddp.run_ddp_pretrain), not in this process"
         )
     checkpoints = storage_checkpoints(job)
     try:

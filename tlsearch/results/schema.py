@@ -6,7 +6,7 @@ model trains in: with a target scaler, the dataset's normalised units (one scale
 fitted on its non-test pool before any sample is drawn, so all rows of one target share them);
 with ``normalise: none``, the data's own units (the paper's shared files are already
 normalised). ``*_phys`` columns hold physical units and are filled only when the run fitted a
-target scaler. See :mod:`tlsearch.search.rows`.
+target scaler. See :mod:`tlsearch.search.run.rows`.
 
 Schema evolution: add only nullable columns, at the end, and bump :data:`SCHEMA_VERSION`. Readers
 always pass :data:`RUN_SCHEMA` to ``pyarrow.dataset``, so files written before a column existed

@@ -17,7 +17,7 @@
     live beside the data, so this holds across searches and clusters sharing the bucket;
   - other object stores, or S3 without ``boto3`` or conditional writes (checked once per
     bucket): a store the caller passes (the search passes a Ray actor's,
-    :class:`tlsearch.search.claims.ActorClaimStore`; one cluster);
+    :class:`tlsearch.search.run.claims.ActorClaimStore`; one cluster);
   - neither: a per-node file lock, with a warning.
 """
 

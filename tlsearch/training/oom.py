@@ -14,7 +14,7 @@ class TrainingOutOfMemoryError(RuntimeError):
 
     A resource problem, never a diverged model: :func:`fit` lets it propagate (no ``diverged``
     result), and a search retries the run once at a smaller batch
-    (:mod:`tlsearch.search.gpu_memory`). ``batch_size`` is the loader's.
+    (:mod:`tlsearch.search.run.gpu_memory`). ``batch_size`` is the loader's.
     """
 
     def __init__(self, message: str, batch_size: int | None = None) -> None:

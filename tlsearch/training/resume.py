@@ -4,7 +4,7 @@
 with the whole state of the loop (weights, optimiser, schedule, early stopping, history, best
 weights, the torch RNG) and, at its start, asks it for a state to resume from. Where the state
 goes is the caller's choice: a file in a search's storage (:mod:`tlsearch.jobs.checkpoints`),
-or Ray Train's checkpoints for a DDP job (:class:`tlsearch.search.ddp.RayTrainCheckpoints`).
+or Ray Train's checkpoints for a DDP job (:class:`tlsearch.search.run.ddp.RayTrainCheckpoints`).
 The batch order of an epoch depends only on (seed, epoch), so a resumed run trains the epochs
 it had left exactly as an uninterrupted run would.
 

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tlsearch.search.status import search_status
+from tlsearch.search.watch.status import search_status
 
 logger = logging.getLogger(__name__)
 

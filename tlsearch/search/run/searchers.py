@@ -19,7 +19,7 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.spec import SearchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def optuna_concurrency(spec: SearchSpec) -> int:
     resources of the nodes there are), at least 1."""
     if spec.max_concurrent:
         return spec.max_concurrent
-    from tlsearch.search.cluster_fit import cluster_capacity, trial_slots
+    from tlsearch.search.run.cluster_fit import cluster_capacity, trial_slots
 
     slots = trial_slots(spec.resources, cluster_capacity())
     if slots is None:

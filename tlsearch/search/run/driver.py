@@ -5,11 +5,11 @@ a grid experiment first and its PT jobs need the same resources as its configura
 (:func:`merge_pretrain`), the PT jobs are the first trials of that experiment: one Tune
 experiment, one set of trial processes (each imports torch once), no barrier between the
 phases. A fine-tuning trial that starts while its PT job is still training waits for it (the
-PT row lock in :func:`tlsearch.search.trainable.ensure_pt_row`). Otherwise (an Optuna search
+PT row lock in :func:`tlsearch.search.run.trainable.ensure_pt_row`). Otherwise (an Optuna search
 without scratch baselines, ASHA, multi-worker PT jobs) a separate PT experiment runs first.
 
 Storage layout of a search (``<storage>/<name>/``): ``plan.json`` (the compiled plan: every PT
-job and seed-run with its job, :mod:`tlsearch.search.plan`) and ``spec.yaml`` (the spec as
+job and seed-run with its job, :mod:`tlsearch.search.plan.records`) and ``spec.yaml`` (the spec as
 given), ``runs/`` (one Parquet row per seed-run and PT job), ``tune/<experiment>/`` (Tune's
 experiment state, what ``--resume`` restores), ``work/<run_id>/`` (each run's model and
 predictions). PT models live beside the searches in ``<storage>/pretrained/`` and the graph
@@ -19,17 +19,18 @@ cache in ``<storage>/graphs/`` (local storage) so later searches reuse both.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import yaml
 
 from tlsearch.results.store import RunStore
-from tlsearch.search.cluster_fit import check_cluster_fits
-from tlsearch.search.compile import (
+from tlsearch.search.plan.compile import (
     PRETRAIN_EXPERIMENT,
     Choice,
     ExperimentPlan,
@@ -39,15 +40,15 @@ from tlsearch.search.compile import (
     compile_spec,
     is_pretrain_point,
 )
-from tlsearch.search.datacheck import check_plan_data
-from tlsearch.search.monitor import SearchMonitor
-from tlsearch.search.plan import FILE as PLAN_FILE
-from tlsearch.search.plan import Plan
-from tlsearch.search.points import resolve_datasets
-from tlsearch.search.prepare import resolve_storage
-from tlsearch.search.resume import capped, check_resume
-from tlsearch.search.spec import Resources, SearchSpec
-from tlsearch.search.startup import (
+from tlsearch.search.plan.datacheck import check_plan_data
+from tlsearch.search.plan.points import resolve_datasets
+from tlsearch.search.plan.prepare import resolve_storage
+from tlsearch.search.plan.records import FILE as PLAN_FILE
+from tlsearch.search.plan.records import Plan
+from tlsearch.search.plan.spec import Resources, SearchSpec
+from tlsearch.search.run.cluster_fit import check_cluster_fits
+from tlsearch.search.run.resume import capped, check_resume
+from tlsearch.search.run.startup import (
     NO_PRESTART_ENV,
     explicit_loggers_only,
     has_explicit_loggers,
@@ -55,9 +56,10 @@ from tlsearch.search.startup import (
     scoped_env,
     tune_callbacks,
 )
-from tlsearch.search.status import SearchStatus, resume_summary, search_status
-from tlsearch.search.trainable import TrialEnv, search_trial
-from tlsearch.search.tune_output import without_ray_banner
+from tlsearch.search.run.trainable import TrialEnv, search_trial
+from tlsearch.search.watch.monitor import SearchMonitor
+from tlsearch.search.watch.status import SearchStatus, resume_summary, search_status
+from tlsearch.search.watch.tune_output import without_ray_banner
 from tlsearch.storage.uri import join, resolve
 
 logger = logging.getLogger(__name__)
@@ -95,13 +97,13 @@ def run_search(
         address: a Ray cluster (``"auto"``, ``"ray://host:10001"``...); None starts a local Ray
             unless one is already initialised in this process.
         resume: continue an interrupted search (``Tuner.restore``); finished seed-runs stay.
-        job_fn: replaces :func:`tlsearch.search.job_fn.run_search_job` (tests).
+        job_fn: replaces :func:`tlsearch.search.run.job_fn.run_search_job` (tests).
         base_dir: folder for relative paths in the spec (default: the current directory).
         verbose: Tune's console verbosity (0-2).
         allow_changed_spec: resume even when the spec or its data changed since the search
-            started (:func:`tlsearch.search.resume.check_resume`).
+            started (:func:`tlsearch.search.run.resume.check_resume`).
         monitor: watches the run log and Tune's trials while the experiments run (the console
-            display, trackers; :mod:`tlsearch.search.monitor`); the caller closes it.
+            display, trackers; :mod:`tlsearch.search.watch.monitor`); the caller closes it.
 
     Raises:
         SearchExistsError: the search has Tune state and ``resume`` is False.
@@ -109,7 +111,7 @@ def run_search(
         DataUnavailableError: data the plan reads is missing or cannot be downloaded here.
         ClusterTooSmallError: a trial or PT job asks for more than any node (or, for a DDP
             job, the nodes together) of the cluster can give, and no autoscaler can add it
-            (:func:`tlsearch.search.cluster_fit.check_cluster_fits`).
+            (:func:`tlsearch.search.run.cluster_fit.check_cluster_fits`).
         SearchInterruptedError: the run was stopped before finishing.
     """
     base = os.path.abspath(base_dir or os.getcwd())
@@ -270,7 +272,7 @@ def run_experiment(
     """
     from ray import tune
 
-    from tlsearch.search.restore_limits import cap_restored
+    from tlsearch.search.run.restore_limits import cap_restored
 
     phase = [experiment.name, time.time()]
     LAST_PHASES.setdefault("experiments", []).append(phase)
@@ -282,7 +284,9 @@ def run_experiment(
         tune.with_parameters(trial_fn, env=env, job_fn=job_fn),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
-    with quiet_pending_trials():
+    # a restored experiment's saved state is unpickled in Tuner.restore and again in fit()
+    earlier = earlier_module_names() if restoring else contextlib.nullcontext()
+    with quiet_pending_trials(), earlier:
         if restoring:
             logger.info("restoring experiment %s from %s", experiment.name, path)
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
@@ -363,13 +367,13 @@ def expected_grid_trials(experiment: ExperimentPlan, saved_points: list[dict[str
 
 def experiment_concurrency(experiment: ExperimentPlan, spec: SearchSpec) -> int | None:
     """``max_concurrent``; for an Optuna experiment without one, the cluster's trial slots
-    (:func:`tlsearch.search.searchers.optuna_concurrency`: TPE must see results between its
+    (:func:`tlsearch.search.run.searchers.optuna_concurrency`: TPE must see results between its
     suggestions); for the PT experiment of DDP jobs what their workers leave room for
-    (:func:`tlsearch.search.ddp_limits.ddp_trial_limit`)."""
+    (:func:`tlsearch.search.run.ddp_limits.ddp_trial_limit`)."""
     import ray
 
-    from tlsearch.search.ddp_limits import ddp_trial_limit
-    from tlsearch.search.searchers import optuna_concurrency
+    from tlsearch.search.run.ddp_limits import ddp_trial_limit
+    from tlsearch.search.run.searchers import optuna_concurrency
 
     if experiment.name != PRETRAIN_EXPERIMENT:
         if experiment.algorithm == "optuna":
@@ -431,8 +435,8 @@ def param_space(experiment: ExperimentPlan) -> dict[str, Any]:
 
 def optuna_searcher(spec: SearchSpec) -> Any:
     """TPE, seeded, told of ASHA-stopped configurations as pruned
-    (:class:`tlsearch.search.searchers.FullMeansOptunaSearch`)."""
-    from tlsearch.search.searchers import optuna_searcher as searcher
+    (:class:`tlsearch.search.run.searchers.FullMeansOptunaSearch`)."""
+    from tlsearch.search.run.searchers import optuna_searcher as searcher
 
     return searcher(spec)
 
@@ -469,6 +473,27 @@ def check_searcher(tuner: Any, experiment: ExperimentPlan) -> None:
 def restored_search_alg(tuner: Any) -> Any:
     """The search algorithm a restored ``Tuner`` will use (Ray keeps it on the internal tuner)."""
     return tuner._local_tuner._tune_config.search_alg
+
+
+#: Modules that Tune's saved experiments (``tuner.pkl``) written by earlier versions name, mapped
+#: to the module that holds those names now: the search's modules moved into ``plan``/``run``/
+#: ``watch`` (a pickle names a function by its module; ``trial_dirname`` was in
+#: ``tlsearch.search.driver``).
+EARLIER_MODULES = {"tlsearch.search.driver": "tlsearch.search.run.driver"}
+
+
+@contextlib.contextmanager
+def earlier_module_names() -> Iterator[None]:
+    """While a saved experiment is restored and run: the module names of
+    :data:`EARLIER_MODULES` resolve to today's modules (nothing else changes; removed after)."""
+    added = [old for old in EARLIER_MODULES if old not in sys.modules]
+    for old in added:
+        sys.modules[old] = importlib.import_module(EARLIER_MODULES[old])
+    try:
+        yield
+    finally:
+        for old in added:
+            sys.modules.pop(old, None)
 
 
 def trial_dirname(trial: Any) -> str:

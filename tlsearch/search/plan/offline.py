@@ -34,8 +34,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tlsearch.search.spec import SearchSpec
-from tlsearch.search.spec_parts import PAPER_CODES
+from tlsearch.search.plan.spec import SearchSpec
+from tlsearch.search.plan.spec_parts import PAPER_CODES
 
 logger = logging.getLogger(__name__)
 

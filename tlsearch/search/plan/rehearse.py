@@ -25,8 +25,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from tlsearch.search.points import pt_sizes_for
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.points import pt_sizes_for
+from tlsearch.search.plan.spec import SearchSpec
 
 REHEARSAL_EPOCHS = 2
 TINY_MODEL = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 16}

@@ -1,4 +1,4 @@
-"""Where Tune's console output goes while a search runs (:class:`~tlsearch.search.monitor.
+"""Where Tune's console output goes while a search runs (:class:`~tlsearch.search.watch.monitor.
 SearchMonitor` sets it up around each experiment's ``fit``).
 
 Tune prints per-trial tables to stdout and logs INFO lines and whole "Trial task failed"

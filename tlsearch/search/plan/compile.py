@@ -11,7 +11,7 @@ Vocabulary:
   ``"seed"``): small trials pack the trial slots better, and the end of an experiment waits for
   one seed-run instead of a configuration's five (:func:`trial_points`);
 - a *PT job*: a pre-training run shared by every configuration that needs it (content-addressed,
-  see :mod:`tlsearch.search.pretrain_cache`).
+  see :mod:`tlsearch.search.run.pretrain_cache`).
 
 Tune's ``OptunaSearch`` rejects ``grid_search``, so with ``algorithm: optuna`` the axes not in
 ``search.optuna_axes`` form a grid of *cells*, and each cell is its own Tune experiment with its
@@ -28,8 +28,7 @@ from typing import Any
 
 from tlsearch.jobs.config import JobConfig, absolute_spec
 from tlsearch.jobs.identity import pretrain_key, run_id, stable_hash
-from tlsearch.search.plan import ExperimentSummary, Plan, PretrainRecord, SeedRunRecord
-from tlsearch.search.points import (
+from tlsearch.search.plan.points import (
     SCRATCH,
     Point,
     build_job,
@@ -39,7 +38,8 @@ from tlsearch.search.points import (
     pt_sizes_for,
     sources_for,
 )
-from tlsearch.search.spec import LogUniform, SearchSpec
+from tlsearch.search.plan.records import ExperimentSummary, Plan, PretrainRecord, SeedRunRecord
+from tlsearch.search.plan.spec import LogUniform, SearchSpec
 from tlsearch.transfer.names import HEAD_ONLY_STRATEGIES
 
 MAIN_EXPERIMENT = "main"
@@ -281,7 +281,7 @@ def planned_pretrain_jobs(spec: SearchSpec, base_dir: str) -> list[JobConfig]:
 def compile_plan(plan: SearchPlan, trial_spec: SearchSpec, base_dir: str) -> Plan:
     """The stored, typed plan of ``plan``: its summary, every PT job and every seed-run of its
     grid experiments, compiled from ``trial_spec`` (the spec as trials get it:
-    :func:`tlsearch.search.points.resolve_datasets`)."""
+    :func:`tlsearch.search.plan.points.resolve_datasets`)."""
     summary = plan.summary()
     pretrain = [pretrain_record(job) for job in planned_pretrain_jobs(trial_spec, base_dir)]
     records = []

@@ -15,7 +15,7 @@ from typing import Any
 
 from tlsearch.results.schema import CONFIG_KEYS
 from tlsearch.results.store import read_runs
-from tlsearch.search.plan import read_plan
+from tlsearch.search.plan.records import read_plan
 from tlsearch.storage.uri import join
 
 TABLE_COLUMNS = (

@@ -31,9 +31,9 @@ from typing import Any
 
 from tlsearch.jobs.errors import PretrainUnavailableError
 from tlsearch.jobs.identity import stable_hash
-from tlsearch.search.claims import exclusive
-from tlsearch.search.job_fn import resolve_job_fn
-from tlsearch.search.points import Point, pt_sizes_for, sources_for
+from tlsearch.search.plan.points import Point, pt_sizes_for, sources_for
+from tlsearch.search.run.claims import exclusive
+from tlsearch.search.run.job_fn import resolve_job_fn
 from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The parts of a search spec: datasets, PT sources, search algorithm, resources, PT options.
 
-:class:`tlsearch.search.spec.SearchSpec` composes them. Every model rejects unknown keys with a
+:class:`tlsearch.search.plan.spec.SearchSpec` composes them. Every model rejects unknown keys with a
 message naming the key and the allowed ones.
 """
 
@@ -148,7 +148,7 @@ class Prefilter(StrictModel):
     Before a target's first transfer seed-run, every PT source of it is scored on the target's
     FT sample (``tlsearch rank-sources``: a ridge probe's leave-one-out MAE, ``probe_mae``, or
     LogME, ``logme``, on the frozen trunk's features); the seed-runs of the other sources are
-    recorded as ``skipped`` rows naming their rank (:mod:`tlsearch.search.prefilter`). Off by
+    recorded as ``skipped`` rows naming their rank (:mod:`tlsearch.search.run.prefilter`). Off by
     default: the estimates were only weakly predictive in the checks so far.
     """
 
@@ -267,7 +267,7 @@ class PretrainSpec(StrictModel):
 class TestingHooks(StrictModel):
     """For tests only: ``job_fn: "module:function"`` replaces the real job function,
     ``rank_fn`` the PT-source scorer of ``search.prefilter``
-    (:func:`tlsearch.search.prefilter.score_with_trunk`'s signature)."""
+    (:func:`tlsearch.search.run.prefilter.score_with_trunk`'s signature)."""
 
     job_fn: str | None = None
     rank_fn: str | None = None

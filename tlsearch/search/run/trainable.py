@@ -2,13 +2,13 @@
 (:func:`pretrain_trial`).
 
 A trial runs one seed-run, or every seed of its configuration in turn (see
-:mod:`tlsearch.search.compile` for which). A seed-run whose row already exists is
+:mod:`tlsearch.search.plan.compile` for which). A seed-run whose row already exists is
 skipped (its metric is read back), so a retried, resumed or re-run trial never trains a finished
 seed again. Deterministic failures (:data:`~tlsearch.jobs.errors.DETERMINISTIC_ERRORS`) become
 ``failed`` rows and the trial goes on; any other exception propagates and Tune retries the trial
 (``FailureConfig(max_failures)``). A trial holding a fraction of a GPU caps its CUDA memory at
 that share, and a run that runs out of CUDA memory is retried once at half its batch size, then
-recorded as ``failed`` with the reason (:mod:`tlsearch.search.gpu_memory`), never ``diverged``.
+recorded as ``failed`` with the reason (:mod:`tlsearch.search.run.gpu_memory`), never ``diverged``.
 """
 
 from __future__ import annotations
@@ -30,22 +30,22 @@ from tlsearch.jobs.config import JobConfig
 from tlsearch.jobs.errors import DETERMINISTIC_ERRORS, PretrainUnavailableError
 from tlsearch.jobs.identity import pretrain_key
 from tlsearch.results.store import RunStore
-from tlsearch.search import prefilter
-from tlsearch.search.claims import exclusive
-from tlsearch.search.compile import is_pretrain_point, seed_run_record
-from tlsearch.search.gpu_memory import cap_gpu_memory, retry_out_of_memory, trial_gpu_share
-from tlsearch.search.job_fn import resolve_job_fn
-from tlsearch.search.plan import SeedRunRecord
-from tlsearch.search.points import (
+from tlsearch.search.plan.compile import is_pretrain_point, seed_run_record
+from tlsearch.search.plan.points import (
     Point,
     provenance_columns,
     pt_datasets,
     run_id_for,
     source_datasets,
 )
-from tlsearch.search.pretrain_cache import Pretrained, ensure_pretrained
-from tlsearch.search.rows import base_row, error_text, finish, outcome_columns, trial_report
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.records import SeedRunRecord
+from tlsearch.search.plan.spec import SearchSpec
+from tlsearch.search.run import prefilter
+from tlsearch.search.run.claims import exclusive
+from tlsearch.search.run.gpu_memory import cap_gpu_memory, retry_out_of_memory, trial_gpu_share
+from tlsearch.search.run.job_fn import resolve_job_fn
+from tlsearch.search.run.pretrain_cache import Pretrained, ensure_pretrained
+from tlsearch.search.run.rows import base_row, error_text, finish, outcome_columns, trial_report
 from tlsearch.storage.uri import is_remote, join, resolve, upload_dir
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,9 @@ class TrialEnv(BaseModel):
         spec: the resolved spec (absolute storage path).
         base_dir: the folder relative data paths are resolved against.
         job_fn: ``"module:function"`` replacing
-            :func:`tlsearch.search.job_fn.run_search_job` (tests).
+            :func:`tlsearch.search.run.job_fn.run_search_job` (tests).
         pretrain_jobs: the search's PT jobs by key (one ``{"pt_key": key}`` trial each).
-        seed_runs: the plan's seed-runs by run id (:class:`~tlsearch.search.plan.Plan`).
+        seed_runs: the plan's seed-runs by run id (:class:`~tlsearch.search.plan.records.Plan`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -98,7 +98,7 @@ class TrialEnv(BaseModel):
 
     def pt_lock(self, key: str) -> AbstractContextManager[object]:
         """The lock of PT job ``key``'s row in this search, cluster-wide
-        (:func:`tlsearch.search.claims.exclusive` on ``<search>/locks/pt-<key>``: a file
+        (:func:`tlsearch.search.run.claims.exclusive` on ``<search>/locks/pt-<key>``: a file
         lock on local storage and NFS, a leased claim on object stores)."""
         return exclusive(join(self.search_dir, "locks", f"pt-{key}"))
 

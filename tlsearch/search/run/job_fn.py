@@ -2,7 +2,7 @@
 names (:func:`resolve_job_fn`).
 
 A PT job on several DDP workers (``num_workers > 1``) runs on Ray Train
-(:func:`tlsearch.search.ddp.run_ddp_pretrain`); every other job runs in its trial's process
+(:func:`tlsearch.search.run.ddp.run_ddp_pretrain`); every other job runs in its trial's process
 through :func:`tlsearch.jobs.run.run_job`. Both have the signature ``(job, workdir) -> metrics``.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsearch.jobs.config import JobConfig
-from tlsearch.search.ddp import run_ddp_pretrain
+from tlsearch.search.run.ddp import run_ddp_pretrain
 
 
 def run_search_job(job: JobConfig, workdir: Path | str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Mapping
 
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.spec import SearchSpec
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The compiled plan of a search: every PT job and seed-run with its id and its whole job.
 
-:func:`tlsearch.search.compile.compile_plan` turns a prepared spec into a :class:`Plan`
+:func:`tlsearch.search.plan.compile.compile_plan` turns a prepared spec into a :class:`Plan`
 (frozen, typed, unknown keys refused); the driver stores it as ``<storage>/<search>/plan.json``
 beside the runs, and trials execute its records: a trial's point and seed name a run id, and
 the trial runs that record's job (:class:`SeedRunRecord`), filling in only what exists once the
@@ -18,7 +18,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from tlsearch.jobs.config import JobConfig
-from tlsearch.search.points import Point
+from tlsearch.search.plan.points import Point
 from tlsearch.storage.uri import join, read_text
 
 FILE = "plan.json"
@@ -51,7 +51,7 @@ class SeedRunRecord(BaseModel):
     """One seed-run: one configuration with one seed, and one Parquet row.
 
     Attributes:
-        run_id: ``<config hash>-s<seed>`` (:func:`tlsearch.search.points.run_id_for`).
+        run_id: ``<config hash>-s<seed>`` (:func:`tlsearch.search.plan.points.run_id_for`).
         config_hash: the configuration's hash (every seed shares it).
         seed: the seed.
         point: the configuration (a Tune trial's config without the seed).

@@ -24,7 +24,7 @@ from tlsearch.jobs.identity import (
     source_identity,
 )
 from tlsearch.model.config import model_identity
-from tlsearch.search.spec import LogUniform, PretrainSource, SearchSpec
+from tlsearch.search.plan.spec import LogUniform, PretrainSource, SearchSpec
 from tlsearch.storage.uri import is_remote, join
 
 SCRATCH = "scratch"

@@ -2,7 +2,7 @@
 
 A resumed search restores its Tune experiments: their configurations are the ones they started
 with (Tune cannot change a restored search space), trials that finished never run again, and
-every seed-run is named by its run id (:func:`tlsearch.search.points.config_hash`: the
+every seed-run is named by its run id (:func:`tlsearch.search.plan.points.config_hash`: the
 configuration, the recipe and the data). :func:`check_resume` compares the spec with the
 ``spec.yaml`` the search started with, and each recorded seed-run's run id with the one it
 would get now. Any difference is refused (:class:`SpecChangedError`, naming what changed)
@@ -12,7 +12,7 @@ never finish them.
 
 :func:`capped` makes ``max_concurrent`` hold for a restored experiment, which Tune does not do
 by itself: the restored search algorithm keeps the limit it was saved with (see
-:func:`tlsearch.search.restore_limits.cap_restored` for that part), and trials that were pending
+:func:`tlsearch.search.run.restore_limits.cap_restored` for that part), and trials that were pending
 when the search stopped start again without any limit. :func:`capped` wraps the trial function
 in :func:`concurrency_slot`, which lets at most ``max_concurrent`` trials of the search work at
 once (file locks: one machine or shared storage; on object stores, per node).
@@ -35,9 +35,9 @@ from typing import Any
 import yaml
 
 from tlsearch.results.store import read_runs
-from tlsearch.search.compile import SearchPlan, compile_spec, is_pretrain_point
-from tlsearch.search.points import Point, config_hash
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.compile import SearchPlan, compile_spec, is_pretrain_point
+from tlsearch.search.plan.points import Point, config_hash
+from tlsearch.search.plan.spec import SearchSpec
 from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def check_resume(
     Args:
         search_dir: ``<storage>/<name>``.
         plan: the plan of the spec given now (``plan.spec`` is what ``spec.yaml`` stores).
-        trial_spec: that spec as trials get it (:func:`tlsearch.search.points.resolve_datasets`).
+        trial_spec: that spec as trials get it
+            (:func:`tlsearch.search.plan.points.resolve_datasets`).
         base_dir: the folder relative paths are resolved against.
         allow_changed: ``--allow-changed-spec``: resume anyway (logged; the stored
             ``spec.yaml`` and ``plan.json`` are kept as ``spec.<time>.yaml`` and

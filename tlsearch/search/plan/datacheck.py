@@ -30,9 +30,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tlsearch.jobs.config import DataRef, absolute_spec
-from tlsearch.search.compile import SearchPlan, is_pretrain_point
-from tlsearch.search.points import Point, build_job, data_ref, sources_for
-from tlsearch.search.spec import SearchSpec
+from tlsearch.search.plan.compile import SearchPlan, is_pretrain_point
+from tlsearch.search.plan.points import Point, build_job, data_ref, sources_for
+from tlsearch.search.plan.spec import SearchSpec
 
 logger = logging.getLogger(__name__)
 

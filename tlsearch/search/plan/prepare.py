@@ -3,12 +3,12 @@ it is compiled into a plan (no Ray).
 
 :func:`prepare_spec` applies, in this order: top-level overrides (``--storage``, ``--name``...),
 ``--var NAME=VALUE`` (:func:`with_vars`), ``--smoke`` (:func:`smoke_spec`), ``--rehearse``
-(:func:`tlsearch.search.rehearse.rehearsal_spec`), ``--offline``
-(:func:`tlsearch.search.offline.offline_spec`), ``--seeds N`` (:func:`first_seeds`), and makes the
-storage and graph cache paths absolute (:func:`resolve_storage`). The result is what
+(:func:`tlsearch.search.plan.rehearse.rehearsal_spec`), ``--offline``
+(:func:`tlsearch.search.plan.offline.offline_spec`), ``--seeds N`` (:func:`first_seeds`), and
+makes the storage and graph cache paths absolute (:func:`resolve_storage`). The result is what
 ``spec.yaml`` stores and ``--resume`` compares. Compilation then resolves the datasets for the
-trials (:func:`tlsearch.search.points.resolve_datasets`) and yields the plan
-(:func:`tlsearch.search.compile.compile_plan`).
+trials (:func:`tlsearch.search.plan.points.resolve_datasets`) and yields the plan
+(:func:`tlsearch.search.plan.compile.compile_plan`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from tlsearch.jobs.config import absolute_spec
-from tlsearch.search.offline import offline_folder, offline_spec
-from tlsearch.search.points import sources_for
-from tlsearch.search.rehearse import rehearsal_spec
-from tlsearch.search.spec import SearchSpec, load_spec
+from tlsearch.search.plan.offline import offline_folder, offline_spec
+from tlsearch.search.plan.points import sources_for
+from tlsearch.search.plan.rehearse import rehearsal_spec
+from tlsearch.search.plan.spec import SearchSpec, load_spec
 from tlsearch.storage.uri import is_remote
 
 

@@ -2,9 +2,9 @@
 
 A spec names datasets, then the axes of the search (PT sources, PT sizes, FT targets, FT sizes,
 FT strategies, sampling methods, learning rate), the training recipe, the seeds, the search
-algorithm, resources and storage. :mod:`tlsearch.search.compile` turns it into Tune experiments;
-``search_spaces/README.md`` documents every key with examples. The parts live in
-:mod:`tlsearch.search.spec_parts`.
+algorithm, resources and storage. :mod:`tlsearch.search.plan.compile` turns it into Tune
+experiments; ``search_spaces/README.md`` documents every key with examples. The parts live in
+:mod:`tlsearch.search.plan.spec_parts`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from tlsearch.search.spec_parts import (
+from tlsearch.search.plan.spec_parts import (
     NAME_PATTERN,
     PLACEHOLDERS,
     DatasetSpec,

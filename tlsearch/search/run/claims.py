@@ -1,8 +1,8 @@
 """Cluster-wide claims for the search: :func:`tlsearch.storage.claims.exclusive`, with a Ray
 actor holding the markers where the object store cannot (no S3 conditional writes).
 
-A search holds a PT job's row (:meth:`tlsearch.search.trainable.TrialEnv.pt_lock`) and the
-model cache's entry (:mod:`tlsearch.search.pretrain_cache`) this way, so a PT job trains once
+A search holds a PT job's row (:meth:`tlsearch.search.run.trainable.TrialEnv.pt_lock`) and the
+model cache's entry (:mod:`tlsearch.search.run.pretrain_cache`) this way, so a PT job trains once
 cluster-wide and fine-tuning trials on other nodes wait for its checkpoint.
 """
 

@@ -1,19 +1,19 @@
 """Watching a running search from its driver: the rows landing in its run log, Tune's trials.
 
-A :class:`SearchMonitor` is handed to :func:`tlsearch.search.driver.run_search`. While each
+A :class:`SearchMonitor` is handed to :func:`tlsearch.search.run.driver.run_search`. While each
 experiment runs, Tune's controller calls the monitor's callback (:func:`monitor_callback`) after
 every step and on every finished or errored trial; the monitor then reads the rows that landed
 in ``runs/`` since it last looked (:class:`RowFeed`, at most every ``poll_s`` seconds unless a
 trial just ended), keeps the counts and the best configuration (:class:`SearchState`) and tells
-its sinks: the console display (:class:`tlsearch.search.console.ConsoleProgress`) and the
-experiment trackers (:mod:`tlsearch.search.tracking`). The Parquet rows are the truth; Tune only
-says how many trials run now and which trials errored after their retries.
+its sinks: the console display (:class:`tlsearch.search.watch.console.ConsoleProgress`) and the
+experiment trackers (:mod:`tlsearch.search.watch.tracking`). The Parquet rows are the truth;
+Tune only says how many trials run now and which trials errored after their retries.
 
 Tune's own console output (its per-trial tables, printed to stdout by its progress reporter)
 goes to ``<search>/tune.log`` while an experiment runs (``tune_output="file"``), to that file
 and the console (``"both"``, ``tlsearch search -v``), or to the console alone (``"console"``,
 no monitor). With ``"file"``, Tune's "Trial task failed" tracebacks are written whole to the log
-file and shortened to their last line on the console (:mod:`tlsearch.search.tune_output`).
+file and shortened to their last line on the console (:mod:`tlsearch.search.watch.tune_output`).
 
 The callbacks are added to the tuner just before ``fit`` (:meth:`SearchMonitor.fitting`), never
 to the ``RunConfig`` that Tune pickles into ``tuner.pkl``: a resumed search gets the monitor of
@@ -40,7 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tlsearch.results.schema import conform
-from tlsearch.search.tune_output import (
+from tlsearch.search.watch.tune_output import (
     Tee,
     TuneOutput,
     short_trial_failures,

@@ -6,7 +6,7 @@ configuration so far by the search metric. Elsewhere (a pipe, a file, ``CI`` set
 one at the start, one at most every ``interval_s`` while rows land, one at the end. Both modes
 print one line per failed or diverged seed-run, failed PT job and Tune trial that errored after
 its retries, with the reason, as soon as the monitor sees it. Fed by
-:class:`tlsearch.search.monitor.SearchMonitor`.
+:class:`tlsearch.search.watch.monitor.SearchMonitor`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from tlsearch.search.monitor import SearchState, Sink, describe
+from tlsearch.search.watch.monitor import SearchState, Sink, describe
 
 #: Failure reasons on the console are cut at this many characters (the row has all of it).
 REASON_CHARS = 300
@@ -195,21 +195,22 @@ class ConsoleProgress(Sink):
 def command_monitor(
     spec: Any, verbosity: int = 0, mlflow: str | None = None, wandb: str | None = None
 ) -> Any:
-    """The :class:`~tlsearch.search.monitor.SearchMonitor` of ``tlsearch search``.
+    """The :class:`~tlsearch.search.watch.monitor.SearchMonitor` of ``tlsearch search``.
 
     Args:
         spec: the search (its storage places the default MLflow store).
         verbosity: ``-v`` count minus ``-q`` count: 0 live display (plain lines off a terminal)
             and Tune's tables in ``<search>/tune.log``; 1 or more plain lines and Tune's tables
             on the console too; below 0 failures and the last line only.
-        mlflow: ``--mlflow``'s value (:data:`tlsearch.search.tracking.DEFAULT_MLFLOW` or a URI).
+        mlflow: ``--mlflow``'s value (:data:`tlsearch.search.watch.tracking.DEFAULT_MLFLOW` or a
+            URI).
         wandb: ``--wandb``'s project.
 
     Raises:
         ValueError: a tracker's package is not installed, or no default MLflow store fits.
     """
-    from tlsearch.search.monitor import SearchMonitor
-    from tlsearch.search.tracking import MlflowTracker, WandbTracker, mlflow_uri
+    from tlsearch.search.watch.monitor import SearchMonitor
+    from tlsearch.search.watch.tracking import MlflowTracker, WandbTracker, mlflow_uri
 
     console = ConsoleProgress(live=False if verbosity > 0 else None, progress=verbosity >= 0)
     sinks: list[Sink] = [console]

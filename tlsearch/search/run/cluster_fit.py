@@ -32,8 +32,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tlsearch.search.compile import SearchPlan
-from tlsearch.search.spec import Resources
+from tlsearch.search.plan.compile import SearchPlan
+from tlsearch.search.plan.spec import Resources
 
 logger = logging.getLogger(__name__)
 

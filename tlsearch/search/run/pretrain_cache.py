@@ -7,9 +7,9 @@ content (file bytes, or the spec string for ``matminer:``, ``generated:``...), t
 seed, the recipe, the architecture and the DDP worker count (when more than one); not where or
 how else it ran (threads, devices, cache folders).
 
-Concurrency: a PT job runs once cluster-wide, held by :func:`tlsearch.search.claims.exclusive`
+Concurrency: a PT job runs once cluster-wide, held by :func:`tlsearch.search.run.claims.exclusive`
 on ``pretrained/<key>``: on local disk and NFS a file lock (``<key>.lock``), on object stores
-(``s3://``, ``gs://``) a leased claim (``<key>.claim``, see :mod:`tlsearch.search.claims`). The
+(``s3://``, ``gs://``) a leased claim (``<key>.claim``, see :mod:`tlsearch.search.run.claims`). The
 holder runs the job into a local ``_tmp-<key>-<uuid>/`` and moves it into place (on object
 stores: uploads it with ``_COMPLETE.json`` last, so a half-uploaded model is invisible); the
 others wait and then reuse it; when a holder dies, a waiter takes the claim over when its lease
@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 
 from tlsearch.jobs.config import JobConfig
 from tlsearch.jobs.identity import pretrain_key
-from tlsearch.search.claims import exclusive
+from tlsearch.search.run.claims import exclusive
 from tlsearch.storage.locks import file_lock
 from tlsearch.storage.uri import is_remote, join, resolve
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsearch.results.store import RunStore
-from tlsearch.search.monitor import SearchState, Sink, describe
+from tlsearch.search.watch.monitor import SearchState, Sink, describe
 from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)
