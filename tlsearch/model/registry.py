@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 #: Backbone family name -> ``"module:Class"``.
 FAMILIES: dict[str, str] = {
     "alignn": "tlsearch.model.alignn:ALIGNN",
+    "chgnet": "tlsearch.model.families.chgnet:CHGNetBackbone",
+    "sevenn": "tlsearch.model.families.sevenn:SevenNetBackbone",
 }
 
 #: ``describe()["kind"]`` of a model built on a backbone -> ``"module:Class"``.
