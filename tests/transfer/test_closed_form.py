@@ -1,0 +1,57 @@
+"""The closed-form head (ridge / RBF kernel ridge with k-fold CV) on frozen features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tlsearch.graphs.settings import GraphSettings
+from tlsearch.structures.load import load_data
+from tlsearch.transfer.closed_form import fit_closed_form
+
+
+def test_ridge_recovers_a_linear_target_and_skips_unknown_rows():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)) * [1, 10, 100, 1, 1]  # standardisation makes scales irrelevant
+    y = (x @ [1.0, 0.1, 0.01, 0.0, -2.0])[:, None]
+    y[3] = np.nan
+    head = fit_closed_form(x, y, kind="ridge", folds=5, seed=0)
+    test = rng.normal(size=(10, 5)) * [1, 10, 100, 1, 1]
+    expected = test @ [1.0, 0.1, 0.01, 0.0, -2.0]
+    np.testing.assert_allclose(head.predict(test)[:, 0], expected, atol=0.05)
+    assert head.cv_mae < 0.05 and set(head.params) == {"alpha"}
+
+
+def test_krr_is_reproducible_and_beats_the_mean_on_a_smooth_target():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-2, 2, size=(80, 3))
+    y = np.sin(x[:, 0]) + x[:, 1] ** 2
+    heads = [fit_closed_form(x[:60], y[:60], kind="krr", seed=3) for _ in range(2)]
+    assert heads[0].params == heads[1].params
+    pred = heads[0].predict(x[60:])[:, 0]
+    np.testing.assert_array_equal(pred, heads[1].predict(x[60:])[:, 0])
+    assert np.abs(pred - y[60:]).mean() < 0.5 * np.abs(y[60:] - y[:60].mean()).mean()
+
+
+def test_bad_input_fails_clearly():
+    with pytest.raises(ValueError, match="krr or ridge"):
+        fit_closed_form(np.zeros((4, 2)), np.zeros(4), kind="svm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_closed_form(np.zeros((2, 2)), np.array([1.0, np.nan]))
+
+
+def test_frozen_chgnet_features_with_krr():
+    """The issue's quick check, tiny: frozen CHGNet 0.3.0 pooled features + KRR with CV."""
+    pytest.importorskip("chgnet")
+    from tlsearch.model.foundation import load_foundation
+
+    model, _ = load_foundation("chgnet-0.3.0")
+    records = load_data("generated:24:1").records
+    store = type(model).input_store(records, GraphSettings())
+    with torch.no_grad():
+        feats = model.features(store.collate(range(len(records)))).numpy()
+    targets = np.array([next(iter(r.targets.values())) for r in records])
+    head = fit_closed_form(feats[:20], targets[:20], kind="krr", folds=5, seed=0)
+    pred = head.predict(feats[20:])
+    assert pred.shape == (4, 1) and np.isfinite(pred).all()
