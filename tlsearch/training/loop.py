@@ -42,7 +42,12 @@ from tlsearch.training.evaluate import (
 from tlsearch.training.heap import retained_heap
 from tlsearch.training.losses import MPTLossDenominator, masked_l1
 from tlsearch.training.oom import TrainingOutOfMemoryError, out_of_memory_named
-from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
+from tlsearch.training.optim import (
+    NamedParameters,
+    build_optimizer,
+    build_scheduler,
+    layer_depth,
+)
 from tlsearch.training.precision import effective_precision, matmul_precision, training_autocast
 from tlsearch.training.resume import EpochCheckpoints, recipe_fingerprint, usable_state
 
@@ -338,8 +343,9 @@ def fit(
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     main = distributed is None or distributed.is_main
     optimizer = build_optimizer(
-        named_parameters if named_parameters is not None else model.named_parameters(), cfg
-    )
+        named_parameters if named_parameters is not None else model.named_parameters(), cfg,
+        depth=layer_depth(inner) if cfg.layer_lr_decay is not None else None,
+    )  # fmt: skip
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=max(len(train), 1))
     stopper = EarlyStopping(cfg.early_stopping_patience, cfg.patience_start_epoch())
     monitor = monitored_metric(cfg.loss)
