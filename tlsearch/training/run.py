@@ -28,6 +28,7 @@ from tlsearch.structures.records import LoadResult
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import RunConfig
 from tlsearch.training.data import (
+    InputStoreFactory,
     PreparedData,
     prepare_data,
     prepare_run_data,
@@ -131,6 +132,7 @@ def train_run(
     training_form: FormFactory | None = None,
     distributed: Distributed | None = None,
     checkpoints: EpochCheckpoints | None = None,
+    input_store: InputStoreFactory | None = None,
 ) -> dict[str, Any]:
     """Train, validate and (if ``cfg.test``) test one model; returns the ``metrics.json`` dict.
 
@@ -158,6 +160,8 @@ def train_run(
         checkpoints: mid-training checkpoints to save and resume from
             (:mod:`tlsearch.training.resume`); ``metrics.json``'s ``resumed_from_epoch`` says
             whether this run resumed.
+        input_store: the model family's inputs (:func:`~tlsearch.training.data.prepare_data`;
+            default: ALIGNN graphs), for a model of another backbone family.
     """
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -166,12 +170,15 @@ def train_run(
     device = distributed.device if distributed else select_device(cfg.train.device)
 
     train_data = prepare_run_data(
-        cfg, cfg.data, names=None, role="training", progress=progress, loaded=train_records
-    )
+        cfg, cfg.data, names=None, role="training", progress=progress, loaded=train_records,
+        input_store=input_store,
+    )  # fmt: skip
     names = train_data.target_names
     # Load and graph the test set before training: a bad test spec fails in seconds, not hours.
     test_data = (
-        prepare_run_data(cfg, cfg.test, names=names, role="test", progress=progress)
+        prepare_run_data(
+            cfg, cfg.test, names=names, role="test", progress=progress, input_store=input_store
+        )
         if cfg.test
         else None
     )

@@ -20,7 +20,8 @@ from torch import nn
 
 from tlsearch.model.alignn import ALIGNN
 from tlsearch.model.backbone import Backbone
-from tlsearch.model.config import EXECUTION_FIELDS
+from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig
+from tlsearch.model.foundation import load_foundation
 from tlsearch.model.multi_property import MultiPropertyALIGNN, to_finetune
 from tlsearch.structures.load import load_data
 from tlsearch.structures.records import LoadResult, StructureRecord
@@ -140,6 +141,7 @@ def finetune_run(
     freeze_batchnorm_stats: bool = True,
     progress: bool = True,
     checkpoints: EpochCheckpoints | None = None,
+    foundation: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a PT model on ``run.data`` with ``strategy``; scratch when ``pretrained`` is None.
 
@@ -155,6 +157,11 @@ def finetune_run(
         sampling: ``random``, ``weighted`` or ``uniform`` (:mod:`tlsearch.transfer.sampling`).
         freeze_batchnorm_stats: keep frozen layers' BatchNorm statistics fixed.
         checkpoints: mid-training checkpoints (:func:`tlsearch.training.run.train_run`).
+        foundation: instead of ``pretrained``, a pretrained foundation model by name
+            (``chgnet-0.3.0``, ``sevenn-7net-0``, ``alignn:FOLDER``...:
+            :mod:`tlsearch.model.foundation`); its family's inputs replace ALIGNN graphs and
+            ``run.model`` is not used. ``model.pt`` and ``metrics.json``'s ``provenance`` name
+            the backbone and checkpoint (name, package version, sha256 of the weights).
 
     With frozen layers 1-6 and fixed statistics (``last_layer``, ``new_head``...), the trunk
     is computed once and the head trains on cached features, exactly
@@ -162,11 +169,18 @@ def finetune_run(
     ``metrics.json``'s ``frozen_trunk`` says whether it was used and why not.
     """
     get_strategy(strategy)  # unknown names fail before any work
+    if pretrained is not None and foundation is not None:
+        raise ValueError("give a pre-trained model or a foundation model, not both")
     provenance: dict[str, Any] = {
-        "kind": "finetune" if pretrained is not None else "scratch",
+        "kind": "finetune" if pretrained is not None or foundation is not None else "scratch",
         "strategy": strategy, "ft_size": size, "sampling": sampling, "seed": run.train.seed,
     }  # fmt: skip
     select = ft_sample(size, sampling, run.train.seed)
+    if foundation is not None:
+        return _finetune_foundation(
+            run, foundation, strategy, freeze_batchnorm_stats, provenance, select, progress,
+            checkpoints,
+        )  # fmt: skip
     if pretrained is None:
         if strategy != "scratch":
             raise ValueError(f"strategy {strategy!r} needs a pre-trained model (or use scratch)")
@@ -197,6 +211,38 @@ def finetune_run(
     return train_run(
         run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
         training_form=frozen_trunk_form, checkpoints=checkpoints,
+    )  # fmt: skip
+
+
+def _finetune_foundation(
+    run: RunConfig,
+    foundation: str,
+    strategy: str,
+    freeze_batchnorm_stats: bool,
+    provenance: dict[str, Any],
+    select: Any,
+    progress: bool,
+    checkpoints: EpochCheckpoints | None,
+) -> dict[str, Any]:
+    """:func:`finetune_run` from a foundation model (the same training path)."""
+    pt_model, info = load_foundation(foundation)
+    provenance.update(info)
+    if isinstance(pt_model, ALIGNN):  # alignn:FOLDER: ALIGNN graphs, the PT widths
+        widths = pt_model.config.model_dump(exclude={"output_features", *EXECUTION_FIELDS})
+        run = run.model_copy(update={"model": ALIGNNConfig(**widths, kernel=run.model.kernel)})
+        input_store = None
+    else:
+        input_store = type(pt_model).input_store
+
+    def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
+        return prepare_finetune(
+            pt_model, strategy, freeze_batchnorm_stats=freeze_batchnorm_stats,
+            output_features=len(names),
+        )  # fmt: skip
+
+    return train_run(
+        run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
+        training_form=frozen_trunk_form, checkpoints=checkpoints, input_store=input_store,
     )  # fmt: skip
 
 

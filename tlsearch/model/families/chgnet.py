@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import chgnet
 from chgnet.model import CHGNet
+from chgnet.model.basis import CutoffPolynomial
+from chgnet.model.layers import GraphPooling
 from chgnet.model.model import BatchedGraph
 from pymatgen.core import Lattice, Structure
 from torch import Tensor, nn
@@ -71,7 +73,7 @@ class CHGNetBackbone(nn.Module):
     family_version: ClassVar[str] = "chgnet-0.4"
     #: Parameter-less trunk module types whose output does not depend on training mode
     #: (:func:`tlsearch.transfer.frozen_trunk.inexact_reason`).
-    stateless_modules: ClassVar[tuple[type, ...]] = ()
+    stateless_modules: ClassVar[tuple[type, ...]] = (CutoffPolynomial, GraphPooling, nn.Sigmoid)
 
     def __init__(
         self, model_args: dict[str, Any], output_features: int = 1, checkpoint: str | None = None

@@ -28,8 +28,9 @@ class StructureStore:
 
     Attributes:
         ids: the structures' ids, in input order.
+        positions: index of each stored structure in the records given (all of them).
         rejected: always empty (a structure no graph can be built for fails when first used).
-        path: None (inputs live in memory only).
+        path: None (inputs live in memory only); ``cache_hit`` is always False.
         settings: the graph settings the run gave (part of the frozen-trunk cache key; the
             families' own graphs are set by their models).
     """
@@ -37,8 +38,10 @@ class StructureStore:
     def __init__(self, records: Sequence[StructureRecord], settings: GraphSettings) -> None:
         self.records = list(records)
         self.ids = [record.id for record in self.records]
+        self.positions = list(range(len(self.records)))  # every record is accepted
         self.rejected: list[Rejection] = []
         self.path = None
+        self.cache_hit = False  # nothing is read from disk
         self.settings = settings
         self._memo: dict[tuple[str, int], Any] = {}
 

@@ -69,8 +69,9 @@ class SevenNetBackbone(nn.Module):
 
     family: ClassVar[str] = "sevenn"
     family_version: ClassVar[str] = "sevenn-0.13"
-    #: Parameter-less trunk module types whose output does not depend on training mode.
-    stateless_modules: ClassVar[tuple[type, ...]] = ()
+    #: Parameter-less trunk module types whose output does not depend on training mode: all
+    #: of SevenNet's (no dropout, no batch norm; e3nn's gates, bases and tensor products).
+    stateless_modules: ClassVar[tuple[type, ...]] = (nn.Module,)
 
     def __init__(self, checkpoint: str, output_features: int = 1) -> None:
         super().__init__()

@@ -1,0 +1,66 @@
+"""Fine-tuning a foundation model (CHGNet 0.3.0) through the one training path: each strategy
+runs 2 epochs on generated structures; the frozen trunk is cached; model.pt predicts (an
+ensemble too) and names its backbone and checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tlsearch.model.foundation import UnknownFoundationError
+from tlsearch.prediction import Predictor
+from tlsearch.training.config import RunConfig, TrainConfig
+from tlsearch.transfer.run import finetune_run
+
+pytest.importorskip("chgnet")
+
+
+def _run(tmp_path, name: str, **train) -> RunConfig:
+    recipe = {"epochs": 2, "batch_size": 8, "scheduler": "none", "seed": 0, "device": "cpu",
+              "num_threads": 1, **train}  # fmt: skip
+    return RunConfig(
+        data="generated:20:3", test="generated:6:4", out_dir=tmp_path / name,
+        cache_dir=tmp_path / "cache", train=TrainConfig(**recipe),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("strategy", "frozen"),
+    [("last_layer", True), ("new_head", True), ("unfreeze_all", False),
+     ("new_head_freeze_1", False)],
+)  # fmt: skip
+def test_each_strategy_fine_tunes_chgnet(tmp_path, strategy, frozen):
+    metrics = finetune_run(
+        _run(tmp_path, strategy), None, strategy, foundation="chgnet-0.3.0", progress=False
+    )
+    assert metrics["epochs_run"] == 2 and np.isfinite(metrics["test"]["mae"])
+    prov = metrics["provenance"]
+    assert prov["backbone"] == "chgnet" and prov["checkpoint"] == "chgnet-0.3.0"
+    assert len(prov["checkpoint_sha256"]) == 64 and prov["strategy"] == strategy
+    assert metrics["frozen_trunk"]["used"] is frozen, metrics["frozen_trunk"]
+    written = json.loads((tmp_path / strategy / "metrics.json").read_text())
+    assert written["provenance"]["checkpoint_sha256"] == prov["checkpoint_sha256"]
+
+
+def test_model_pt_predicts_alone_and_as_an_ensemble(tmp_path):
+    for seed in (0, 1):
+        finetune_run(
+            _run(tmp_path, f"s{seed}", seed=seed), None, "last_layer",
+            foundation="chgnet-0.3.0", progress=False,
+        )  # fmt: skip
+    single = Predictor.load(tmp_path / "s0" / "model.pt", device="cpu")
+    frame = single.predict("generated:6:4")
+    test = np.loadtxt(tmp_path / "s0" / "predictions_test.csv", delimiter=",", skiprows=1,
+                      usecols=2)  # fmt: skip
+    np.testing.assert_allclose(frame["mean"].to_numpy(), test, rtol=1e-5, atol=1e-6)
+    pair = Predictor.load([tmp_path / "s0" / "model.pt", tmp_path / "s1" / "model.pt"], "cpu")
+    both = pair.predict("generated:6:4")
+    assert len(both) == 6 and (both["std"] > 0).all()
+
+
+def test_a_bad_foundation_name_fails_before_any_work(tmp_path):
+    with pytest.raises(UnknownFoundationError, match="chgnet-0.3.0"):
+        finetune_run(_run(tmp_path, "bad"), None, "last_layer", foundation="chgnet-0.0.1")
+    assert not (tmp_path / "bad").exists()
