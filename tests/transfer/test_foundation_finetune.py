@@ -44,6 +44,20 @@ def test_each_strategy_fine_tunes_chgnet(tmp_path, strategy, frozen):
     assert written["provenance"]["checkpoint_sha256"] == prov["checkpoint_sha256"]
 
 
+@pytest.mark.parametrize("strategy", ["last_layer", "unfreeze_all"])
+def test_sevenn_fine_tunes_and_predicts(tmp_path, strategy):
+    pytest.importorskip("sevenn")
+    metrics = finetune_run(
+        _run(tmp_path, strategy), None, strategy, foundation="sevenn-7net-0", progress=False
+    )
+    assert metrics["provenance"]["backbone"] == "sevenn" and np.isfinite(metrics["test"]["mae"])
+    assert metrics["frozen_trunk"]["used"] is (strategy == "last_layer")
+    frame = Predictor.load(tmp_path / strategy / "model.pt", device="cpu").predict("generated:6:4")
+    test = np.loadtxt(tmp_path / strategy / "predictions_test.csv", delimiter=",", skiprows=1,
+                      usecols=2)  # fmt: skip
+    np.testing.assert_allclose(frame["mean"].to_numpy(), test, rtol=1e-5, atol=1e-5)
+
+
 def test_model_pt_predicts_alone_and_as_an_ensemble(tmp_path):
     for seed in (0, 1):
         finetune_run(
@@ -64,3 +78,35 @@ def test_a_bad_foundation_name_fails_before_any_work(tmp_path):
     with pytest.raises(UnknownFoundationError, match="chgnet-0.3.0"):
         finetune_run(_run(tmp_path, "bad"), None, "last_layer", foundation="chgnet-0.0.1")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_commands(tmp_path, capsys):
+    """finetune --foundation, predict --model on its model.pt, rank-sources with a foundation
+    model beside an ALIGNN PT model; a bad name is exit 2 with one line listing the known."""
+    from tlsearch.cli.main import main as tlsearch_cli
+
+    common = ["--epochs", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "c"),
+              "--no-progress"]  # fmt: skip
+    out = tmp_path / "ft"
+    args = ["finetune", "--foundation", "chgnet-0.3.0", "--data", "generated:16:5", "--test",
+            "generated:4:6", "--strategy", "last_layer", "--out", str(out), *common]  # fmt: skip
+    assert tlsearch_cli(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["provenance"]["backbone"] == "chgnet"
+    csv_out = tmp_path / "pred.csv"
+    assert tlsearch_cli(["predict", "--model", str(out / "model.pt"), "--data",
+                         "generated:4:6", "--out", str(csv_out)]) == 0  # fmt: skip
+    assert len(csv_out.read_text().splitlines()) == 5
+    pt = tmp_path / "pt"
+    assert tlsearch_cli(["train", "--data", "generated:16:7", "--out", str(pt), *common,
+                         "--hidden", "16"]) == 0  # fmt: skip
+    capsys.readouterr()
+    rank = ["rank-sources", "--data", "generated:20:8", "--pretrained", str(pt),
+            "--foundation", "chgnet-0.3.0", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    assert tlsearch_cli(rank) == 0
+    printed = capsys.readouterr().out
+    assert "chgnet-0.3.0: probe_mae" in printed and f"{pt}: probe_mae" in printed
+    bad = [*args[:2], "chgnet-9", *args[3:]]
+    bad[bad.index("--out") + 1] = str(tmp_path / "bad")
+    assert tlsearch_cli(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chgnet-0.3.0" in err[0] and "sevenn-7net-0" in err[0]

@@ -184,6 +184,7 @@ def finetune(
     model: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
+    foundation: str | None = None,
 ) -> Run:
     """Fine-tune a pre-trained model on ``data`` (``tlsearch finetune``).
 
@@ -195,6 +196,10 @@ def finetune(
         size: FT training set size drawn from ``data`` (all when None).
         sampling: ``random``, ``weighted`` or ``uniform`` (paper Sec. 2.5).
         train_frozen_bn: let BatchNorm statistics of frozen layers update (the paper's code).
+        foundation: instead of ``pretrained``, a pretrained foundation model by name:
+            ``chgnet-0.3.0``, ``sevenn-7net-0``... (shipped with their packages, offline), or
+            ``FAMILY:PATH`` for a local checkpoint (``alignn:FOLDER`` with alignn's
+            ``config.json`` and ``checkpoint_*.pt``); see :mod:`tlsearch.model.foundation`.
         others: as :func:`train`.
     """
     from tlsearch.transfer.run import finetune_run  # torch: loaded when a run starts
@@ -205,6 +210,7 @@ def finetune(
         lambda c: finetune_run(
             c, pretrained=pretrained, strategy=strategy, size=size, sampling=sampling,
             freeze_batchnorm_stats=not train_frozen_bn, progress=progress,
+            foundation=foundation,
         ),
     )  # fmt: skip
 

@@ -18,6 +18,7 @@ checkpoint needs that file where it was.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from sevenn.atom_graph_data import AtomGraphData
 from sevenn.train.dataload import unlabeled_atoms_to_graph
 from sevenn.util import load_checkpoint, pretrained_name_to_path
 from torch import Tensor, nn
+from torch.fx import GraphModule
 from torch_geometric.data import Batch
 
 from tlsearch.model.families.inputs import StructureBatch, StructureStore
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 #: Checkpoint names the installed package ships (its own names).
 CHECKPOINTS: tuple[str, ...] = ("7net-0", "7net-0_22may2024", "7net-l3i5")
 _GATE = "_equivariant_gate"
-_COMPILED_CONSTANT = re.compile(r"\._compiled_main[^.]*\._tensor_constant\d+$")
+_COMPILED_CONSTANT = re.compile(r"_tensor_constant\d+")
 
 
 def checkpoint_path(name: str) -> Path:
@@ -88,14 +90,19 @@ class SevenNetBackbone(nn.Module):
         self._gates = gates
         self.fc = nn.Linear(self._width(), output_features)
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        """The weights, without the constants a deep copy of e3nn's compiled tensor products
-        registers (``..._compiled_main...._tensor_constantN``: rebuilt with the architecture,
-        and absent from a freshly built model, so a copied model's file would not load)."""
-        state = super().state_dict(*args, **kwargs)
-        for key in [k for k in state if _COMPILED_CONSTANT.search(k)]:
-            del state[key]
-        return state
+    def __deepcopy__(self, memo: dict[int, Any]) -> SevenNetBackbone:
+        """A deep copy whose e3nn compiled tensor products keep their constants out of the
+        ``state_dict``: copying a ``torch.fx.GraphModule`` registers them as (persistent)
+        buffers, absent from a freshly built model, so a copy's weights would not load into
+        a rebuilt one (``model.pt``) nor a rebuilt one's into the copy."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        for module in new.modules():
+            if isinstance(module, GraphModule):
+                constants = [n for n in module._buffers if _COMPILED_CONSTANT.fullmatch(n)]
+                module._non_persistent_buffers_set.update(constants)
+        return new
 
     def _width(self) -> int:
         return int(self.net._modules[self._gates[-1]].gate.irreps_out.dim)
