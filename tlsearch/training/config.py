@@ -117,6 +117,10 @@ class TrainConfig(BaseModel):
             ``learning_rate * layer_lr_decay ** (K + 1 - k)``; the one-cycle schedule scales
             each. ``None`` (the default): one rate, as before (and the recipe's fingerprint
             and every hash stay as they were).
+        ema_decay: keep an exponential moving average of the trainable weights (any backbone,
+            :mod:`tlsearch.training.ema`), updated after every optimiser step with this decay;
+            validation, the best epoch, the weights kept and ``model.pt`` use the average.
+            ``None`` (the default): off, as before.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -142,6 +146,7 @@ class TrainConfig(BaseModel):
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     frozen_trunk: FrozenTrunkConfig = Field(default_factory=FrozenTrunkConfig)
     layer_lr_decay: float | None = Field(None, gt=0, le=1)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
     def resolve_batch_size(self, n_structures: int) -> int:
         """The batch size for a training set of ``n_structures`` (``batch_size`` when set).

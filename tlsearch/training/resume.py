@@ -50,7 +50,7 @@ class EpochCheckpoints(Protocol):
 
 
 #: TrainConfig fields added after results were written: left out of the fingerprint when None.
-OPTIONAL_RECIPE_FIELDS = ("layer_lr_decay",)
+OPTIONAL_RECIPE_FIELDS = ("layer_lr_decay", "ema_decay")
 
 
 def recipe_fingerprint(cfg: TrainConfig, n_train: int, steps_per_epoch: int) -> str:
