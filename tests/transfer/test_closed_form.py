@@ -55,3 +55,69 @@ def test_frozen_chgnet_features_with_krr():
     head = fit_closed_form(feats[:20], targets[:20], kind="krr", folds=5, seed=0)
     pred = head.predict(feats[20:])
     assert pred.shape == (4, 1) and np.isfinite(pred).all()
+
+
+def _cfg(tmp_path, name: str):
+    from tlsearch.training.config import RunConfig
+
+    return RunConfig(data="generated:24:3", test="generated:6:4", out_dir=tmp_path / name,
+                     cache_dir=tmp_path / "cache",
+                     train={"device": "cpu", "num_threads": 1, "seed": 0})  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["krr", "ridge"])
+def test_the_krr_and_ridge_strategies_write_a_model_that_predicts(tmp_path, kind):
+    pytest.importorskip("chgnet")
+    from tlsearch.prediction import Predictor
+    from tlsearch.transfer.run import finetune_run
+
+    metrics = finetune_run(_cfg(tmp_path, kind), None, kind, size=20, foundation="chgnet-0.3.0",
+                           progress=False)  # fmt: skip
+    assert metrics["provenance"]["strategy"] == kind and metrics["n_train"] == 20
+    assert metrics["closed_form"]["kind"] == kind and np.isfinite(metrics["test"]["mae"])
+    frame = Predictor.load(tmp_path / kind / "model.pt", device="cpu").predict("generated:6:4")
+    test = np.loadtxt(tmp_path / kind / "predictions_test.csv", delimiter=",", skiprows=1,
+                      usecols=2)  # fmt: skip
+    np.testing.assert_allclose(frame["mean"].to_numpy(), test, rtol=1e-6, atol=1e-6)
+    again = finetune_run(_cfg(tmp_path, kind + "2"), None, kind, size=20,
+                         foundation="chgnet-0.3.0", progress=False)  # fmt: skip
+    assert again["closed_form"]["features_computed"] == 0  # the frozen-trunk cache
+    assert again["test"] == metrics["test"]
+
+
+def test_the_torch_head_is_the_estimator():
+    from tlsearch.transfer.closed_form import to_module
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
+    new = rng.normal(size=(7, 4))
+    for kind in ("krr", "ridge"):
+        fit = fit_closed_form(x, y, kind=kind)
+        head = to_module(fit)
+        got = head(torch.as_tensor(new, dtype=torch.float64)).numpy()
+        np.testing.assert_allclose(got, fit.predict(new), rtol=1e-10, atol=1e-10)
+
+
+def test_a_closed_form_strategy_needs_a_start(tmp_path):
+    from tlsearch.transfer.run import finetune_run
+
+    with pytest.raises(ValueError, match="needs --pretrained or --foundation"):
+        finetune_run(_cfg(tmp_path, "x"), None, "krr")
+
+
+def test_ridge_on_an_alignn_pt_model(tmp_path):
+    from tlsearch.prediction import Predictor
+    from tlsearch.training.config import RunConfig
+    from tlsearch.transfer.run import finetune_run, pretrain_run
+
+    pt = RunConfig(data="generated:16:7", out_dir=tmp_path / "pt", cache_dir=tmp_path / "cache",
+                   model={"hidden_features": 16, "embedding_features": 8, "alignn_layers": 1,
+                          "gcn_layers": 1},
+                   train={"epochs": 1, "device": "cpu", "num_threads": 1})  # fmt: skip
+    pretrain_run(pt, progress=False)
+    metrics = finetune_run(_cfg(tmp_path, "ridge"), tmp_path / "pt", "ridge", progress=False)
+    assert metrics["provenance"]["pt_format"] == "tlsearch" and np.isfinite(metrics["test"]["mae"])
+    frame = Predictor.load(tmp_path / "ridge" / "model.pt", device="cpu").predict("generated:6:4")
+    test = np.loadtxt(tmp_path / "ridge" / "predictions_test.csv", delimiter=",", skiprows=1,
+                      usecols=2)  # fmt: skip
+    np.testing.assert_allclose(frame["mean"].to_numpy(), test, rtol=1e-5, atol=1e-6)

@@ -192,7 +192,9 @@ def finetune(
         pretrained: a PT run folder, a tlsearch ``model.pt``, an MPT model or an alignn
             checkpoint; None with ``strategy="scratch"`` trains from scratch on the same path.
         strategy: an FT strategy (``unfreeze_all``, ``new_head``, ``last_layer``,
-            ``interaction_2b``, ``interaction_3b``, ...; paper Sec. 2.4).
+            ``interaction_2b``, ``interaction_3b``, ...; paper Sec. 2.4), or ``krr`` /
+            ``ridge``: a closed-form head on the frozen trunk's features, tuned by 5-fold CV
+            (:mod:`tlsearch.transfer.closed_form`).
         size: FT training set size drawn from ``data`` (all when None).
         sampling: ``random``, ``weighted`` or ``uniform`` (paper Sec. 2.5).
         train_frozen_bn: let BatchNorm statistics of frozen layers update (the paper's code).

@@ -19,7 +19,7 @@ from tlsearch.cli.train import (
     run_summary,
     train_overrides,
 )
-from tlsearch.transfer.names import SAMPLING_METHODS, STRATEGY_NAMES
+from tlsearch.transfer.names import CLOSED_FORM_HEADS, SAMPLING_METHODS, STRATEGY_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,10 @@ def add_parsers(sub: Any) -> None:
     arg(
         "--strategy",
         default="unfreeze_all",
-        choices=STRATEGY_NAMES,
-        help="FT strategy (paper Sec. 2.4; default unfreeze_all = strategy 1)",
+        choices=(*STRATEGY_NAMES, *CLOSED_FORM_HEADS),
+        help="FT strategy (paper Sec. 2.4; default unfreeze_all = strategy 1); krr / ridge: "
+        "a closed-form kernel ridge / ridge head on the frozen trunk's features, tuned by "
+        "5-fold CV on the FT sample (no training loop, seconds)",
     )
     arg("--size", type=int, metavar="N", help="FT training set size drawn from --data (all)")
     arg(

@@ -33,6 +33,7 @@ FAMILIES: dict[str, str] = {
 #: ``describe()["kind"]`` of a model built on a backbone -> ``"module:Class"``.
 MODELS: dict[str, str] = {
     "headed": "tlsearch.model.heads:HeadedBackbone",
+    "closed_form": "tlsearch.model.closed_form:ClosedFormModel",
     "headed_alignn": "tlsearch.model.heads:HeadedBackbone",  # written before 2026-12
     "multi_property_alignn": "tlsearch.model.multi_property:MultiPropertyALIGNN",
 }

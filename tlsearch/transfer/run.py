@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tlsearch.model.alignn import ALIGNN
-from tlsearch.model.backbone import Backbone
+from tlsearch.model.backbone import Backbone, unwrap_trunk
 from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig
 from tlsearch.model.foundation import load_foundation
 from tlsearch.model.multi_property import MultiPropertyALIGNN, to_finetune
@@ -30,8 +30,10 @@ from tlsearch.training.config import RunConfig
 from tlsearch.training.distributed import Distributed
 from tlsearch.training.resume import EpochCheckpoints
 from tlsearch.training.run import PreparedData, train_run
+from tlsearch.transfer.closed_form import closed_form_run
 from tlsearch.transfer.frozen_trunk import frozen_trunk_form
 from tlsearch.transfer.mpt_corpus import MPTCorpus, build_corpus, exclude_target
+from tlsearch.transfer.names import CLOSED_FORM_HEADS
 from tlsearch.transfer.sampling import sample_indices
 from tlsearch.transfer.strategies import get_strategy, prepare_finetune
 
@@ -168,14 +170,20 @@ def finetune_run(
     (:mod:`tlsearch.transfer.frozen_trunk`; ``run.train.frozen_trunk`` turns it off);
     ``metrics.json``'s ``frozen_trunk`` says whether it was used and why not.
     """
-    get_strategy(strategy)  # unknown names fail before any work
+    closed_form = strategy in CLOSED_FORM_HEADS
+    if not closed_form:
+        get_strategy(strategy)  # unknown names fail before any work
     if pretrained is not None and foundation is not None:
         raise ValueError("give a pre-trained model or a foundation model, not both")
+    if closed_form and pretrained is None and foundation is None:
+        raise ValueError(f"strategy {strategy!r} needs --pretrained or --foundation")
     provenance: dict[str, Any] = {
         "kind": "finetune" if pretrained is not None or foundation is not None else "scratch",
         "strategy": strategy, "ft_size": size, "sampling": sampling, "seed": run.train.seed,
     }  # fmt: skip
     select = ft_sample(size, sampling, run.train.seed)
+    if closed_form:
+        return _closed_form(run, pretrained, foundation, strategy, provenance, select, progress)
     if foundation is not None:
         return _finetune_foundation(
             run, foundation, strategy, freeze_batchnorm_stats, provenance, select, progress,
@@ -212,6 +220,28 @@ def finetune_run(
         run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
         training_form=frozen_trunk_form, checkpoints=checkpoints,
     )  # fmt: skip
+
+
+def _closed_form(
+    run: RunConfig,
+    pretrained: str | Path | None,
+    foundation: str | None,
+    kind: str,
+    provenance: dict[str, Any],
+    select: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    """:func:`finetune_run` with a closed-form head (:mod:`tlsearch.transfer.closed_form`)."""
+    if foundation is not None:
+        model, info = load_foundation(foundation)
+    else:
+        assert pretrained is not None
+        model, info = load_pretrained(pretrained)
+        info = {f"pt_{k}" if not k.startswith("pt_") else k: v for k, v in info.items()}
+    provenance.update(info)
+    trunk = unwrap_trunk(model)
+    input_store = None if trunk.family == "alignn" else type(trunk).input_store
+    return closed_form_run(run, trunk, kind, select, provenance, input_store, progress)  # type: ignore[arg-type]
 
 
 def _finetune_foundation(
