@@ -110,3 +110,23 @@ def test_the_commands(tmp_path, capsys):
     assert tlsearch_cli(bad) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "chgnet-0.3.0" in err[0] and "sevenn-7net-0" in err[0]
+
+
+def test_partial_freezing_of_the_first_blocks(tmp_path):
+    from tlsearch.model.backbone import block_of, trunk_names
+    from tlsearch.model.foundation import load_foundation
+    from tlsearch.transfer.strategies import prepare_finetune
+
+    model, _ = load_foundation("chgnet-0.3.0")
+    blocks = trunk_names(model)
+    ft = prepare_finetune(model, "unfreeze_all", output_features=1, freeze_first=7)
+    for name, param in ft.named_parameters():
+        index = block_of(name, blocks)
+        assert param.requires_grad == (index is None or index >= 7), name
+    with pytest.raises(ValueError, match="freeze_first must be in 0"):
+        prepare_finetune(model, "unfreeze_all", freeze_first=len(blocks) + 1)
+    metrics = finetune_run(
+        _run(tmp_path, "partial"), None, "unfreeze_all", foundation="chgnet-0.3.0",
+        freeze_first=7, progress=False,
+    )  # fmt: skip
+    assert metrics["provenance"]["freeze_first"] == 7 and np.isfinite(metrics["test"]["mae"])

@@ -185,6 +185,7 @@ def finetune(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
     foundation: str | None = None,
+    freeze_first: int | None = None,
 ) -> Run:
     """Fine-tune a pre-trained model on ``data`` (``tlsearch finetune``).
 
@@ -202,6 +203,7 @@ def finetune(
             ``chgnet-0.3.0``, ``sevenn-7net-0``... (shipped with their packages, offline), or
             ``FAMILY:PATH`` for a local checkpoint (``alignn:FOLDER`` with alignn's
             ``config.json`` and ``checkpoint_*.pt``); see :mod:`tlsearch.model.foundation`.
+        freeze_first: partial freezing: also freeze the backbone's first k trunk blocks.
         others: as :func:`train`.
     """
     from tlsearch.transfer.run import finetune_run  # torch: loaded when a run starts
@@ -212,7 +214,7 @@ def finetune(
         lambda c: finetune_run(
             c, pretrained=pretrained, strategy=strategy, size=size, sampling=sampling,
             freeze_batchnorm_stats=not train_frozen_bn, progress=progress,
-            foundation=foundation,
+            foundation=foundation, freeze_first=freeze_first,
         ),
     )  # fmt: skip
 

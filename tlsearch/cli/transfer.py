@@ -66,6 +66,13 @@ def add_parsers(sub: Any) -> None:
         "a closed-form kernel ridge / ridge head on the frozen trunk's features, tuned by "
         "5-fold CV on the FT sample (no training loop, seconds)",
     )
+    arg(
+        "--freeze-first",
+        type=int,
+        metavar="K",
+        help="partial freezing: also freeze the backbone's first K trunk blocks (ALIGNN: the "
+        "paper's layers 1..K), e.g. with --strategy unfreeze_all",
+    )
     arg("--size", type=int, metavar="N", help="FT training set size drawn from --data (all)")
     arg(
         "--sampling",
@@ -201,6 +208,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         overrides=train_overrides(args),
         pretrained=args.pretrained,
         foundation=args.foundation,
+        freeze_first=args.freeze_first,
         strategy=args.strategy,
         size=args.size,
         sampling=args.sampling,

@@ -144,6 +144,7 @@ def finetune_run(
     progress: bool = True,
     checkpoints: EpochCheckpoints | None = None,
     foundation: str | None = None,
+    freeze_first: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a PT model on ``run.data`` with ``strategy``; scratch when ``pretrained`` is None.
 
@@ -164,6 +165,8 @@ def finetune_run(
             :mod:`tlsearch.model.foundation`); its family's inputs replace ALIGNN graphs and
             ``run.model`` is not used. ``model.pt`` and ``metrics.json``'s ``provenance`` name
             the backbone and checkpoint (name, package version, sha256 of the weights).
+        freeze_first: partial freezing: also freeze the first k trunk blocks
+            (:func:`~tlsearch.transfer.strategies.prepare_finetune`); recorded in provenance.
 
     With frozen layers 1-6 and fixed statistics (``last_layer``, ``new_head``...), the trunk
     is computed once and the head trains on cached features, exactly
@@ -182,12 +185,14 @@ def finetune_run(
         "strategy": strategy, "ft_size": size, "sampling": sampling, "seed": run.train.seed,
     }  # fmt: skip
     select = ft_sample(size, sampling, run.train.seed)
+    if freeze_first is not None:
+        provenance["freeze_first"] = freeze_first
     if closed_form:
         return _closed_form(run, pretrained, foundation, strategy, provenance, select, progress)
     if foundation is not None:
         return _finetune_foundation(
             run, foundation, strategy, freeze_batchnorm_stats, provenance, select, progress,
-            checkpoints,
+            checkpoints, freeze_first,
         )  # fmt: skip
     if pretrained is None:
         if strategy != "scratch":
@@ -199,6 +204,8 @@ def finetune_run(
     pt_model, info = load_pretrained(pretrained)
     provenance.update({f"pt_{k}" if not k.startswith("pt_") else k: v for k, v in info.items()})
     if isinstance(pt_model, MultiPropertyALIGNN):
+        if freeze_first is not None:
+            raise ValueError("freeze_first does not apply to FT from an MPT model (Sec. 2.6)")
         provenance["strategy"] = "mpt_finetune"
 
         def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
@@ -209,7 +216,7 @@ def finetune_run(
         def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
             return prepare_finetune(
                 pt_model, strategy, freeze_batchnorm_stats=freeze_batchnorm_stats,
-                output_features=len(names),
+                output_features=len(names), freeze_first=freeze_first,
             )  # fmt: skip
 
     # the PT widths; the output count is the FT target's (resolved by train_run)
@@ -253,6 +260,7 @@ def _finetune_foundation(
     select: Any,
     progress: bool,
     checkpoints: EpochCheckpoints | None,
+    freeze_first: int | None = None,
 ) -> dict[str, Any]:
     """:func:`finetune_run` from a foundation model (the same training path)."""
     pt_model, info = load_foundation(foundation)
@@ -267,7 +275,7 @@ def _finetune_foundation(
     def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
         return prepare_finetune(
             pt_model, strategy, freeze_batchnorm_stats=freeze_batchnorm_stats,
-            output_features=len(names),
+            output_features=len(names), freeze_first=freeze_first,
         )  # fmt: skip
 
     return train_run(
