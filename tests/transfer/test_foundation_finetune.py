@@ -99,6 +99,8 @@ def test_the_commands(tmp_path, capsys):
     pt = tmp_path / "pt"
     assert tlsearch_cli(["train", "--data", "generated:16:7", "--out", str(pt), *common,
                          "--hidden", "16"]) == 0  # fmt: skip
+    with pytest.raises(ValueError, match="backbone"):  # an ensemble is of one family
+        Predictor.load([out / "model.pt", pt / "model.pt"], device="cpu")
     capsys.readouterr()
     rank = ["rank-sources", "--data", "generated:20:8", "--pretrained", str(pt),
             "--foundation", "chgnet-0.3.0", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
