@@ -121,3 +121,21 @@ def test_ridge_on_an_alignn_pt_model(tmp_path):
     test = np.loadtxt(tmp_path / "ridge" / "predictions_test.csv", delimiter=",", skiprows=1,
                       usecols=2)  # fmt: skip
     np.testing.assert_allclose(frame["mean"].to_numpy(), test, rtol=1e-5, atol=1e-6)
+
+
+def test_krr_on_every_layers_features(tmp_path):
+    pytest.importorskip("sevenn")
+    from tlsearch.prediction import Predictor
+    from tlsearch.transfer.run import finetune_run
+
+    metrics = finetune_run(_cfg(tmp_path, "layers"), None, "krr", size=20, progress=False,
+                           foundation="sevenn-7net-0", features="layers")  # fmt: skip
+    assert metrics["closed_form"]["features"] == "layers"
+    assert metrics["closed_form"]["width"] == 5 * 128  # five interaction blocks' scalars
+    frame = Predictor.load(tmp_path / "layers" / "model.pt", device="cpu").predict("generated:6:4")
+    test = np.loadtxt(tmp_path / "layers" / "predictions_test.csv", delimiter=",", skiprows=1,
+                      usecols=2)  # fmt: skip
+    np.testing.assert_allclose(frame["mean"].to_numpy(), test, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layers with krr"):
+        finetune_run(_cfg(tmp_path, "x"), None, "last_layer", foundation="sevenn-7net-0",
+                     features="layers")  # fmt: skip

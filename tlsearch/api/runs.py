@@ -186,6 +186,7 @@ def finetune(
     progress: bool = False,
     foundation: str | None = None,
     freeze_first: int | None = None,
+    features: str = "last",
 ) -> Run:
     """Fine-tune a pre-trained model on ``data`` (``tlsearch finetune``).
 
@@ -204,6 +205,8 @@ def finetune(
             ``FAMILY:PATH`` for a local checkpoint (``alignn:FOLDER`` with alignn's
             ``config.json`` and ``checkpoint_*.pt``); see :mod:`tlsearch.model.foundation`.
         freeze_first: partial freezing: also freeze the backbone's first k trunk blocks.
+        features: with ``krr`` / ``ridge``: ``last`` layer's pooled features or every
+            ``layers``' (concatenated).
         others: as :func:`train`.
     """
     from tlsearch.transfer.run import finetune_run  # torch: loaded when a run starts
@@ -214,7 +217,7 @@ def finetune(
         lambda c: finetune_run(
             c, pretrained=pretrained, strategy=strategy, size=size, sampling=sampling,
             freeze_batchnorm_stats=not train_frozen_bn, progress=progress,
-            foundation=foundation, freeze_first=freeze_first,
+            foundation=foundation, freeze_first=freeze_first, features=features,
         ),
     )  # fmt: skip
 

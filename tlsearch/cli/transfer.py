@@ -73,6 +73,13 @@ def add_parsers(sub: Any) -> None:
         help="partial freezing: also freeze the backbone's first K trunk blocks (ALIGNN: the "
         "paper's layers 1..K), e.g. with --strategy unfreeze_all",
     )
+    arg(
+        "--features",
+        default="last",
+        choices=["last", "layers"],
+        help="with --strategy krr/ridge: the last trunk layer's pooled features (default) or "
+        "every layer's, concatenated",
+    )
     arg("--size", type=int, metavar="N", help="FT training set size drawn from --data (all)")
     arg(
         "--sampling",
@@ -209,6 +216,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         foundation=args.foundation,
         freeze_first=args.freeze_first,
+        features=args.features,
         strategy=args.strategy,
         size=args.size,
         sampling=args.sampling,

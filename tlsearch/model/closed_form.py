@@ -70,10 +70,12 @@ class ClosedFormHead(nn.Module):
 
 
 class ClosedFormModel(nn.Module):
-    """A frozen backbone and a :class:`ClosedFormHead` on its pooled features."""
+    """A frozen backbone and a :class:`ClosedFormHead` on its pooled features (``layers``:
+    every layer's pooled features, concatenated: :meth:`Backbone.layer_features`)."""
 
-    def __init__(self, trunk: Backbone, head: ClosedFormHead) -> None:
+    def __init__(self, trunk: Backbone, head: ClosedFormHead, layers: bool = False) -> None:
         super().__init__()
+        self.layers = layers
         if not isinstance(trunk, nn.Module) or not isinstance(trunk, Backbone):
             raise TypeError(f"trunk must be a Backbone module, got {type(trunk).__name__}")
         self.trunk = trunk
@@ -85,15 +87,18 @@ class ClosedFormModel(nn.Module):
         return self.closed_head(h)
 
     def forward(self, batch: Any) -> Tensor:
+        if self.layers:
+            return self.head(torch.cat(self.trunk.layer_features(batch), dim=1))
         return self.head(self.trunk.features(batch))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": KIND, "trunk": self.trunk.describe(),
-                "head": self.closed_head.shape_args()}  # fmt: skip
+                "head": self.closed_head.shape_args(), "layers": self.layers}  # fmt: skip
 
     @classmethod
     def from_description(cls, description: dict[str, Any]) -> ClosedFormModel:
         if description.get("kind") != KIND:
             raise ValueError(f"not a closed-form model description: {sorted(description)}")
         trunk = from_description(description["trunk"])
-        return cls(trunk, ClosedFormHead(**description["head"]))  # type: ignore[arg-type]
+        head = ClosedFormHead(**description["head"])
+        return cls(trunk, head, bool(description.get("layers", False)))  # type: ignore[arg-type]

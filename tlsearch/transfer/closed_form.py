@@ -18,6 +18,7 @@ scikit-learn comes with matminer (a core dependency).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from tlsearch.model.backbone import Backbone
 from tlsearch.model.closed_form import ClosedFormHead, ClosedFormModel
+from tlsearch.training.batches import batch_chunks
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import RunConfig
 from tlsearch.training.data import InputStoreFactory
@@ -147,6 +149,25 @@ def to_module(fit: ClosedFormFit) -> ClosedFormHead:
     return head
 
 
+@torch.no_grad()
+def pooled_layers(
+    trunk: Backbone, store: Any, indices: np.ndarray, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """(len(indices), total width) float32: every layer's pooled features, concatenated."""
+    modes = [(module, module.training) for module in trunk.modules()]  # type: ignore[attr-defined]
+    trunk.to(device).eval()  # type: ignore[attr-defined]
+    try:
+        rows = [
+            torch.cat(trunk.layer_features(store.collate(chunk.tolist()).to(device)), dim=1)
+            .float().cpu().numpy()
+            for chunk in batch_chunks(np.asarray(indices, dtype=np.int64), batch_size)
+        ]  # fmt: skip
+    finally:
+        for module, training in modes:
+            module.training = training
+    return np.concatenate(rows)
+
+
 def closed_form_run(
     run: RunConfig,
     trunk: Backbone,
@@ -156,6 +177,7 @@ def closed_form_run(
     input_store: InputStoreFactory | None = None,
     progress: bool = False,
     folds: int = 5,
+    layers: bool = False,
 ) -> dict[str, Any]:
     """Fit a closed-form head on ``trunk``'s pooled features of the FT sample; write the run.
 
@@ -164,6 +186,9 @@ def closed_form_run(
     ``closed_form.cv_mae``, normalised units), then the head is refitted on all of it. Its
     features are the frozen trunk's, read from and written to the frozen-trunk cache
     (``<cache_dir>/frozen_trunk``), so ``last_layer`` runs and ``rank-sources`` share them.
+    ``layers``: the head reads the pooled features of every trunk layer the backbone exposes
+    (:meth:`~tlsearch.model.backbone.Backbone.layer_features`), concatenated, instead of the
+    last layer's (a cache entry of their own).
     """
     out = run.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -186,16 +211,23 @@ def closed_form_run(
     root = run.cache_dir / "frozen_trunk" if settings.cache and run.cache_dir else None
     cache = FeatureCache(root, int(settings.max_cache_mb * 2**20))
     store = train_data.store
-    filled = Filled(np.zeros((len(store), trunk.feature_width), np.float32),
-                    np.zeros(len(store), dtype=bool))  # fmt: skip
     batch = run.train.resolve_batch_size(len(pool))
+    key = feature_key(trunk_digest(trunk), train_data, device)
+    if layers:
+        width = pooled_layers(trunk, store, pool[:1], 1, device).shape[1]
+        key = hashlib.blake2b(f"{key};layers".encode(), digest_size=20).hexdigest()
+    else:
+        width = trunk.feature_width
+    filled = Filled(np.zeros((len(store), width), np.float32), np.zeros(len(store), dtype=bool))
 
     def compute(missing: np.ndarray) -> np.ndarray:
+        if layers:
+            return pooled_layers(trunk, store, missing, batch, device)
         return compute_features(trunk, store, missing, batch, device)
 
-    cache.fill(feature_key(trunk_digest(trunk), train_data, device), filled, pool, compute)
+    cache.fill(key, filled, pool, compute)
     fit = fit_closed_form(filled.features[pool], targets[pool], kind, folds, run.train.seed)
-    model = ClosedFormModel(copy.deepcopy(trunk), to_module(fit)).eval()
+    model = ClosedFormModel(copy.deepcopy(trunk), to_module(fit), layers=layers).eval()
     seconds = time.perf_counter() - start
     (out / "config.yaml").write_text(run.to_yaml(), encoding="utf-8")
     save_model(out / "model.pt", model, run.model, scaler, run.graphs, run.train, names,
@@ -206,7 +238,8 @@ def closed_form_run(
         "provenance": provenance, "n_train": int(len(pool)), "n_val": 0,
         "train_seconds": seconds, "device": str(device), "val": None, "test": None,
         "closed_form": {"kind": kind, "params": fit.params, "cv_mae": fit.cv_mae,
-                        "folds": folds, "features_computed": filled.computed,
+                        "folds": folds, "features": "layers" if layers else "last",
+                        "width": width, "features_computed": filled.computed,
                         "features_reused": filled.reused},
         "n_test": len(test_data.store) if test_data is not None else 0,
     }  # fmt: skip

@@ -145,6 +145,7 @@ def finetune_run(
     checkpoints: EpochCheckpoints | None = None,
     foundation: str | None = None,
     freeze_first: int | None = None,
+    features: str = "last",
 ) -> dict[str, Any]:
     """Fine-tune a PT model on ``run.data`` with ``strategy``; scratch when ``pretrained`` is None.
 
@@ -167,6 +168,8 @@ def finetune_run(
             the backbone and checkpoint (name, package version, sha256 of the weights).
         freeze_first: partial freezing: also freeze the first k trunk blocks
             (:func:`~tlsearch.transfer.strategies.prepare_finetune`); recorded in provenance.
+        features: for the closed-form heads (``krr``, ``ridge``): ``last`` (the last layer's
+            pooled features) or ``layers`` (every layer's, concatenated).
 
     With frozen layers 1-6 and fixed statistics (``last_layer``, ``new_head``...), the trunk
     is computed once and the head trains on cached features, exactly
@@ -180,6 +183,8 @@ def finetune_run(
         raise ValueError("give a pre-trained model or a foundation model, not both")
     if closed_form and pretrained is None and foundation is None:
         raise ValueError(f"strategy {strategy!r} needs --pretrained or --foundation")
+    if features not in ("last", "layers") or (features == "layers" and not closed_form):
+        raise ValueError(f"features {features!r}: last, or layers with krr / ridge")
     provenance: dict[str, Any] = {
         "kind": "finetune" if pretrained is not None or foundation is not None else "scratch",
         "strategy": strategy, "ft_size": size, "sampling": sampling, "seed": run.train.seed,
@@ -188,7 +193,10 @@ def finetune_run(
     if freeze_first is not None:
         provenance["freeze_first"] = freeze_first
     if closed_form:
-        return _closed_form(run, pretrained, foundation, strategy, provenance, select, progress)
+        provenance["features"] = features
+        return _closed_form(
+            run, pretrained, foundation, strategy, provenance, select, progress, features
+        )
     if foundation is not None:
         return _finetune_foundation(
             run, foundation, strategy, freeze_batchnorm_stats, provenance, select, progress,
@@ -237,6 +245,7 @@ def _closed_form(
     provenance: dict[str, Any],
     select: Any,
     progress: bool,
+    features: str = "last",
 ) -> dict[str, Any]:
     """:func:`finetune_run` with a closed-form head (:mod:`tlsearch.transfer.closed_form`)."""
     if foundation is not None:
@@ -248,7 +257,10 @@ def _closed_form(
     provenance.update(info)
     trunk = unwrap_trunk(model)
     input_store = None if trunk.family == "alignn" else type(trunk).input_store
-    return closed_form_run(run, trunk, kind, select, provenance, input_store, progress)  # type: ignore[arg-type]
+    return closed_form_run(
+        run, trunk, kind, select, provenance, input_store, progress,  # type: ignore[arg-type]
+        layers=features == "layers",
+    )  # fmt: skip
 
 
 def _finetune_foundation(
