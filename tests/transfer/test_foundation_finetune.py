@@ -132,3 +132,17 @@ def test_partial_freezing_of_the_first_blocks(tmp_path):
         freeze_first=7, progress=False,
     )  # fmt: skip
     assert metrics["provenance"]["freeze_first"] == 7 and np.isfinite(metrics["test"]["mae"])
+
+
+@pytest.mark.parametrize("foundation", ["chgnet-0.3.0", "sevenn-7net-0"])
+def test_the_cached_frozen_trunk_is_exact(tmp_path, foundation):
+    """new_head on cached features == new_head through the whole model every batch."""
+    pytest.importorskip(foundation.split("-")[0])
+    runs = {}
+    for enabled in (True, False):
+        cfg = _run(tmp_path, f"ft{enabled}", frozen_trunk={"enabled": enabled})
+        runs[enabled] = finetune_run(cfg, None, "new_head", foundation=foundation,
+                                     progress=False)  # fmt: skip
+    assert runs[True]["frozen_trunk"]["used"] and not runs[False]["frozen_trunk"]["used"]
+    for key in ("mae", "rmse"):
+        assert runs[True]["test"][key] == pytest.approx(runs[False]["test"][key], rel=1e-4)

@@ -288,6 +288,7 @@ def _finetune_foundation(
         return prepare_finetune(
             pt_model, strategy, freeze_batchnorm_stats=freeze_batchnorm_stats,
             output_features=len(names), freeze_first=freeze_first,
+            fresh_head=not isinstance(pt_model, ALIGNN),  # a foundation model's head is new
         )  # fmt: skip
 
     return train_run(

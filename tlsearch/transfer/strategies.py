@@ -312,6 +312,7 @@ def prepare_finetune(
     freeze_batchnorm_stats: bool = True,
     output_features: int | None = None,
     freeze_first: int | None = None,
+    fresh_head: bool = False,
 ) -> HeadedBackbone | Backbone:
     """The model to fine-tune with ``strategy``, with ``requires_grad`` set.
 
@@ -348,8 +349,8 @@ def prepare_finetune(
     else:
         model = type(pretrained).from_description(pretrained.describe())
     new_head = None
-    if output_features is not None and output_features != model.output_features:
-        new_head = model.replace_head(output_features)
+    if fresh_head or (output_features is not None and output_features != model.output_features):
+        new_head = model.replace_head(output_features or model.output_features)
     ft_model = HeadedBackbone(model, spec.new_layers) if spec.new_layers else model
     names = spec.apply(ft_model)
     if freeze_first is not None:
