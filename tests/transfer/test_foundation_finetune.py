@@ -11,7 +11,7 @@ import pytest
 
 from tlsearch.model.foundation import UnknownFoundationError
 from tlsearch.prediction import Predictor
-from tlsearch.training.config import RunConfig, TrainConfig
+from tlsearch.training.config import RunConfig, TrainConfig, load_run_config
 from tlsearch.transfer.run import finetune_run
 
 pytest.importorskip("chgnet")
@@ -42,6 +42,10 @@ def test_each_strategy_fine_tunes_chgnet(tmp_path, strategy, frozen):
     assert metrics["frozen_trunk"]["used"] is frozen, metrics["frozen_trunk"]
     written = json.loads((tmp_path / strategy / "metrics.json").read_text())
     assert written["provenance"]["checkpoint_sha256"] == prov["checkpoint_sha256"]
+    config = (tmp_path / strategy / "config.yaml").read_text()
+    assert config.startswith("# start: chgnet-0.3.0 (backbone chgnet")
+    assert prov["checkpoint_sha256"] in config.splitlines()[0]
+    assert load_run_config(tmp_path / strategy / "config.yaml").data == "generated:20:3"
 
 
 @pytest.mark.parametrize("strategy", ["last_layer", "unfreeze_all"])

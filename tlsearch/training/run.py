@@ -190,7 +190,9 @@ def train_run(
     )
     overlap = count_test_overlap(cfg, train_data, np.concatenate([train_idx, val_idx]), test_data)
     resolved = resolve_config(cfg, n_structures=len(pool), num_targets=len(names))
-    (out / "config.yaml").write_text(resolved.to_yaml(), encoding="utf-8")
+    (out / "config.yaml").write_text(
+        start_comment(provenance) + resolved.to_yaml(), encoding="utf-8"
+    )
     logger.info(
         "training on %d, validating on %d structures (batch %d, device %s, targets %s)",
         len(train_idx), len(val_idx), resolved.train.batch_size, device, names,
@@ -338,6 +340,18 @@ def resolve_config(cfg: RunConfig, n_structures: int, num_targets: int) -> RunCo
     train = cfg.train.model_copy(update={"batch_size": cfg.train.resolve_batch_size(n_structures)})
     model = cfg.model.model_copy(update={"output_features": num_targets})
     return cfg.model_copy(update={"train": train, "model": model})
+
+
+def start_comment(provenance: dict[str, Any] | None) -> str:
+    """A ``config.yaml`` header naming a foundation model's backbone and checkpoint (a YAML
+    comment: the file still loads as the run's config); empty for any other run."""
+    if not provenance or "backbone" not in provenance:
+        return ""
+    return (
+        f"# start: {provenance['checkpoint']} (backbone {provenance['backbone']}, package "
+        f"{provenance.get('checkpoint_version')}, weights sha256 "
+        f"{provenance.get('checkpoint_sha256')})\n"
+    )
 
 
 def train_model(

@@ -43,6 +43,7 @@ from tlsearch.training.run import (
     evaluate_and_write,
     pool_scaler,
     prepare_run_data,
+    start_comment,
 )
 from tlsearch.transfer.frozen_trunk import (
     FeatureCache,
@@ -229,7 +230,7 @@ def closed_form_run(
     fit = fit_closed_form(filled.features[pool], targets[pool], kind, folds, run.train.seed)
     model = ClosedFormModel(copy.deepcopy(trunk), to_module(fit), layers=layers).eval()
     seconds = time.perf_counter() - start
-    (out / "config.yaml").write_text(run.to_yaml(), encoding="utf-8")
+    (out / "config.yaml").write_text(start_comment(provenance) + run.to_yaml(), encoding="utf-8")
     save_model(out / "model.pt", model, run.model, scaler, run.graphs, run.train, names,
                extra={"data": run.data, **provenance})  # fmt: skip
     metrics: dict[str, Any] = {
