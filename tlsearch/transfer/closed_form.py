@@ -26,9 +26,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from sklearn.kernel_ridge import KernelRidge
-from sklearn.linear_model import Ridge
-from sklearn.model_selection import GridSearchCV, KFold
 
 from tlsearch.model.backbone import Backbone
 from tlsearch.model.closed_form import ClosedFormHead, ClosedFormModel
@@ -102,6 +99,12 @@ def fit_closed_form(
     """
     if kind not in ("krr", "ridge"):
         raise ValueError(f"unknown closed-form head {kind!r} (krr or ridge)")
+    # scikit-learn (and scipy) take ~2.5 s to import: only where a closed-form head is fitted,
+    # not in every fine-tuning process that imports this module
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, KFold
+
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64).reshape(len(x), -1)
     keep = np.isfinite(y).all(axis=1)
