@@ -162,6 +162,7 @@ def test_local_alignn_checkpoint_folder(tmp_path):
                                  embedding_features=8))  # fmt: skip
     (folder / "config.json").write_text("{}")
     torch.save({"model": source.state_dict()}, folder / "checkpoint_10.pt")
+    torch.save({"model": ALIGNN(source.config).state_dict()}, folder / "checkpoint_9.pt")
     model, info = load_foundation(f"alignn:{folder}")
     assert info["backbone"] == "alignn" and info["checkpoint_version"]
     for key, value in source.state_dict().items():

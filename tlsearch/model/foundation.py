@@ -115,10 +115,16 @@ def _local_weights(fam: str, path: Path) -> Path:
     if path.is_file():
         return path
     if fam == "alignn":
-        found = sorted(path.glob("checkpoint_*.pt")) or sorted(path.glob("best_model.pt"))
+        found = sorted(path.glob("checkpoint_*.pt"), key=_epoch) or list(path.glob("best_model.pt"))
         if (path / "config.json").is_file() and found:
-            return found[-1]
+            return found[-1]  # the last epoch's
     raise FileNotFoundError(f"{path} holds no {fam} checkpoint: {hint}")
+
+
+def _epoch(path: Path) -> tuple[int, str]:
+    """``checkpoint_300.pt`` -> (300, name): epochs in numeric order (not 300 < 95)."""
+    number = path.stem.removeprefix("checkpoint_")
+    return (int(number) if number.isdigit() else -1, path.name)
 
 
 def sha256(path: Path) -> str:
