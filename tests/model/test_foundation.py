@@ -167,3 +167,6 @@ def test_local_alignn_checkpoint_folder(tmp_path):
     assert info["backbone"] == "alignn" and info["checkpoint_version"]
     for key, value in source.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, atol=0, rtol=0)
+    torch.save(ALIGNN(source.config).state_dict(), folder / "best_model.pt")  # preferred
+    other, info_best = load_foundation(f"alignn:{folder}")
+    assert info_best["checkpoint_sha256"] != info["checkpoint_sha256"]

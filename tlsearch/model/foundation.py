@@ -6,8 +6,9 @@ A *foundation name* is either
   ``chgnet-r2scan``, ``sevenn-7net-0``, ``sevenn-7net-l3i5`` (:func:`known_names` lists them);
 - ``FAMILY:PATH``: a local checkpoint the user downloaded once (the documented route for
   families whose weights are not in a package): for ``alignn``, a folder holding alignn's
-  ``config.json`` and a ``checkpoint_*.pt`` (or ``best_model.pt``), e.g. an unzipped model of
-  alignn's pretrained registry; for ``chgnet`` a ``.pth.tar`` and for ``sevenn`` a ``.pth``.
+  ``config.json`` and ``best_model.pt`` (else its last ``checkpoint_*.pt``), e.g. an unzipped
+  model of alignn's pretrained registry (weights tlsearch's ALIGNN reads); for ``chgnet`` a
+  ``.pth.tar`` and for ``sevenn`` a ``.pth``.
 
 :func:`load_foundation` returns the backbone (eval mode, on the CPU) and its provenance:
 ``backbone`` (the family), ``checkpoint`` (the name or path), ``checkpoint_version`` (the
@@ -39,10 +40,10 @@ _PACKAGES: dict[str, tuple[str, str]] = {
 #: What to fetch for a local checkpoint that is missing, per family.
 _FETCH_HINT: dict[str, str] = {
     "alignn": (
-        'download a pretrained ALIGNN model (e.g. `python -c "from alignn.pretrained import '
-        "get_figshare_model; get_figshare_model('mp_e_form_alignnn')\"`, or the zip named in "
-        "alignn's pretrained.py from figshare), unzip it, and give the folder holding "
-        "config.json and checkpoint_*.pt as alignn:FOLDER"
+        "download a pretrained ALIGNN model once (alignn's registry: `python -c \"from "
+        'alignn.pretrained import get_alignn2_model; print(get_alignn2_model(NAME))"`, or a '
+        "zip of the original figshare registry), unzip it, and give the folder holding "
+        "config.json and best_model.pt (or checkpoint_*.pt) as alignn:FOLDER"
     ),
     "chgnet": "give a CHGNet .pth.tar checkpoint file as chgnet:FILE",
     "sevenn": "give a SevenNet checkpoint .pth file as sevenn:FILE",
@@ -115,9 +116,10 @@ def _local_weights(fam: str, path: Path) -> Path:
     if path.is_file():
         return path
     if fam == "alignn":
-        found = sorted(path.glob("checkpoint_*.pt"), key=_epoch) or list(path.glob("best_model.pt"))
+        best = path / "best_model.pt"
+        found = [best] if best.is_file() else sorted(path.glob("checkpoint_*.pt"), key=_epoch)
         if (path / "config.json").is_file() and found:
-            return found[-1]  # the last epoch's
+            return found[-1]  # best_model.pt, else the last epoch's
     raise FileNotFoundError(f"{path} holds no {fam} checkpoint: {hint}")
 
 
