@@ -95,7 +95,6 @@ class CHGNetBackbone(nn.Module):
         self.readout_norm = net.readout_norm
         self.pooling = net.pooling
         self.n_conv = net.n_conv
-        self.mlp_first = net.mlp_first
         # not a submodule: building graphs is input preparation, not part of the weights
         self.__dict__["converter"] = net.graph_converter
 
