@@ -8,7 +8,7 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[test,search]"
+"${PIP[@]}" -e ".[test,search,foundation]"
 # The alignn package is the reference peer of the parity tests and benchmarks. Its own
 # requirements include DGL, which does not import with current torch, so it is installed
 # without them, plus pydantic-settings, which it needs for what tlsearch uses (graph builder, model classes).

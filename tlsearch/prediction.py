@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tlsearch.model.backbone import unwrap_trunk
 from tlsearch.model.config import Kernel
 from tlsearch.structures.objects import Errors, records_from_objects
 from tlsearch.structures.records import LoadResult
 from tlsearch.training.checkpoint import ModelBundle, load_model
+from tlsearch.training.data import InputStoreFactory
 from tlsearch.training.loop import GraphLoader, predict_batches, select_device
 from tlsearch.training.metrics import target_metrics
 from tlsearch.training.run import (
@@ -151,13 +153,16 @@ class Predictor:
         self.members = members
         self.device: torch.device = device
         bundle = members[0][1]
-        for path, (_, other) in zip(files[1:], members[1:], strict=True):
-            if other.target_names != bundle.target_names or (
-                other.graph_settings != bundle.graph_settings
+        for path, (member, other) in zip(files[1:], members[1:], strict=True):
+            if (
+                other.target_names != bundle.target_names
+                or other.graph_settings != bundle.graph_settings
+                or _family(member) != _family(members[0][0])
             ):
                 raise ValueError(
                     f"ensemble member {path} predicts {other.target_names} with other graph "
-                    f"settings than {files[0]} ({bundle.target_names}); members must match"
+                    f"settings or backbone than {files[0]} ({bundle.target_names}); members "
+                    "must match"
                 )
 
     @classmethod
@@ -293,11 +298,28 @@ class Predictor:
             progress=progress,
             loaded=loaded,
             allow_pickle=allow_pickle,
+            input_store=_input_store(self.members[0][0]),
         )
         if in_memory and errors == "raise" and prepared.store.rejected:
             first = prepared.store.rejected[0]
             raise ValueError(f"structure {first.id!r}: no graph can be built ({first.reason})")
         return prepared
+
+
+def _family(model: nn.Module) -> str | None:
+    """The backbone family of a loaded model (None: a model on no backbone)."""
+    try:
+        return unwrap_trunk(model).family
+    except TypeError:
+        return None
+
+
+def _input_store(model: nn.Module) -> InputStoreFactory | None:
+    """The inputs a model reads: its family's store, or None (ALIGNN graphs, as always)."""
+    family = _family(model)
+    if family is None or family == "alignn":
+        return None
+    return type(unwrap_trunk(model)).input_store
 
 
 def predict(

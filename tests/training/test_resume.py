@@ -48,25 +48,29 @@ class DiesAtEpoch(GraphLoader):
         return super().batches(epoch)
 
 
-def _fit(store, model, checkpoints=None, die=0):
+def _fit(store, model, checkpoints=None, die=0, **recipe):
     idx = np.arange(len(store))
     DiesAtEpoch.die = die
     train = DiesAtEpoch(store, idx[:32], store.targets, 8, shuffle=True, seed=0)
     val = GraphLoader(store, idx[32:], store.targets, 8)
-    cfg = TrainConfig(epochs=9, device="cpu", early_stopping_patience=None, scheduler="onecycle")
+    cfg = TrainConfig(epochs=9, device="cpu", early_stopping_patience=None, scheduler="onecycle",
+                      **recipe)  # fmt: skip
     return fit(model, train, val, cfg, progress=False, checkpoints=checkpoints)
 
 
-def test_an_interrupted_fit_resumes_and_ends_as_an_uninterrupted_one(store_factory, model_factory):
+@pytest.mark.parametrize("recipe", [{}, {"ema_decay": 0.7, "layer_lr_decay": 0.5}])
+def test_an_interrupted_fit_resumes_and_ends_as_an_uninterrupted_one(
+    store_factory, model_factory, recipe
+):
     store = store_factory(40)
     whole = model_factory()
-    reference = _fit(store, whole)
+    reference = _fit(store, whole, **recipe)
     checkpoints = MemoryCheckpoints(every=2)
     with pytest.raises(PreemptedError):
-        _fit(store, model_factory(), checkpoints, die=6)  # after the epoch-4 checkpoint
+        _fit(store, model_factory(), checkpoints, die=6, **recipe)  # after the epoch-4 checkpoint
     assert checkpoints.saved == [2, 4]
     resumed_model = model_factory(seed=99)  # a fresh process: other initial weights
-    resumed = _fit(store, resumed_model, checkpoints)
+    resumed = _fit(store, resumed_model, checkpoints, **recipe)
     assert resumed.resumed_from_epoch == 4 and reference.resumed_from_epoch is None
     assert checkpoints.saved == [2, 4, 6, 8]  # not after the last epoch
     assert [r["val_mae"] for r in resumed.history] == [r["val_mae"] for r in reference.history]

@@ -184,6 +184,9 @@ def finetune(
     model: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
+    foundation: str | None = None,
+    freeze_first: int | None = None,
+    features: str = "last",
 ) -> Run:
     """Fine-tune a pre-trained model on ``data`` (``tlsearch finetune``).
 
@@ -191,10 +194,19 @@ def finetune(
         pretrained: a PT run folder, a tlsearch ``model.pt``, an MPT model or an alignn
             checkpoint; None with ``strategy="scratch"`` trains from scratch on the same path.
         strategy: an FT strategy (``unfreeze_all``, ``new_head``, ``last_layer``,
-            ``interaction_2b``, ``interaction_3b``, ...; paper Sec. 2.4).
+            ``interaction_2b``, ``interaction_3b``, ...; paper Sec. 2.4), or ``krr`` /
+            ``ridge``: a closed-form head on the frozen trunk's features, tuned by 5-fold CV
+            (:mod:`tlsearch.transfer.closed_form`).
         size: FT training set size drawn from ``data`` (all when None).
         sampling: ``random``, ``weighted`` or ``uniform`` (paper Sec. 2.5).
         train_frozen_bn: let BatchNorm statistics of frozen layers update (the paper's code).
+        foundation: instead of ``pretrained``, a pretrained foundation model by name:
+            ``chgnet-0.3.0``, ``sevenn-7net-0``... (shipped with their packages, offline), or
+            ``FAMILY:PATH`` for a local checkpoint (``alignn:FOLDER`` with alignn's
+            ``config.json`` and ``checkpoint_*.pt``); see :mod:`tlsearch.model.foundation`.
+        freeze_first: partial freezing: also freeze the backbone's first k trunk blocks.
+        features: with ``krr`` / ``ridge``: ``last`` layer's pooled features or every
+            ``layers``' (concatenated).
         others: as :func:`train`.
     """
     from tlsearch.transfer.run import finetune_run  # torch: loaded when a run starts
@@ -205,6 +217,7 @@ def finetune(
         lambda c: finetune_run(
             c, pretrained=pretrained, strategy=strategy, size=size, sampling=sampling,
             freeze_batchnorm_stats=not train_frozen_bn, progress=progress,
+            foundation=foundation, freeze_first=freeze_first, features=features,
         ),
     )  # fmt: skip
 

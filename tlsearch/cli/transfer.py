@@ -19,7 +19,7 @@ from tlsearch.cli.train import (
     run_summary,
     train_overrides,
 )
-from tlsearch.transfer.names import SAMPLING_METHODS, STRATEGY_NAMES
+from tlsearch.transfer.names import CLOSED_FORM_HEADS, SAMPLING_METHODS, STRATEGY_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,33 @@ def add_parsers(sub: Any) -> None:
     arg = ft.add_argument_group("transfer learning").add_argument
     arg("--pretrained", metavar="PATH", help="PT run folder, model.pt or alignn checkpoint")
     arg(
+        "--foundation",
+        metavar="NAME",
+        help="instead of --pretrained, a pretrained foundation model: chgnet-0.3.0, "
+        "sevenn-7net-0... (shipped with pip install '.[foundation]', offline) or FAMILY:PATH "
+        "for a local checkpoint (alignn:FOLDER holding alignn's config.json and checkpoint_*.pt)",
+    )
+    arg(
         "--strategy",
         default="unfreeze_all",
-        choices=STRATEGY_NAMES,
-        help="FT strategy (paper Sec. 2.4; default unfreeze_all = strategy 1)",
+        choices=(*STRATEGY_NAMES, *CLOSED_FORM_HEADS),
+        help="FT strategy (paper Sec. 2.4; default unfreeze_all = strategy 1); krr / ridge: "
+        "a closed-form kernel ridge / ridge head on the frozen trunk's features, tuned by "
+        "5-fold CV on the FT sample (no training loop, seconds)",
+    )
+    arg(
+        "--freeze-first",
+        type=int,
+        metavar="K",
+        help="partial freezing: also freeze the backbone's first K trunk blocks (ALIGNN: the "
+        "paper's layers 1..K), e.g. with --strategy unfreeze_all",
+    )
+    arg(
+        "--features",
+        default="last",
+        choices=["last", "layers"],
+        help="with --strategy krr/ridge: the last trunk layer's pooled features (default) or "
+        "every layer's, concatenated",
     )
     arg("--size", type=int, metavar="N", help="FT training set size drawn from --data (all)")
     arg(
@@ -126,18 +149,22 @@ def _add_rank_parser(sub: Any) -> None:
     rank = sub.add_parser(
         "rank-sources",
         help="rank PT models for a target in seconds, before fine-tuning any",
-        description="For each --pretrained model, pass the target's FT sample (the structures "
-        "'finetune --size N --sampling M --seed S' would train on) through its frozen trunk once "
-        "and score the pooled features: probe_mae, the leave-one-out MAE of a ridge regression "
-        "(target units, lower is better), and logme, LogME's evidence per structure (higher is "
-        "better). These rank how linearly each frozen trunk carries the target, not a "
-        "fine-tuned result; check them against your own fine-tuned runs before skipping "
-        "sources. Features are cached where fine-tuning's frozen-trunk cache looks for them.",
+        description="For each --pretrained (and --foundation) model, pass the target's FT "
+        "sample (the structures 'finetune --size N --sampling M --seed S' would train on) "
+        "through its frozen trunk once and score the pooled features: probe_mae, the "
+        "leave-one-out MAE of a ridge regression (target units, lower is better), and logme, "
+        "LogME's evidence per structure (higher is better). These rank how linearly each "
+        "frozen trunk carries the target, not a fine-tuned result; check them against your "
+        "own fine-tuned runs before skipping sources. Features are cached where fine-tuning's "
+        "frozen-trunk cache looks for them.",
     )
     arg = rank.add_argument
     arg("--data", required=True, metavar="SPEC", help="the target's training data")
-    arg("--pretrained", required=True, nargs="+", metavar="PATH",
+    arg("--pretrained", nargs="+", default=[], metavar="PATH",
         help="PT run folders, model.pt files or alignn checkpoints")  # fmt: skip
+    arg("--foundation", nargs="+", default=[], metavar="NAME",
+        help="foundation models ranked beside them: chgnet-0.3.0, sevenn-7net-0, "
+        "alignn:FOLDER... (see 'finetune --foundation')")  # fmt: skip
     arg("--target", help="the target property when the data has several")
     arg("--size", type=int, metavar="N", help="FT training set size drawn from --data (all)")
     arg("--sampling", default="random", choices=SAMPLING_METHODS, help="default random")
@@ -187,6 +214,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=train_overrides(args),
         pretrained=args.pretrained,
+        foundation=args.foundation,
+        freeze_first=args.freeze_first,
+        features=args.features,
         strategy=args.strategy,
         size=args.size,
         sampling=args.sampling,
@@ -224,7 +254,8 @@ def cmd_rank_sources(args: argparse.Namespace) -> int:
     from tlsearch.transfer.rank_sources import rank_sources
 
     scores = rank_sources(
-        args.pretrained, args.data, by=args.by, target=args.target, size=args.size,
+        args.pretrained, args.data, by=args.by, foundation=args.foundation,
+        target=args.target, size=args.size,
         sampling=args.sampling, seed=args.seed, cache_dir=args.cache_dir,
         data_home=args.data_home, device=args.device,
     )  # fmt: skip

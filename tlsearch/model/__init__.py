@@ -5,7 +5,12 @@ head, named trunk blocks, a self-description) and :mod:`.registry` maps family n
 model kinds to classes. ALIGNN (:mod:`.alignn`, :mod:`.layers`, :mod:`.config`) is the first
 family: plain PyTorch (no DGL), weight-compatible with the ``alignn`` package
 (:mod:`.interop`). :mod:`.heads` (new MLP layers before a backbone's head) and
-:mod:`.multi_property` (one head per property) are the transfer-learning models.
+:mod:`.multi_property` (one head per property) are the transfer-learning models, and
+:mod:`.closed_form` a backbone under a fitted (kernel) ridge head.
+
+Pretrained foundation models are further families (:mod:`.families`: CHGNet, SevenNet, each
+wrapping its package), and :mod:`.foundation` resolves a starting point's name
+(``chgnet-0.3.0``, ``sevenn-7net-0``, ``alignn:FOLDER``) to a loaded backbone and its provenance.
 
 :mod:`.layers` holds the equations (the ``reference`` kernel), :mod:`.kernels` the fused CPU
 kernels that compute them faster on a CPU; the model setting ``kernel`` (:class:`ALIGNNConfig`)

@@ -26,11 +26,14 @@ JSON-safe data (``config``) with ``kind`` = the family name, and
 ``save_args``), so a ``model.pt`` rebuilds itself through the registry.
 :meth:`Backbone.from_pretrained` reads the family's own checkpoints.
 
-Still ALIGNN-only (the next family's work): a run's ``model`` settings are
-:class:`~tlsearch.model.config.ALIGNNConfig`; training data are ALIGNN graphs
-(:mod:`tlsearch.training.data` builds the graph store itself, not through
-:meth:`Backbone.input_store`); fine-tuning copies the PT model's ALIGNN widths into the run;
-multi-property pre-training (:mod:`tlsearch.model.multi_property`) builds an ALIGNN trunk.
+Other families (:mod:`tlsearch.model.families`: CHGNet, SevenNet) are fine-tuned, scored and
+predicted through the same paths: :func:`tlsearch.training.data.prepare_data` takes the
+family's :meth:`Backbone.input_store`, and a family lists the parameter-less module types of
+its trunk that do not depend on training mode (``stateless_modules``) so the frozen trunk's
+features are cached for it too. Still ALIGNN-only: a run's ``model`` settings are
+:class:`~tlsearch.model.config.ALIGNNConfig` (training from scratch and pre-training build an
+ALIGNN; a foundation model's run keeps them unused); multi-property pre-training
+(:mod:`tlsearch.model.multi_property`) builds an ALIGNN trunk.
 """
 
 from __future__ import annotations

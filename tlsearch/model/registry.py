@@ -26,11 +26,14 @@ logger = logging.getLogger(__name__)
 #: Backbone family name -> ``"module:Class"``.
 FAMILIES: dict[str, str] = {
     "alignn": "tlsearch.model.alignn:ALIGNN",
+    "chgnet": "tlsearch.model.families.chgnet:CHGNetBackbone",
+    "sevenn": "tlsearch.model.families.sevenn:SevenNetBackbone",
 }
 
 #: ``describe()["kind"]`` of a model built on a backbone -> ``"module:Class"``.
 MODELS: dict[str, str] = {
     "headed": "tlsearch.model.heads:HeadedBackbone",
+    "closed_form": "tlsearch.model.closed_form:ClosedFormModel",
     "headed_alignn": "tlsearch.model.heads:HeadedBackbone",  # written before 2026-12
     "multi_property_alignn": "tlsearch.model.multi_property:MultiPropertyALIGNN",
 }

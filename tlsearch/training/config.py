@@ -111,6 +111,16 @@ class TrainConfig(BaseModel):
             train in fp32 (:mod:`tlsearch.training.precision`).
         frozen_trunk: fine-tuning only: train a frozen trunk's head on cached features where
             that is exact (:class:`FrozenTrunkConfig`).
+        layer_lr_decay: layer-wise learning-rate decay (any backbone): the head (and new head
+            layers) train at ``learning_rate``, trunk block ``k`` of ``K`` (data-flow order,
+            :meth:`~tlsearch.model.backbone.Backbone.trunk_blocks`) at
+            ``learning_rate * layer_lr_decay ** (K + 1 - k)``; the one-cycle schedule scales
+            each. ``None`` (the default): one rate, as before (and the recipe's fingerprint
+            and every hash stay as they were).
+        ema_decay: keep an exponential moving average of the trainable weights (any backbone,
+            :mod:`tlsearch.training.ema`), updated after every optimiser step with this decay;
+            validation, the best epoch, the weights kept and ``model.pt`` use the average.
+            ``None`` (the default): off, as before.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -135,6 +145,8 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     frozen_trunk: FrozenTrunkConfig = Field(default_factory=FrozenTrunkConfig)
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
     def resolve_batch_size(self, n_structures: int) -> int:
         """The batch size for a training set of ``n_structures`` (``batch_size`` when set).

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from tlsearch.training.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
+#: ``(records, graph settings, cache dir, progress) -> store``: a backbone family's
+#: :meth:`~tlsearch.model.backbone.Backbone.input_store` (ALIGNN: the graph store).
+InputStoreFactory = Callable[[Sequence[StructureRecord], GraphSettings, Path | None, bool], Any]
+
 
 @dataclass
 class PreparedData:
@@ -25,7 +30,8 @@ class PreparedData:
     Attributes:
         spec: the data spec it came from.
         loaded: the loader's result (records and rejections).
-        store: graphs of the accepted records (``store.ids`` in input order).
+        store: graphs of the accepted records (``store.ids`` in input order); for another
+            backbone family, its input store (the same interface).
         target_names: the target columns.
         targets: (len(store), P) float64, NaN where unknown; None when the data has none of the
             targets (prediction only).
@@ -96,6 +102,7 @@ def prepare_data(
     progress: bool = True,
     loaded: LoadResult | None = None,
     allow_pickle: bool = False,
+    input_store: InputStoreFactory | None = None,
 ) -> PreparedData:
     """Load ``spec``, build (or read cached) graphs, and align the targets with the store.
 
@@ -107,6 +114,9 @@ def prepare_data(
         loaded: records already in memory (e.g. a multi-property corpus); ``spec`` then only
             names them.
         allow_pickle: read a pickled table (runs the code it holds: trusted files only).
+        input_store: builds the model family's inputs
+            (:meth:`~tlsearch.model.backbone.Backbone.input_store`; default: ALIGNN's graph
+            store, :func:`~tlsearch.graphs.store.build_graph_store`).
 
     Raises:
         ValueError / FileNotFoundError: bad spec, no usable structure, missing targets.
@@ -131,7 +141,7 @@ def prepare_data(
     missing = [name for name in names if name not in present]
     if missing and require_targets:
         raise ValueError(f"{role} data {spec}: no record has target(s) {', '.join(missing)}")
-    store = build_graph_store(loaded.records, graph_settings, cache_dir, progress)
+    store = (input_store or build_graph_store)(loaded.records, graph_settings, cache_dir, progress)
     if len(store) == 0:
         raise ValueError(f"{role} data {spec}: no graph could be built for any structure")
     targets = (
@@ -152,6 +162,7 @@ def prepare_run_data(
     role: str,
     progress: bool,
     loaded: LoadResult | None = None,
+    input_store: InputStoreFactory | None = None,
 ) -> PreparedData:
     """:func:`prepare_data` with the run's target, data home, graph settings and cache."""
     return prepare_data(
@@ -165,6 +176,7 @@ def prepare_run_data(
         progress=progress,
         loaded=loaded,
         allow_pickle=cfg.allow_pickle,
+        input_store=input_store,
     )
 
 

@@ -33,6 +33,7 @@ from tlsearch.training.batches import (
     num_batches,
 )
 from tlsearch.training.config import TrainConfig
+from tlsearch.training.ema import WeightAverage
 from tlsearch.training.evaluate import (
     monitored_metric,
     predict_batches,
@@ -42,7 +43,12 @@ from tlsearch.training.evaluate import (
 from tlsearch.training.heap import retained_heap
 from tlsearch.training.losses import MPTLossDenominator, masked_l1
 from tlsearch.training.oom import TrainingOutOfMemoryError, out_of_memory_named
-from tlsearch.training.optim import NamedParameters, build_optimizer, build_scheduler
+from tlsearch.training.optim import (
+    NamedParameters,
+    build_optimizer,
+    build_scheduler,
+    layer_depth,
+)
 from tlsearch.training.precision import effective_precision, matmul_precision, training_autocast
 from tlsearch.training.resume import EpochCheckpoints, recipe_fingerprint, usable_state
 
@@ -151,13 +157,15 @@ def train_one_epoch(
     distributed: Distributed | None = None,
     precision: str = "fp32",
     defer_loss: bool | None = None,
+    ema: WeightAverage | None = None,
 ) -> EpochStats:
     """One pass over ``loader`` (scheduler stepped every batch); stops at a non-finite loss.
 
     On CUDA the batch goes from pinned memory without blocking, the step runs under
     ``precision``'s autocast, and the loss stays on the device until the epoch ends (a
     non-finite one then marks the epoch diverged); on a CPU each batch loss is checked at once.
-    ``defer_loss`` chooses between the two loss paths (default: deferred on CUDA).
+    ``defer_loss`` chooses between the two loss paths (default: deferred on CUDA). ``ema``:
+    updated after every optimiser step.
 
     The epoch loss averages the batch losses weighted by what each averages over: known
     entries (``mse``/``l1``) or structures with a known property (``masked_l1``). With
@@ -194,6 +202,8 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update()
             if scheduler is not None:
                 scheduler.step()
             weight += known
@@ -338,8 +348,9 @@ def fit(
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     main = distributed is None or distributed.is_main
     optimizer = build_optimizer(
-        named_parameters if named_parameters is not None else model.named_parameters(), cfg
-    )
+        named_parameters if named_parameters is not None else model.named_parameters(), cfg,
+        depth=layer_depth(inner) if cfg.layer_lr_decay is not None else None,
+    )  # fmt: skip
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=max(len(train), 1))
     stopper = EarlyStopping(cfg.early_stopping_patience, cfg.patience_start_epoch())
     monitor = monitored_metric(cfg.loss)
@@ -351,10 +362,14 @@ def fit(
     precision = effective_precision(cfg.precision, device)
     fingerprint = recipe_fingerprint(cfg, train.num_structures, len(train))
     state = usable_state(checkpoints, fingerprint, cfg.epochs)
+    ema = WeightAverage(inner, cfg.ema_decay) if cfg.ema_decay is not None else None
+    averaged = ema.applied if ema is not None else contextlib.nullcontext
     if state is not None:
         best_state, history = state["best_state"], state["history"]
         step_seconds, structures, elapsed_before = state["counters"]
         _restore(state, inner, optimizer, scheduler, stopper)
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
     first_epoch = 1 if state is None else int(state["epoch"]) + 1
     start = time.perf_counter()
     bar = _progress_bar(cfg.epochs, progress and main)
@@ -365,7 +380,7 @@ def fit(
             lr = float(optimizer.param_groups[0]["lr"])
             stats = train_one_epoch(
                 model, train, optimizer, scheduler, cfg.loss, device, epoch, denominator,
-                distributed, precision,
+                distributed, precision, ema=ema,
             )  # fmt: skip
             step_seconds += stats.seconds
             structures += stats.structures
@@ -378,10 +393,11 @@ def fit(
                 break
             if distributed is not None:
                 distributed.broadcast_buffers(inner)  # rank 0's BatchNorm statistics
-            val_loss, val_mae = validate(inner, val, device, cfg.loss, denominator, distributed)
-            history.append(_row(epoch, stats, val_loss, val_mae, lr))
-            if stopper.update(epoch, history[-1][monitor]):
-                best_state = copy.deepcopy(model.state_dict())
+            with averaged():  # the EMA's weights, when kept, are the ones validated and saved
+                val_loss, val_mae = validate(inner, val, device, cfg.loss, denominator, distributed)
+                history.append(_row(epoch, stats, val_loss, val_mae, lr))
+                if stopper.update(epoch, history[-1][monitor]):
+                    best_state = copy.deepcopy(model.state_dict())
             bar.update(1)
             bar.set_postfix(train_loss=f"{stats.loss:.4g}", val_mae=f"{val_mae:.4g}")
             if main and (epoch % cfg.log_every == 0 or epoch == 1):
@@ -405,11 +421,14 @@ def fit(
                 break
             if checkpoints is not None and epoch % checkpoints.every == 0 and epoch < cfg.epochs:
                 counters = (step_seconds, structures, elapsed_before + time.perf_counter() - start)
+                extra = {"ema": ema.state_dict()} if ema is not None else {}
                 checkpoints.save(
                     {"fingerprint": fingerprint, "epoch": epoch, "history": history,
                      "best_state": best_state, "counters": counters,
-                     **_loop_state(inner, optimizer, scheduler, stopper)}
+                     **_loop_state(inner, optimizer, scheduler, stopper), **extra}
                 )  # fmt: skip
+    if ema is not None:  # the model keeps the average (the last epoch's, for weights: last)
+        ema.copy_to_model()
     final_state = None
     if best_state is not None and cfg.weights == "best":
         if stopper.best_epoch != epoch and not diverged:

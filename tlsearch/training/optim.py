@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlsearch.model.backbone import Backbone, block_of, trunk_names
 from tlsearch.training.config import TrainConfig
 
 NamedParameters = Iterable[tuple[str, nn.Parameter]]
@@ -145,7 +146,52 @@ def _on_one_thread(one: bool, step: Callable[[], Any]) -> Any:
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 
-def build_optimizer(named_parameters: NamedParameters, cfg: TrainConfig) -> torch.optim.Optimizer:
+def layer_depth(model: nn.Module) -> Callable[[str], tuple[int, int]]:
+    """``name -> (layer, layers)`` for ``model``'s parameters: trunk block ``k`` of its
+    (first) backbone is layer ``k`` (1..K), everything else (head, new head layers) ``K + 1``;
+    a model without a backbone is one layer."""
+    found = next(((p, m) for p, m in model.named_modules() if isinstance(m, Backbone)), None)
+    if found is None:
+        return lambda name: (1, 1)
+    prefix, backbone = found
+    blocks = trunk_names(backbone)
+    total = len(blocks) + 1
+
+    def depth(name: str) -> tuple[int, int]:
+        if prefix and not name.startswith(prefix + "."):
+            return total, total
+        index = block_of(name[len(prefix) + 1 :] if prefix else name, blocks)
+        return (total if index is None else index + 1), total
+
+    return depth
+
+
+def layer_decay_groups(
+    groups: list[dict[str, object]], depth: Callable[[str], tuple[int, int]], cfg: TrainConfig
+) -> list[dict[str, object]]:
+    """Split each group by layer, with ``lr = learning_rate * decay ** (layers - layer)``."""
+    assert cfg.layer_lr_decay is not None
+    out: list[dict[str, object]] = []
+    for group in groups:
+        by_layer: dict[int, tuple[list[nn.Parameter], list[str]]] = {}
+        layers = 1
+        for param, name in zip(group["params"], group["names"], strict=True):  # type: ignore[call-overload]
+            layer, layers = depth(name)
+            params, names = by_layer.setdefault(layer, ([], []))
+            params.append(param)
+            names.append(name)
+        for layer in sorted(by_layer):
+            params, names = by_layer[layer]
+            lr = cfg.learning_rate * cfg.layer_lr_decay ** (layers - layer)
+            out.append({**group, "params": params, "names": names, "lr": lr, "layer": layer})
+    return out
+
+
+def build_optimizer(
+    named_parameters: NamedParameters,
+    cfg: TrainConfig,
+    depth: Callable[[str], tuple[int, int]] | None = None,
+) -> torch.optim.Optimizer:
     """AdamW (``cfg.learning_rate``, ``cfg.weight_decay``) over the trainable named parameters
     (an :class:`EagerAdamW`).
 
@@ -157,6 +203,8 @@ def build_optimizer(named_parameters: NamedParameters, cfg: TrainConfig) -> torc
     if cfg.optimizer != "adamw":
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
     groups = decay_groups(named_parameters, cfg.weight_decay)
+    if cfg.layer_lr_decay is not None:  # layer-wise rates (off: the groups as before)
+        groups = layer_decay_groups(groups, depth or (lambda name: (1, 1)), cfg)
     params = [p for group in groups for p in group["params"]]  # type: ignore[union-attr]
     fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
     return EagerAdamW(groups, lr=cfg.learning_rate, fused=fused or None)
@@ -177,7 +225,11 @@ def build_scheduler(
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=cfg.learning_rate,
+        max_lr=(
+            [group["lr"] for group in optimizer.param_groups]
+            if cfg.layer_lr_decay is not None
+            else cfg.learning_rate
+        ),
         total_steps=cfg.epochs * steps_per_epoch,
         pct_start=cfg.pct_start,
     )

@@ -49,9 +49,15 @@ class EpochCheckpoints(Protocol):
         ...
 
 
+#: TrainConfig fields added after results were written: left out of the fingerprint when None.
+OPTIONAL_RECIPE_FIELDS = ("layer_lr_decay", "ema_decay")
+
+
 def recipe_fingerprint(cfg: TrainConfig, n_train: int, steps_per_epoch: int) -> str:
     """What a state must have been made with to be resumed: the recipe and the batches."""
-    content = cfg.model_dump(mode="json", exclude=EXECUTION_FIELDS)
+    # recipe options added later leave the fingerprint of a recipe without them unchanged
+    unset = {name for name in OPTIONAL_RECIPE_FIELDS if getattr(cfg, name) is None}
+    content = cfg.model_dump(mode="json", exclude=set(EXECUTION_FIELDS) | unset)
     text = json.dumps({"train": content, "n": n_train, "steps": steps_per_epoch}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

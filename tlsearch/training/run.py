@@ -28,6 +28,7 @@ from tlsearch.structures.records import LoadResult
 from tlsearch.training.checkpoint import save_model
 from tlsearch.training.config import RunConfig
 from tlsearch.training.data import (
+    InputStoreFactory,
     PreparedData,
     prepare_data,
     prepare_run_data,
@@ -131,6 +132,7 @@ def train_run(
     training_form: FormFactory | None = None,
     distributed: Distributed | None = None,
     checkpoints: EpochCheckpoints | None = None,
+    input_store: InputStoreFactory | None = None,
 ) -> dict[str, Any]:
     """Train, validate and (if ``cfg.test``) test one model; returns the ``metrics.json`` dict.
 
@@ -158,6 +160,8 @@ def train_run(
         checkpoints: mid-training checkpoints to save and resume from
             (:mod:`tlsearch.training.resume`); ``metrics.json``'s ``resumed_from_epoch`` says
             whether this run resumed.
+        input_store: the model family's inputs (:func:`~tlsearch.training.data.prepare_data`;
+            default: ALIGNN graphs), for a model of another backbone family.
     """
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -166,12 +170,15 @@ def train_run(
     device = distributed.device if distributed else select_device(cfg.train.device)
 
     train_data = prepare_run_data(
-        cfg, cfg.data, names=None, role="training", progress=progress, loaded=train_records
-    )
+        cfg, cfg.data, names=None, role="training", progress=progress, loaded=train_records,
+        input_store=input_store,
+    )  # fmt: skip
     names = train_data.target_names
     # Load and graph the test set before training: a bad test spec fails in seconds, not hours.
     test_data = (
-        prepare_run_data(cfg, cfg.test, names=names, role="test", progress=progress)
+        prepare_run_data(
+            cfg, cfg.test, names=names, role="test", progress=progress, input_store=input_store
+        )
         if cfg.test
         else None
     )
@@ -183,7 +190,9 @@ def train_run(
     )
     overlap = count_test_overlap(cfg, train_data, np.concatenate([train_idx, val_idx]), test_data)
     resolved = resolve_config(cfg, n_structures=len(pool), num_targets=len(names))
-    (out / "config.yaml").write_text(resolved.to_yaml(), encoding="utf-8")
+    (out / "config.yaml").write_text(
+        start_comment(provenance) + resolved.to_yaml(), encoding="utf-8"
+    )
     logger.info(
         "training on %d, validating on %d structures (batch %d, device %s, targets %s)",
         len(train_idx), len(val_idx), resolved.train.batch_size, device, names,
@@ -331,6 +340,18 @@ def resolve_config(cfg: RunConfig, n_structures: int, num_targets: int) -> RunCo
     train = cfg.train.model_copy(update={"batch_size": cfg.train.resolve_batch_size(n_structures)})
     model = cfg.model.model_copy(update={"output_features": num_targets})
     return cfg.model_copy(update={"train": train, "model": model})
+
+
+def start_comment(provenance: dict[str, Any] | None) -> str:
+    """A ``config.yaml`` header naming a foundation model's backbone and checkpoint (a YAML
+    comment: the file still loads as the run's config); empty for any other run."""
+    if not provenance or "backbone" not in provenance:
+        return ""
+    return (
+        f"# start: {provenance['checkpoint']} (backbone {provenance['backbone']}, package "
+        f"{provenance.get('checkpoint_version')}, weights sha256 "
+        f"{provenance.get('checkpoint_sha256')})\n"
+    )
 
 
 def train_model(

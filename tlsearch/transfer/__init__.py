@@ -1,4 +1,5 @@
-"""Transfer learning: FT strategies, FT sampling, the MPT corpus, frozen-trunk features, runs.
+"""Transfer learning: FT strategies, FT sampling, the MPT corpus, frozen-trunk features, runs,
+and the closed-form (kernel) ridge heads on frozen features (:mod:`.closed_form`).
 
 The transfer-learning model classes (new head layers, the multi-property model) live with the
 model, in :mod:`tlsearch.model`; the MPT loss with the other losses in

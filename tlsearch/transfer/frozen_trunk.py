@@ -74,7 +74,7 @@ logger = logging.getLogger(__name__)
 FEATURE_FORMAT = 1
 _FROZEN_EVAL_FLAG = "_tlsearch_frozen_eval"
 #: Parameter-less trunk modules whose forward does not depend on training mode (ALIGNN's; a
-#: family with others in its trunk takes the graph path until they are listed here).
+#: family lists its own in ``stateless_modules``, else it takes the graph path).
 _STATELESS_SAFE = (RBFExpansion, AvgPooling, nn.Sequential, nn.ModuleList, nn.SiLU, nn.Identity)
 
 
@@ -124,9 +124,15 @@ def inexact_reason(model: nn.Module) -> str | None:
             return f"batch norm {name} normalises with batch statistics even when frozen"
         # a subtree with (all frozen) parameters runs in eval mode in both paths
         has_params = any(True for _ in module.parameters())
-        if not has_params and not isinstance(module, _STATELESS_SAFE):
+        safe = _STATELESS_SAFE + getattr(unwrap_trunk(model), "stateless_modules", ())
+        if not has_params and not isinstance(module, safe) and not _no_op_dropout(module):
             return f"trunk module {name} ({type(module).__name__}) may depend on training mode"
     return None
+
+
+def _no_op_dropout(module: nn.Module) -> bool:
+    """A dropout of probability 0 (the same in training and eval mode)."""
+    return isinstance(module, _DropoutNd) and module.p == 0
 
 
 def _known_split(model: nn.Module) -> bool:

@@ -22,6 +22,11 @@ StrategyName = Literal[
 ]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
+#: Closed-form heads on the frozen trunk's features (:mod:`tlsearch.transfer.closed_form`):
+#: ``finetune``'s cheapest strategies, kept apart from :data:`STRATEGY_NAMES` (the search
+#: spec's strategy names) so that no existing spec's meaning or run ids change.
+CLOSED_FORM_HEADS: tuple[str, ...] = ("krr", "ridge")
+
 #: Strategies that train only the head (and new head layers): the trunk runs forward only, so
 #: a seed-run costs about half of one that trains every layer (measured on the quickstart:
 #: 7 s vs 16 s at FT size 80). The search orders grid trials by it; a test checks it against

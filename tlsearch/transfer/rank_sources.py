@@ -37,6 +37,7 @@ import torch
 
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.model.backbone import Backbone, unwrap_trunk
+from tlsearch.model.foundation import load_foundation
 from tlsearch.training.run import PreparedData, prepare_data
 from tlsearch.transfer.frozen_trunk import (
     FeatureCache,
@@ -186,20 +187,24 @@ def score_source(
     graphs: GraphSettings | None = None,
     device: str = "cpu",
     batch_size: int = 64,
+    foundation: bool = False,
 ) -> SourceScore:
     """Both estimates of PT model ``pretrained`` for the target ``data``'s FT sample.
 
     The sample is ``finetune``'s (``size`` by ``sampling`` with ``seed``); the estimates use
     its training and validation parts together (no test structure is read). ``graphs``: the
-    graph settings fine-tuning would use (default: the paper's).
+    graph settings fine-tuning would use (default: the paper's). ``foundation``: ``pretrained``
+    is a foundation model's name (``chgnet-0.3.0``, ``alignn:FOLDER``...:
+    :mod:`tlsearch.model.foundation`), whose family's inputs are built.
     """
     start = time.perf_counter()
-    model, _ = load_pretrained(pretrained)
+    model, _ = load_foundation(str(pretrained)) if foundation else load_pretrained(pretrained)
     trunk = unwrap_trunk(model)  # the backbone, bare or under new or multi-property heads
+    input_store = None if trunk.family == "alignn" else type(trunk).input_store
     prepared = prepare_data(
         data, names=None, graph_settings=graphs or GraphSettings(), cache_dir=cache_dir,
-        target=target,
-        data_home=data_home, role="target", progress=False,
+        target=target, data_home=data_home, role="target", progress=False,
+        input_store=input_store,
     )  # fmt: skip
     y = _single_target(prepared)
     pool = ft_sample(size, sampling, seed)(prepared)
@@ -254,11 +259,21 @@ def _features(
     return filled.features[indices], filled.computed == 0
 
 
-def rank_sources(pretrained: Sequence[str | Path], data: str, by: str = "probe_mae", **kwargs: Any):
-    """Every PT model's :class:`SourceScore`, best first by ``by`` (``probe_mae`` or ``logme``)."""
+def rank_sources(
+    pretrained: Sequence[str | Path],
+    data: str,
+    by: str = "probe_mae",
+    foundation: Sequence[str] = (),
+    **kwargs: Any,
+):
+    """Every PT model's and foundation model's :class:`SourceScore`, ranked together, best
+    first by ``by`` (``probe_mae`` or ``logme``)."""
     if by not in ("probe_mae", "logme"):
         raise ValueError(f"rank by probe_mae or logme, not {by!r}")
+    if not pretrained and not foundation:
+        raise ValueError("rank-sources needs --pretrained and/or --foundation models")
     scores = [score_source(p, data, **kwargs) for p in pretrained]
+    scores += [score_source(f, data, foundation=True, **kwargs) for f in foundation]
     sign = 1.0 if by == "probe_mae" else -1.0
     return sorted(scores, key=lambda s: sign * getattr(s, by))
 

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from tlsearch.model.alignn import ALIGNN
-from tlsearch.model.backbone import Backbone
-from tlsearch.model.config import EXECUTION_FIELDS
+from tlsearch.model.backbone import Backbone, unwrap_trunk
+from tlsearch.model.config import EXECUTION_FIELDS, ALIGNNConfig
+from tlsearch.model.foundation import load_foundation
 from tlsearch.model.multi_property import MultiPropertyALIGNN, to_finetune
 from tlsearch.structures.load import load_data
 from tlsearch.structures.records import LoadResult, StructureRecord
@@ -29,8 +30,10 @@ from tlsearch.training.config import RunConfig
 from tlsearch.training.distributed import Distributed
 from tlsearch.training.resume import EpochCheckpoints
 from tlsearch.training.run import PreparedData, train_run
+from tlsearch.transfer.closed_form import closed_form_run
 from tlsearch.transfer.frozen_trunk import frozen_trunk_form
 from tlsearch.transfer.mpt_corpus import MPTCorpus, build_corpus, exclude_target
+from tlsearch.transfer.names import CLOSED_FORM_HEADS
 from tlsearch.transfer.sampling import sample_indices
 from tlsearch.transfer.strategies import get_strategy, prepare_finetune
 
@@ -140,6 +143,9 @@ def finetune_run(
     freeze_batchnorm_stats: bool = True,
     progress: bool = True,
     checkpoints: EpochCheckpoints | None = None,
+    foundation: str | None = None,
+    freeze_first: int | None = None,
+    features: str = "last",
 ) -> dict[str, Any]:
     """Fine-tune a PT model on ``run.data`` with ``strategy``; scratch when ``pretrained`` is None.
 
@@ -155,18 +161,47 @@ def finetune_run(
         sampling: ``random``, ``weighted`` or ``uniform`` (:mod:`tlsearch.transfer.sampling`).
         freeze_batchnorm_stats: keep frozen layers' BatchNorm statistics fixed.
         checkpoints: mid-training checkpoints (:func:`tlsearch.training.run.train_run`).
+        foundation: instead of ``pretrained``, a pretrained foundation model by name
+            (``chgnet-0.3.0``, ``sevenn-7net-0``, ``alignn:FOLDER``...:
+            :mod:`tlsearch.model.foundation`); its family's inputs replace ALIGNN graphs and
+            ``run.model`` is not used. ``model.pt`` and ``metrics.json``'s ``provenance`` name
+            the backbone and checkpoint (name, package version, sha256 of the weights).
+        freeze_first: partial freezing: also freeze the first k trunk blocks
+            (:func:`~tlsearch.transfer.strategies.prepare_finetune`); recorded in provenance.
+        features: for the closed-form heads (``krr``, ``ridge``): ``last`` (the last layer's
+            pooled features) or ``layers`` (every layer's, concatenated).
 
     With frozen layers 1-6 and fixed statistics (``last_layer``, ``new_head``...), the trunk
     is computed once and the head trains on cached features, exactly
     (:mod:`tlsearch.transfer.frozen_trunk`; ``run.train.frozen_trunk`` turns it off);
     ``metrics.json``'s ``frozen_trunk`` says whether it was used and why not.
     """
-    get_strategy(strategy)  # unknown names fail before any work
+    closed_form = strategy in CLOSED_FORM_HEADS
+    if not closed_form:
+        get_strategy(strategy)  # unknown names fail before any work
+    if pretrained is not None and foundation is not None:
+        raise ValueError("give a pre-trained model or a foundation model, not both")
+    if closed_form and pretrained is None and foundation is None:
+        raise ValueError(f"strategy {strategy!r} needs --pretrained or --foundation")
+    if features not in ("last", "layers") or (features == "layers" and not closed_form):
+        raise ValueError(f"features {features!r}: last, or layers with krr / ridge")
     provenance: dict[str, Any] = {
-        "kind": "finetune" if pretrained is not None else "scratch",
+        "kind": "finetune" if pretrained is not None or foundation is not None else "scratch",
         "strategy": strategy, "ft_size": size, "sampling": sampling, "seed": run.train.seed,
     }  # fmt: skip
     select = ft_sample(size, sampling, run.train.seed)
+    if freeze_first is not None:
+        provenance["freeze_first"] = freeze_first
+    if closed_form:
+        provenance["features"] = features
+        return _closed_form(
+            run, pretrained, foundation, strategy, provenance, select, progress, features
+        )
+    if foundation is not None:
+        return _finetune_foundation(
+            run, foundation, strategy, freeze_batchnorm_stats, provenance, select, progress,
+            checkpoints, freeze_first,
+        )  # fmt: skip
     if pretrained is None:
         if strategy != "scratch":
             raise ValueError(f"strategy {strategy!r} needs a pre-trained model (or use scratch)")
@@ -177,6 +212,8 @@ def finetune_run(
     pt_model, info = load_pretrained(pretrained)
     provenance.update({f"pt_{k}" if not k.startswith("pt_") else k: v for k, v in info.items()})
     if isinstance(pt_model, MultiPropertyALIGNN):
+        if freeze_first is not None:
+            raise ValueError("freeze_first does not apply to FT from an MPT model (Sec. 2.6)")
         provenance["strategy"] = "mpt_finetune"
 
         def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
@@ -187,7 +224,7 @@ def finetune_run(
         def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
             return prepare_finetune(
                 pt_model, strategy, freeze_batchnorm_stats=freeze_batchnorm_stats,
-                output_features=len(names),
+                output_features=len(names), freeze_first=freeze_first,
             )  # fmt: skip
 
     # the PT widths; the output count is the FT target's (resolved by train_run)
@@ -197,6 +234,66 @@ def finetune_run(
     return train_run(
         run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
         training_form=frozen_trunk_form, checkpoints=checkpoints,
+    )  # fmt: skip
+
+
+def _closed_form(
+    run: RunConfig,
+    pretrained: str | Path | None,
+    foundation: str | None,
+    kind: str,
+    provenance: dict[str, Any],
+    select: Any,
+    progress: bool,
+    features: str = "last",
+) -> dict[str, Any]:
+    """:func:`finetune_run` with a closed-form head (:mod:`tlsearch.transfer.closed_form`)."""
+    if foundation is not None:
+        model, info = load_foundation(foundation)
+    else:
+        assert pretrained is not None
+        model, info = load_pretrained(pretrained)
+        info = {f"pt_{k}" if not k.startswith("pt_") else k: v for k, v in info.items()}
+    provenance.update(info)
+    trunk = unwrap_trunk(model)
+    input_store = None if trunk.family == "alignn" else type(trunk).input_store
+    return closed_form_run(
+        run, trunk, kind, select, provenance, input_store, progress,  # type: ignore[arg-type]
+        layers=features == "layers",
+    )  # fmt: skip
+
+
+def _finetune_foundation(
+    run: RunConfig,
+    foundation: str,
+    strategy: str,
+    freeze_batchnorm_stats: bool,
+    provenance: dict[str, Any],
+    select: Any,
+    progress: bool,
+    checkpoints: EpochCheckpoints | None,
+    freeze_first: int | None = None,
+) -> dict[str, Any]:
+    """:func:`finetune_run` from a foundation model (the same training path)."""
+    pt_model, info = load_foundation(foundation)
+    provenance.update(info)
+    if isinstance(pt_model, ALIGNN):  # alignn:FOLDER: ALIGNN graphs, the PT widths
+        widths = pt_model.config.model_dump(exclude={"output_features", *EXECUTION_FIELDS})
+        run = run.model_copy(update={"model": ALIGNNConfig(**widths, kernel=run.model.kernel)})
+        input_store = None
+    else:
+        input_store = type(pt_model).input_store
+
+    def factory(cfg: RunConfig, names: list[str]) -> nn.Module:
+        return prepare_finetune(
+            pt_model, strategy, freeze_batchnorm_stats=freeze_batchnorm_stats,
+            output_features=len(names), freeze_first=freeze_first,
+            fresh_head=not isinstance(pt_model, ALIGNN),  # a foundation model's head is new
+        )  # fmt: skip
+
+    return train_run(
+        run, progress=progress, model_factory=factory, select_pool=select, provenance=provenance,
+        training_form=frozen_trunk_form, checkpoints=checkpoints, input_store=input_store,
     )  # fmt: skip
 
 

@@ -311,6 +311,8 @@ def prepare_finetune(
     *,
     freeze_batchnorm_stats: bool = True,
     output_features: int | None = None,
+    freeze_first: int | None = None,
+    fresh_head: bool = False,
 ) -> HeadedBackbone | Backbone:
     """The model to fine-tune with ``strategy``, with ``requires_grad`` set.
 
@@ -330,6 +332,10 @@ def prepare_finetune(
             strategy: strategy 4 (``interaction_2b``/``3b``) would freeze it, and a frozen
             random head makes the fine-tuned layers fit through a fixed random projection (the
             paper's own strategy-4 scripts train ``fc`` anyway). The log says so.
+        freeze_first: partial freezing: also freeze the backbone's first ``freeze_first``
+            trunk blocks (:meth:`~tlsearch.model.backbone.Backbone.trunk_blocks`, data-flow
+            order); the rest trains as ``strategy`` says (e.g. ``unfreeze_all`` with
+            ``freeze_first=k``: blocks k+1.. and the head).
 
     Raises:
         ValueError: unknown strategy, a strategy that does not apply to the family, or one
@@ -343,10 +349,18 @@ def prepare_finetune(
     else:
         model = type(pretrained).from_description(pretrained.describe())
     new_head = None
-    if output_features is not None and output_features != model.output_features:
-        new_head = model.replace_head(output_features)
+    if fresh_head or (output_features is not None and output_features != model.output_features):
+        new_head = model.replace_head(output_features or model.output_features)
     ft_model = HeadedBackbone(model, spec.new_layers) if spec.new_layers else model
     names = spec.apply(ft_model)
+    if freeze_first is not None:
+        blocks = len(trunk_names(unwrap_trunk(ft_model)))
+        if not 0 <= freeze_first <= blocks:
+            raise ValueError(f"freeze_first must be in 0..{blocks} (the trunk's blocks)")
+        kept = set(names)
+        names = set_trainable(
+            ft_model, lambda n: n in kept and layer_number(ft_model, n) > freeze_first
+        )
     if new_head is not None:
         names = _train_new_head(ft_model, strategy, names, new_head)
     if not names:
