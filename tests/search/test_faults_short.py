@@ -12,7 +12,7 @@ from collections import Counter
 
 import yaml
 
-from tests.search.conftest import _no_ray_here, executions
+from tests.search.conftest import _no_ray_here, executions, fake_spec_data
 from tests.search.test_slow_reliability import (
     _cli,
     _lr_seed,
@@ -66,3 +66,24 @@ def test_a_worker_node_removed_mid_search_loses_nothing(tmp_path, two_node_clust
     assert removed.is_set()
     assert (status.planned, status.completed, status.failed, status.diverged) == (4, 4, 0, 0)
     assert status.duplicates == 0 and status.remaining == 0
+
+
+def test_a_deleted_and_a_truncated_row_are_run_again_by_resume(tmp_path, local_ray):
+    spec = SearchSpec.model_validate(fake_spec_data(tmp_path))
+    status = run_search(spec, verbose=0)
+    assert status.remaining == 0
+    store = RunStore.for_search(spec.storage, spec.name)
+    ids = sorted(r["run_id"] for r in store.rows() if r["kind"] != "pretrain")
+    deleted, truncated = ids[0], ids[1]
+    os.remove(store.file_for(deleted))
+    path = store.file_for(truncated)
+    with open(path, "r+b") as fh:
+        fh.truncate(30)
+    ran_before = Counter(executions(tmp_path))
+
+    status = run_search(spec, resume=True, verbose=0)
+    assert (status.planned, status.completed, status.remaining) == (len(ids), len(ids), 0)
+    assert {deleted, truncated} <= {r["run_id"] for r in store.rows()}
+    assert os.path.exists(os.path.join(os.path.dirname(path), "_bad", os.path.basename(path)))
+    again = Counter(executions(tmp_path)) - ran_before
+    assert sum(again.values()) == 2, again  # those two seed-runs, nothing else

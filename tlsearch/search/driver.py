@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import pyarrow.fs as pafs
 import yaml
 
 from tlsearch.results.store import RunStore
@@ -164,9 +165,57 @@ def run_search(
         run_experiment(
             experiment, search_trial, env, spec.resources, resume, job_fn, verbose, monitor
         )
+    if resume:
+        rerun_missing(stored, env, job_fn, verbose, monitor)
     status = search_status(search_dir)
     logger.info("search %s finished: %s", spec.name, status.counts_line())
     return status
+
+
+#: The Tune experiment that runs again the planned seed-runs and PT jobs a resume finds without
+#: a row (:func:`rerun_missing`); a fresh one each time.
+RERUN_EXPERIMENT = "rerun-missing"
+
+
+def rerun_missing(
+    stored: Plan,
+    env: TrialEnv,
+    job_fn: Callable[..., dict[str, Any]] | None,
+    verbose: int,
+    monitor: SearchMonitor | None = None,
+) -> list[str]:
+    """Run the planned seed-runs and PT jobs that have no row after the restored experiments
+    finished; returns their run ids.
+
+    A row deleted, or moved aside as unreadable (:func:`tlsearch.results.store.set_aside`),
+    after its trial finished is never run by the restored experiment: Tune's saved state says
+    that trial terminated, and a restore resumes only unfinished and errored trials. These
+    seed-runs run as a fresh grid experiment (:data:`RERUN_EXPERIMENT`; its old state is
+    deleted first), one trial each; run ids make this idempotent. Seed-runs of Optuna cells
+    are not in the plan (their points are sampled), and ASHA stops configurations on purpose
+    (their unrun seeds have no row): neither is rerun here.
+    """
+    store = env.store()
+    missing_pt = [r for r in stored.pretrain_jobs if not store.exists(r.run_id)]
+    missing = [] if env.spec.search.asha else [
+        r for r in stored.seed_runs if not store.exists(r.run_id)
+    ]  # fmt: skip
+    if not missing and not missing_pt:
+        return []
+    ids = [r.run_id for r in missing_pt + missing]
+    logger.warning(
+        "%d planned seed-run(s) and %d PT job(s) have no row although their trials finished "
+        "(deleted or unreadable rows): running them again (%s)",
+        len(missing), len(missing_pt), ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""),
+    )  # fmt: skip
+    points = [{"pt_key": r.key} for r in missing_pt]
+    points += [{**r.point.as_config(), "seed": r.seed} for r in missing]
+    fs, path = resolve(experiment_path(env, RERUN_EXPERIMENT))
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+    rerun = ExperimentPlan(RERUN_EXPERIMENT, "grid", env.spec.seeds, points=points)
+    run_experiment(rerun, search_trial, env, env.spec.resources, False, job_fn, verbose, monitor)
+    return ids
 
 
 def merge_pretrain(plan: SearchPlan, split_before: bool = False) -> bool:
