@@ -59,6 +59,7 @@ from tlsearch.search.startup import (
 from tlsearch.search.status import SearchStatus, resume_summary, search_status
 from tlsearch.search.trainable import TrialEnv, search_trial
 from tlsearch.search.tune_output import without_ray_banner
+from tlsearch.storage.search_lock import one_driver
 from tlsearch.storage.uri import join, resolve
 
 logger = logging.getLogger(__name__)
@@ -112,11 +113,31 @@ def run_search(
             job, the nodes together) of the cluster can give, and no autoscaler can add it
             (:func:`tlsearch.search.cluster_fit.check_cluster_fits`).
         SearchInterruptedError: the run was stopped before finishing.
+        SearchBusyError: another driver is running this search
+            (:func:`tlsearch.storage.search_lock.one_driver`).
     """
     base = os.path.abspath(base_dir or os.getcwd())
     spec = resolve_storage(spec, base)
-    plan = compile_spec(spec, base)
     search_dir = join(spec.storage, spec.name)
+    with one_driver(spec.storage, spec.name):
+        return _run_search(
+            spec, base, search_dir, address, resume, job_fn, verbose, allow_changed_spec, monitor
+        )
+
+
+def _run_search(
+    spec: SearchSpec,
+    base: str,
+    search_dir: str,
+    address: str | None,
+    resume: bool,
+    job_fn: Callable[..., dict[str, Any]] | None,
+    verbose: int,
+    allow_changed_spec: bool,
+    monitor: SearchMonitor | None,
+) -> SearchStatus:
+    """:func:`run_search` once it holds the search."""
+    plan = compile_spec(spec, base)
     trial_spec = resolve_datasets(spec, base)  # trials run in their own folders
     if resume:
         check_resume(search_dir, plan, trial_spec, base, allow_changed_spec)
