@@ -87,3 +87,20 @@ def test_a_deleted_and_a_truncated_row_are_run_again_by_resume(tmp_path, local_r
     assert os.path.exists(os.path.join(os.path.dirname(path), "_bad", os.path.basename(path)))
     again = Counter(executions(tmp_path)) - ran_before
     assert sum(again.values()) == 2, again  # those two seed-runs, nothing else
+
+
+def test_sigterm_stops_a_search_as_ctrl_c_does(tmp_path):
+    _no_ray_here()
+    data = slow_fake_spec(tmp_path, sleep=2.0, max_concurrent=1, **FOUR)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    proc = _cli(spec_path)
+    try:
+        _wait_for_rows(RunStore.for_search(data["storage"], data["name"]), 1, proc)
+        proc.send_signal(signal.SIGTERM)  # the driver only, as a scheduler or `kill` does
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    assert "--resume" in out and "*** SIG" not in out and "stack trace" not in out.lower()

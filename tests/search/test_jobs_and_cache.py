@@ -197,3 +197,17 @@ def test_a_bad_checkpoint_source_is_one_clear_deterministic_error(tmp_path):
     text = str(info.value)
     assert str(bad) in text and "not a readable model file" in text
     assert "weights_only" not in text
+
+
+def test_folders_of_killed_pt_jobs_are_removed_unless_held(tmp_path):
+    from tlsearch.search.pretrain_cache import remove_abandoned
+    from tlsearch.storage.claims import exclusive
+
+    root = tmp_path / "pretrained"
+    dead, live = root / "_tmp-aaaa-1234abcd", root / "_tmp-bbbb-5678abcd"
+    for folder in (dead, live, root / "cccc"):
+        folder.mkdir(parents=True)
+        (folder / "model.pt").write_bytes(b"half")
+    with exclusive(str(root / "bbbb")):  # a PT job of key bbbb is training
+        assert remove_abandoned(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.exists() and (root / "cccc" / "model.pt").exists()

@@ -46,6 +46,7 @@ from tlsearch.search.plan import FILE as PLAN_FILE
 from tlsearch.search.plan import Plan
 from tlsearch.search.points import resolve_datasets
 from tlsearch.search.prepare import resolve_storage
+from tlsearch.search.pretrain_cache import remove_abandoned
 from tlsearch.search.resume import capped, check_resume
 from tlsearch.search.spec import Resources, SearchSpec
 from tlsearch.search.startup import (
@@ -54,6 +55,7 @@ from tlsearch.search.startup import (
     has_explicit_loggers,
     quiet_pending_trials,
     scoped_env,
+    terminate_as_interrupt,
     tune_callbacks,
 )
 from tlsearch.search.status import SearchStatus, resume_summary, search_status
@@ -151,6 +153,7 @@ def _run_search(
     stored = compile_plan(plan, trial_spec, base)  # what the trials execute
     write_plan(search_dir, plan.spec, stored)
     tidy_run_log(search_dir)
+    remove_abandoned(spec.storage)  # PT jobs killed mid-training
     jobs = {record.key: record.job for record in stored.pretrain_jobs}
     env = TrialEnv(
         spec=trial_spec,
@@ -273,6 +276,7 @@ def connect(address: str | None) -> None:
     if not ray.is_initialized():
         with scoped_env(NO_PRESTART_ENV if address is None else {}), without_ray_banner():
             context = ray.init(address=address)
+        terminate_as_interrupt()  # after ray.init, which sets its own SIGTERM handler
         url = getattr(context, "dashboard_url", None)
         if url:
             LAST_PHASES["dashboard"] = "http://" + url.removeprefix("http://")

@@ -24,6 +24,7 @@ Folders written before the hash was recorded are used as they are.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -102,6 +103,32 @@ def _ensure_local(job: JobConfig, key: str, final: Path, run_fn: JobFn) -> Pretr
             shutil.rmtree(final)
         os.replace(tmp, final)
     return Pretrained(key, str(final / "model.pt"), str(final), metrics, False)
+
+
+def remove_abandoned(storage: str) -> list[str]:
+    """Delete the ``pretrained/_tmp-<key>-*`` folders of PT jobs killed mid-training (local
+    storage): those whose key's lock nobody holds (a running PT job holds it); returns them."""
+    if is_remote(storage):
+        return []
+    root = Path(resolve(join(storage, "pretrained"))[1])
+    if not root.is_dir():
+        return []
+    removed = []
+    for folder in sorted(root.glob("_tmp-*")):
+        key = folder.name.removeprefix("_tmp-").rsplit("-", 1)[0]
+        with open(root / f"{key}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its PT job is running
+            try:
+                shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        removed.append(str(folder))
+    if removed:
+        logger.info("removed %d folder(s) of killed PT jobs: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 def _ensure_remote(
