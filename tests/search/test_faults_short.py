@@ -68,17 +68,23 @@ def test_a_worker_node_removed_mid_search_loses_nothing(tmp_path, two_node_clust
     assert status.duplicates == 0 and status.remaining == 0
 
 
-def test_a_deleted_and_a_truncated_row_are_run_again_by_resume(tmp_path, local_ray):
+def test_a_deleted_row_a_truncated_row_and_a_damaged_pt_model_are_redone_by_resume(
+    tmp_path, local_ray
+):
     spec = SearchSpec.model_validate(fake_spec_data(tmp_path))
     status = run_search(spec, verbose=0)
     assert status.remaining == 0
     store = RunStore.for_search(spec.storage, spec.name)
-    ids = sorted(r["run_id"] for r in store.rows() if r["kind"] != "pretrain")
-    deleted, truncated = ids[0], ids[1]
+    rows = store.rows()
+    ids = sorted(r["run_id"] for r in rows if r["kind"] != "pretrain")
+    deleted = min(r["run_id"] for r in rows if r["kind"] == "finetune")
+    truncated = min(r["run_id"] for r in rows if r["kind"] == "scratch")
     os.remove(store.file_for(deleted))
     path = store.file_for(truncated)
     with open(path, "r+b") as fh:
         fh.truncate(30)
+    (pt_model,) = (tmp_path / "store" / "pretrained").glob("*/model.pt")
+    pt_model.write_bytes(b"fake")  # damaged: no longer its recorded SHA-256
     ran_before = Counter(executions(tmp_path))
 
     status = run_search(spec, resume=True, verbose=0)
@@ -86,7 +92,9 @@ def test_a_deleted_and_a_truncated_row_are_run_again_by_resume(tmp_path, local_r
     assert {deleted, truncated} <= {r["run_id"] for r in store.rows()}
     assert os.path.exists(os.path.join(os.path.dirname(path), "_bad", os.path.basename(path)))
     again = Counter(executions(tmp_path)) - ran_before
-    assert sum(again.values()) == 2, again  # those two seed-runs, nothing else
+    # those two seed-runs and the PT job (its model retrained once), nothing else
+    assert sum(again.values()) == 3, again
+    assert pt_model.read_bytes() == b"fake model"
 
 
 def test_sigterm_stops_a_search_as_ctrl_c_does(tmp_path):
