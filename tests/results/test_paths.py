@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tlsearch.results.paths import locate, storage_root
+from tlsearch.results.paths import locate, storage_root, stored
 
 
 def test_paths_of_a_moved_folder_are_found_under_the_folder_read(tmp_path):
@@ -23,3 +23,10 @@ def test_paths_of_a_moved_folder_are_found_under_the_folder_read(tmp_path):
         storage_root("s3://b/r/demo?endpoint_override=h:9000")
         == "s3://b/r?endpoint_override=h:9000"
     )
+
+
+def test_rows_store_paths_inside_the_storage_relative_to_it():
+    assert stored("/r/store/demo/work/a-s0/model.pt", "/r/store") == "demo/work/a-s0/model.pt"
+    assert stored("/r/store/pretrained/k/model.pt", "/r/store/") == "pretrained/k/model.pt"
+    assert stored("s3://b/st/demo/work/x/model.pt", "s3://b/st?region=x") == "demo/work/x/model.pt"
+    assert stored("/r/storex/m.pt", "/r/store") == "/r/storex/m.pt"  # outside: as it is

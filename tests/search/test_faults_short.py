@@ -95,6 +95,9 @@ def test_a_deleted_row_a_truncated_row_and_a_damaged_pt_model_are_redone_by_resu
     # those two seed-runs and the PT job (its model retrained once), nothing else
     assert sum(again.values()) == 3, again
     assert pt_model.read_bytes() == b"fake model"
+    # rows name their files relative to the storage root (a moved folder still finds them)
+    uris = [r["checkpoint_uri"] for r in store.rows() if r["status"] == "ok"]
+    assert uris and all(u.startswith(("fake/work/", "pretrained/")) for u in uris)
 
 
 def test_sigterm_stops_a_search_as_ctrl_c_does(tmp_path):

@@ -1,11 +1,11 @@
 """Paths that rows store (``checkpoint_uri``), found again from the folder a search is read from.
 
-A results folder may move: copied from a cluster to a laptop, downloaded from S3. A row's
-``checkpoint_uri`` names where the file was when it was written; :func:`locate` finds it from
-the search folder it is read from now: a path relative to the storage root is joined to that
-folder's parent; an absolute one that no longer exists is tried at the same place under the
-search folder (``.../<search>/work/<run_id>/model.pt``) or the storage root
-(``.../pretrained/<key>/model.pt``).
+A results folder may move: copied from a cluster to a laptop, downloaded from S3. Rows store
+files inside the storage relative to the storage root (:func:`stored`:
+``<search>/work/<run_id>/model.pt``, ``pretrained/<key>/model.pt``), and :func:`locate` finds
+them from the search folder they are read from: a relative path is joined to that folder's
+parent; an absolute one (rows of earlier versions) that no longer exists is tried at the same
+place under the search folder or the storage root.
 """
 
 from __future__ import annotations
@@ -18,6 +18,14 @@ from tlsearch.storage.uri import is_remote, join, resolve
 
 #: Folders of a storage root whose files rows name (beside the search folders).
 STORAGE_FOLDERS = ("pretrained",)
+
+
+def stored(uri: str, storage: str) -> str:
+    """``uri`` as a row stores it: relative to ``storage`` when it lies inside it."""
+    root, path = _path_of(str(storage)).rstrip("/") + "/", _path_of(uri)
+    if path.startswith(root):
+        return path[len(root) :]
+    return uri
 
 
 def locate(value: str | None, search_dir: str) -> str | None:

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tlsearch.results.paths import locate
 from tlsearch.results.store import RunStore
 from tlsearch.search.monitor import SearchState, Sink, describe
 from tlsearch.storage.uri import is_remote, join, read_text, resolve
@@ -93,9 +94,11 @@ class MlflowTracker(Sink):
         self.client: Any = None
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
+        self.search_dir = ""  # where rows' relative paths start (the search's folder)
         self.logged: set[str] = set()
 
     def start(self, state: SearchState, rows: list[dict[str, Any]]) -> None:
+        self.search_dir = state.search_dir
         self.client = mlflow_client(self.uri)
         name = self.experiment or state.name
         found = self.client.get_experiment_by_name(name)
@@ -209,7 +212,8 @@ class MlflowTracker(Sink):
         metrics = [
             Metric(k, float(row[k]), stamp, 0) for k in METRIC_COLUMNS if row.get(k) is not None
         ]
-        metrics += history_metrics(read_history(row.get("checkpoint_uri")), stamp)
+        checkpoint = locate(row.get("checkpoint_uri"), self.search_dir)
+        metrics += history_metrics(read_history(checkpoint), stamp)
         for first in range(0, max(len(metrics), 1), 1000):  # MLflow's batch limit
             self.client.log_batch(
                 run_id,
@@ -217,7 +221,7 @@ class MlflowTracker(Sink):
                 params=params if first == 0 else [],
                 tags=[RunTag("tlsearch.config", name)] if first == 0 else [],
             )
-        self._log_artifacts(run_id, row.get("checkpoint_uri"))
+        self._log_artifacts(run_id, checkpoint)
         status = "FINISHED" if row["status"] == "ok" else "FAILED"
         self.client.set_terminated(run_id, status, end_time=end)
         self.logged.add(row["run_id"])
