@@ -77,6 +77,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and "--data" in capsys.readouterr().err
 
 
+def test_runs_of_a_missing_folder_is_bad_input_naming_it(tmp_path, capsys):
+    missing = tmp_path / "nonexistent"
+    assert main(["runs", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"no search folder {missing}" in err and "Traceback" not in err
+
+
+def test_a_full_disk_has_its_own_exit_code_and_message(capsys):
+    import errno
+
+    from tlsearch.cli.common import EXIT_DISK_FULL, run_handler
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x.parquet")
+
+    def wrapped(args):  # a write error re-raised as another error
+        try:
+            full(args)
+        except OSError as exc:
+            raise ValueError("could not write plan.json") from exc
+
+    def arrow_full(args):  # pyarrow's form: the text, no errno
+        raise OSError("[Errno 28] error writing runs/x.parquet: No space left on device")
+
+    for handler in (full, wrapped, arrow_full):
+        assert run_handler(argparse.Namespace(handler=handler)) == EXIT_DISK_FULL != 2
+        assert "no space left on the device" in capsys.readouterr().err
+
+
 def _read_csv(path):
     with path.open() as fh:
         return list(csv.DictReader(fh))

@@ -75,3 +75,18 @@ def test_winner_checkpoints_export_as_an_ensemble(results, tmp_path):
     summary = winner_summary(best)
     assert summary["winner"]["pt_source"] == "FE" and summary["selected_on"] == "val_mae"
     assert json.dumps(summary)  # JSON-able
+
+
+def test_the_winner_exports_from_a_moved_results_folder(tmp_path):
+    import shutil
+
+    write_results(tmp_path / "cluster")
+    shutil.copytree(tmp_path / "cluster", tmp_path / "laptop")
+    shutil.rmtree(tmp_path / "cluster")  # rows still name /.../cluster/pw/work/...
+    results = load_runs(tmp_path / "laptop")
+    manifest = export_checkpoints(rank(results, "DC"), results, tmp_path / "best")
+    data = json.loads(manifest.read_text())
+    assert len(data["members"]) == 5
+    assert all(str(tmp_path / "laptop" / "pw" / "work") in m["source"] for m in data["members"])
+    first = tmp_path / "best" / data["members"][0]["model"]
+    assert first.read_text().startswith("checkpoint finetune-DC-800-FE-941-unfreeze_all 0")

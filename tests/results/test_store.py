@@ -273,3 +273,31 @@ def test_old_files_are_upgraded_so_single_schema_readers_see_every_column(tmp_pa
     assert read_runs(runs).to_pylist() == before
     version = schema_mod.SCHEMA_VERSION.encode()
     assert pq.read_schema(runs / "a-v1-s0.parquet").metadata[b"tlsearch.schema_version"] == version
+
+
+def test_unreadable_rows_are_moved_aside_and_named(tmp_path, caplog):
+    store = RunStore.for_search(tmp_path, "demo")
+    for i in range(3):
+        store.write(full_row(f"abc123-s{i}", seed=i))
+    truncated = Path(store.file_for("abc123-s1"))
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    empty = Path(store.file_for("abc123-s2"))
+    empty.write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        table = read_runs(tmp_path / "demo" / "runs")
+    assert table.column("run_id").to_pylist() == ["abc123-s0"]
+    bad = tmp_path / "demo" / "runs" / "_bad"
+    assert sorted(p.name for p in bad.iterdir()) == ["abc123-s1.parquet", "abc123-s2.parquet"]
+    assert str(truncated) in caplog.text and str(bad / truncated.name) in caplog.text
+    assert read_runs(tmp_path / "demo" / "runs").num_rows == 1  # read again: nothing moves
+    # a trial's look-up of its own row: moved aside, read as not recorded
+    store.write(full_row("abc123-s3", seed=3))
+    Path(store.file_for("abc123-s3")).write_bytes(b"PAR1 not a parquet file")
+    assert store.read_row("abc123-s3") is None
+    assert (bad / "abc123-s3.parquet").exists() and not store.exists("abc123-s3")
+    # the driver's start (schema upgrade) too; the same name twice keeps both
+    store.write(full_row("abc123-s1", seed=1))
+    Path(store.file_for("abc123-s1")).write_bytes(b"x")
+    assert store.upgrade_old_files() == 0
+    assert len(list(bad.glob("abc123-s1.parquet*"))) == 2
+    assert store.rows()[0]["run_id"] == "abc123-s0"

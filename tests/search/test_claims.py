@@ -183,3 +183,18 @@ def test_the_ray_actor_store_is_atomic_and_takes_leases(local_ray):
     assert waiter.took_over
     waiter.release()
     assert store.read("s3://b/lease.claim") is None
+
+
+def test_refuse_live_gives_up_on_a_live_holder_and_takes_over_a_dead_ones(store):
+    holder = Claim(store, "driver.claim", lease_s=1.0, renew_s=0.2, poll_s=0.1)
+    holder.acquire()
+    start = time.monotonic()
+    with pytest.raises(claims.ClaimHeldError, match=rf"pid {os.getpid()} since 20"):
+        Claim(store, "driver.claim", poll_s=0.1).acquire(refuse_live=True)
+    assert time.monotonic() - start < 2.0  # one renewal seen, not a whole lease
+    holder._stop.set()  # the holder stops renewing, as a dead one does
+    holder._thread.join()
+    waiter = Claim(store, "driver.claim", poll_s=0.1)
+    waiter.acquire(refuse_live=True)
+    assert waiter.took_over
+    waiter.release()

@@ -12,7 +12,7 @@ from collections import Counter
 
 import yaml
 
-from tests.search.conftest import _no_ray_here, executions
+from tests.search.conftest import _no_ray_here, executions, fake_spec_data
 from tests.search.test_slow_reliability import (
     _cli,
     _lr_seed,
@@ -66,3 +66,52 @@ def test_a_worker_node_removed_mid_search_loses_nothing(tmp_path, two_node_clust
     assert removed.is_set()
     assert (status.planned, status.completed, status.failed, status.diverged) == (4, 4, 0, 0)
     assert status.duplicates == 0 and status.remaining == 0
+
+
+def test_a_deleted_row_a_truncated_row_and_a_damaged_pt_model_are_redone_by_resume(
+    tmp_path, local_ray
+):
+    spec = SearchSpec.model_validate(fake_spec_data(tmp_path))
+    status = run_search(spec, verbose=0)
+    assert status.remaining == 0
+    store = RunStore.for_search(spec.storage, spec.name)
+    rows = store.rows()
+    ids = sorted(r["run_id"] for r in rows if r["kind"] != "pretrain")
+    deleted = min(r["run_id"] for r in rows if r["kind"] == "finetune")
+    truncated = min(r["run_id"] for r in rows if r["kind"] == "scratch")
+    os.remove(store.file_for(deleted))
+    path = store.file_for(truncated)
+    with open(path, "r+b") as fh:
+        fh.truncate(30)
+    (pt_model,) = (tmp_path / "store" / "pretrained").glob("*/model.pt")
+    pt_model.write_bytes(b"fake")  # damaged: no longer its recorded SHA-256
+    ran_before = Counter(executions(tmp_path))
+
+    status = run_search(spec, resume=True, verbose=0)
+    assert (status.planned, status.completed, status.remaining) == (len(ids), len(ids), 0)
+    assert {deleted, truncated} <= {r["run_id"] for r in store.rows()}
+    assert os.path.exists(os.path.join(os.path.dirname(path), "_bad", os.path.basename(path)))
+    again = Counter(executions(tmp_path)) - ran_before
+    # those two seed-runs and the PT job (its model retrained once), nothing else
+    assert sum(again.values()) == 3, again
+    assert pt_model.read_bytes() == b"fake model"
+    # rows name their files relative to the storage root (a moved folder still finds them)
+    uris = [r["checkpoint_uri"] for r in store.rows() if r["status"] == "ok"]
+    assert uris and all(u.startswith(("fake/work/", "pretrained/")) for u in uris)
+
+
+def test_sigterm_stops_a_search_as_ctrl_c_does(tmp_path):
+    _no_ray_here()
+    data = slow_fake_spec(tmp_path, sleep=2.0, max_concurrent=1, **FOUR)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    proc = _cli(spec_path)
+    try:
+        _wait_for_rows(RunStore.for_search(data["storage"], data["name"]), 1, proc)
+        proc.send_signal(signal.SIGTERM)  # the driver only, as a scheduler or `kill` does
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    assert "--resume" in out and "*** SIG" not in out and "stack trace" not in out.lower()

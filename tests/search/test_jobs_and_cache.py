@@ -161,3 +161,53 @@ def test_a_job_saves_checkpoints_and_removes_them_when_it_ends(tmp_path, monkeyp
     with pytest.raises(FileNotFoundError):
         run_job(bad, tmp_path / "w2")
     assert not resume.exists()  # a deterministic failure is never retried: removed too
+
+
+def test_a_damaged_cached_pt_model_is_trained_again_once_and_named(tmp_path, caplog):
+    job = pt_job().model_copy(
+        update={"data": DataRef(name="A", data="generated:30:1", data_home=str(tmp_path))}
+    )
+    storage = str(tmp_path / "store")
+    first = ensure_pretrained(job, storage, counting_job)
+    model = Path(first.checkpoint)
+    model.write_bytes(b"weig")  # truncated
+    with caplog.at_level("WARNING"):
+        again = ensure_pretrained(job, storage, counting_job)
+    assert not again.cache_hit and model.read_bytes() == b"weights"
+    assert str(model) in caplog.text
+    assert ensure_pretrained(job, storage, counting_job).cache_hit  # repaired: used from now on
+    assert len((tmp_path / "runs.log").read_text().splitlines()) == 2
+
+
+def test_a_bad_checkpoint_source_is_one_clear_deterministic_error(tmp_path):
+    from tlsearch.jobs.errors import DETERMINISTIC_ERRORS
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a model")
+    job = JobConfig(
+        kind="finetune",
+        seed=0,
+        data=DataRef(name="A", data="generated:12:1", test_fraction=0.25),
+        pretrained=str(bad),
+        strategy="unfreeze_all",
+        train={"epochs": 1, "batch_size": 4},
+    )
+    with pytest.raises(DETERMINISTIC_ERRORS) as info:
+        run_job(job, tmp_path / "work")
+    text = str(info.value)
+    assert str(bad) in text and "not a readable model file" in text
+    assert "weights_only" not in text
+
+
+def test_folders_of_killed_pt_jobs_are_removed_unless_held(tmp_path):
+    from tlsearch.search.run.pretrain_cache import remove_abandoned
+    from tlsearch.storage.claims import exclusive
+
+    root = tmp_path / "pretrained"
+    dead, live = root / "_tmp-aaaa-1234abcd", root / "_tmp-bbbb-5678abcd"
+    for folder in (dead, live, root / "cccc"):
+        folder.mkdir(parents=True)
+        (folder / "model.pt").write_bytes(b"half")
+    with exclusive(str(root / "bbbb")):  # a PT job of key bbbb is training
+        assert remove_abandoned(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.exists() and (root / "cccc" / "model.pt").exists()

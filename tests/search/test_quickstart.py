@@ -53,7 +53,7 @@ def test_quickstart_end_to_end(tmp_path, local_ray, capsys):
     for row in seed_runs:
         assert row["test_mae"] is not None and row["test_mae_phys"] is not None
         assert row["epochs_run"] == 2 and row["n_test"] == 20
-        assert Path(row["checkpoint_uri"]).is_file()
+        assert (tmp_path / "results" / row["checkpoint_uri"]).is_file()  # storage-relative
     finetuned = [r for r in seed_runs if r["kind"] == "finetune"]
     assert all(r["pt_run_id"].startswith("pt-") for r in finetuned)
     assert len(list((tmp_path / "results" / "pretrained").glob("*/model.pt"))) == 1
@@ -103,7 +103,7 @@ def test_pretraining_on_two_ddp_workers(tmp_path, local_ray):
     assert status.completed == 1 and status.pretrain_counts == {"ok": 1}
     pt = [r for r in RunStoreRows(spec) if r["kind"] == "pretrain"][0]
     assert pt["epochs_run"] == 2 and pt["val_mae"] is not None and pt["n_train"] == 90
-    job = (Path(pt["checkpoint_uri"]).parent / "job.json").read_text()
+    job = (Path(spec.storage) / pt["checkpoint_uri"]).with_name("job.json").read_text()
     assert '"num_workers":2' in job.replace(" ", "")
 
 

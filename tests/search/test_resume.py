@@ -284,3 +284,12 @@ def test_a_search_starts_by_tidying_its_run_log(tmp_path):
     driver.tidy_run_log(str(tmp_path / "s"))
     assert sorted(os.listdir(runs)) == ["a-s0.parquet"]
     assert "data_note" in pq.read_schema(runs / "a-s0.parquet").names
+
+
+def test_a_damaged_stored_spec_is_one_clear_error_naming_it(tmp_path, no_ray):
+    folder = started(fake_spec(tmp_path), tmp_path)
+    for text in ("name: fake\nseeds: [0, 1\n", "- just\n- a list\n"):
+        (folder / "spec.yaml").write_text(text)
+        with pytest.raises(ValueError, match=r"stored spec .*spec\.yaml is damaged") as info:
+            resume(fake_spec(tmp_path), tmp_path)
+        assert str(folder / "spec.yaml") in str(info.value)

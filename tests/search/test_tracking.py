@@ -32,8 +32,9 @@ def _children(client, parent_id):
 def test_a_search_is_a_parent_run_with_one_child_per_seed_run(tmp_path, local_ray):
     spec = tmp_path / "fake.yaml"
     spec.write_text(yaml.safe_dump(fake_spec_data(tmp_path, datasets={"A": "ok", "B": "ok"})))
-    assert search_cli(["search", str(spec), "--no-plot", "--mlflow"]) == 0  # <storage>/mlruns
-    client = MlflowClient((tmp_path / "store" / "mlruns").as_uri())
+    assert search_cli(["search", str(spec), "--no-plot", "--mlflow"]) == 0  # <search>/mlflow.db
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'fake' / 'mlflow.db'}")
+    assert (tmp_path / "store" / "fake" / "mlartifacts").is_dir()  # not ./mlruns
     experiment = client.get_experiment_by_name("fake")
     parents = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`tlsearch.role` = 'search'"
@@ -100,8 +101,8 @@ def test_a_row_becomes_a_child_with_its_history_and_model(tmp_path):
     assert child.data.params["pt_size"] == "100" and child.data.params["sampling"] == "kmeans"
 
 
-def test_default_store_is_mlruns_beside_the_results(tmp_path):
-    assert mlflow_uri("default", str(tmp_path)) == (tmp_path / "mlruns").as_uri()
+def test_default_store_is_sqlite_in_the_search_folder(tmp_path):
+    assert mlflow_uri("default", str(tmp_path)) == f"sqlite:///{tmp_path}/mlflow.db"
     assert mlflow_uri("http://mlflow:5000", "s3://b/x") == "http://mlflow:5000"
     with pytest.raises(ValueError, match="tracking URI"):
         mlflow_uri("default", "s3://bucket/results")

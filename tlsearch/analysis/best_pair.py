@@ -26,6 +26,7 @@ from tlsearch.analysis.aggregate import estimate, scratch_line, seed_values, sum
 from tlsearch.analysis.frame import TRANSFER_KINDS, Results
 from tlsearch.analysis.stats import lower_is_better, paired_test, pct_change
 from tlsearch.analysis.tables import fmt_pct, pt_label, size_label
+from tlsearch.results.paths import locate
 from tlsearch.storage.uri import resolve
 
 logger = logging.getLogger(__name__)
@@ -284,13 +285,14 @@ def export_checkpoints(best: BestPair, results: Results, out_dir: Path) -> Path:
     members = []
     for _, row in rows.sort_values("seed").iterrows():
         local = out_dir / f"seed{int(row['seed'])}" / "model.pt"
-        _copy(str(row["checkpoint_uri"]), local)
+        source = locate(str(row["checkpoint_uri"]), str(row["search_dir"]))  # a moved folder
+        _copy(str(source), local)
         members.append(
             {
                 "seed": int(row["seed"]),
                 "model": str(local.relative_to(out_dir)),
                 "run_id": row["run_id"],
-                "source": row["checkpoint_uri"],
+                "source": source,
             }
         )
     manifest = {"configuration": win["config"], "target": best.target, "members": members}

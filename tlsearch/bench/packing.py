@@ -192,8 +192,10 @@ def run_packing(
     setup: PackingSetup, storage: Path, *, address: str | None = None
 ) -> dict[str, Any]:
     """Run the warm, alone and packed phases on the connected Ray; the report."""
+    from tlsearch.results.paths import locate
     from tlsearch.results.store import RunStore
     from tlsearch.search.run import driver
+    from tlsearch.storage.uri import join
 
     report: dict[str, Any] = {"setup": asdict(setup), "phases": {}}
     checkpoint = None
@@ -204,7 +206,7 @@ def run_packing(
         driver.run_search(spec, address=address, verbose=0)
         rows = RunStore.for_search(spec.storage, spec.name).rows()
         if phase == "warm":
-            checkpoint = pt_checkpoint(rows)
+            checkpoint = locate(pt_checkpoint(rows), join(spec.storage, spec.name))
             continue
         stats = phase_throughput(rows)
         _, started, ended = driver.LAST_PHASES["experiments"][-1]

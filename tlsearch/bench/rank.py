@@ -60,11 +60,14 @@ def bench_rank_sources(
     results: Path, cache_dir: Path | None = None, device: str = "cpu"
 ) -> dict[str, Any]:
     """The comparison for every group of ``results`` (see the module docstring)."""
+    from tlsearch.results.paths import locate
     from tlsearch.results.store import RunStore
 
     rows = RunStore(results / "runs").rows()
     checkpoints = {
-        r["run_id"]: r["checkpoint_uri"] for r in rows if r["kind"] in ("pretrain", "mpt")
+        r["run_id"]: locate(r["checkpoint_uri"], str(results))
+        for r in rows
+        if r["kind"] in ("pretrain", "mpt")
     }
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

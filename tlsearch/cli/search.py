@@ -124,7 +124,7 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="URI",
         help="log the search to MLflow as a parent run, each seed-run and PT job as a child "
         "run (configuration, metrics, per-epoch history, model file); URI: a tracking server or "
-        "store, default an mlruns/ file store beside the results (<storage>/mlruns)",
+        "store, default a SQLite store in the search folder (sqlite:///<storage>/<name>/mlflow.db)",
     )
     p.add_argument(
         "--wandb",

@@ -16,6 +16,11 @@ skips names starting with ``_`` or ``.``, and they do not end in ``.parquet``, s
 DuckDB's ``read_parquet('runs/*.parquet')`` miss them. The driver deletes those of killed
 writers when a search starts (:meth:`RunStore.remove_stale_temp`).
 
+Unreadable rows (a truncated or damaged file, e.g. after a disk fault or a bad copy) are moved
+aside by the readers to ``runs/_bad/<name>`` with a warning naming both paths
+(:func:`set_aside_unreadable`), never read and never deleted: the folder reads as if the row
+were missing, and ``--resume`` runs that seed-run again.
+
 Schemas: readers get :data:`~tlsearch.results.schema.RUN_SCHEMA` (files written before a column
 was added read with nulls) plus any column a newer writer added (:func:`read_from`). When a
 search starts, the driver rewrites its files of older schema versions to the current one
@@ -29,6 +34,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,19 +85,82 @@ def read_from(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) 
 
     The table has every :data:`RUN_SCHEMA` column (with its type; nulls where a file predates
     it), then any other column some file holds (written by a newer tlsearch), in file order.
+    Unreadable files of a folder are moved aside first (:func:`set_aside_unreadable`).
     """
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return RUN_SCHEMA.empty_table().select(columns or RUN_SCHEMA.names)
     if info.type == pafs.FileType.File:
-        factory = ds.FileSystemDatasetFactory(fs, [path], ds.ParquetFileFormat())
-    else:
-        selector = pafs.FileSelector(path, recursive=True)
-        options = ds.FileSystemFactoryOptions(selector_ignore_prefixes=[".", "_"])
-        factory = ds.FileSystemDatasetFactory(fs, selector, ds.ParquetFileFormat(), options)
+        return _read_dataset(ds.FileSystemDatasetFactory(fs, [path], ds.ParquetFileFormat()),
+                             columns)  # fmt: skip
+    try:
+        return _read_dataset(_folder_factory(fs, path), columns)
+    except (pa.ArrowException, OSError):
+        if not set_aside_unreadable(fs, path):
+            raise  # not a damaged file (an I/O error): nothing was moved
+    return _read_dataset(_folder_factory(fs, path), columns)
+
+
+def _folder_factory(fs: pafs.FileSystem, path: str) -> ds.FileSystemDatasetFactory:
+    selector = pafs.FileSelector(path, recursive=True)
+    options = ds.FileSystemFactoryOptions(selector_ignore_prefixes=[".", "_"])
+    return ds.FileSystemDatasetFactory(fs, selector, ds.ParquetFileFormat(), options)
+
+
+def _read_dataset(factory: ds.FileSystemDatasetFactory, columns: list[str] | None) -> pa.Table:
     found = factory.inspect(promote_options="permissive", fragments=None)
     dataset = factory.finish(union_schema(found))
     return dataset.to_table(columns=columns)
+
+
+# --- unreadable rows ---------------------------------------------------------------------------
+
+#: Where unreadable row files go, inside ``runs/`` (readers skip names starting with ``_``).
+BAD_FOLDER = "_bad"
+
+
+def readable(fs: pafs.FileSystem, path: str) -> bool:
+    """Whether the Parquet file ``path`` parses whole.
+
+    The bytes are read first, so an I/O error (a network failure on an object store) raises
+    instead of calling a good file unreadable.
+    """
+    with fs.open_input_file(path) as stream:
+        data = stream.read()
+    try:
+        pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError):
+        return False
+    return True
+
+
+def set_aside(fs: pafs.FileSystem, path: str) -> str:
+    """Move the unreadable row file ``path`` to ``<its folder>/_bad/<name>`` (a suffix keeps
+    an earlier one of the same name) with a warning naming both; returns the new path."""
+    folder, name = path.rsplit("/", 1)
+    target = f"{folder}/{BAD_FOLDER}/{name}"
+    fs.create_dir(f"{folder}/{BAD_FOLDER}", recursive=True)
+    if fs.get_file_info(target).type != pafs.FileType.NotFound:
+        target = f"{target}.{uuid.uuid4().hex[:8]}"
+    fs.move(path, target)
+    logger.warning(
+        "unreadable result row %s (truncated or damaged) moved aside to %s; its seed-run "
+        "counts as not run: --resume runs it again", path, target,
+    )  # fmt: skip
+    return target
+
+
+def set_aside_unreadable(fs: pafs.FileSystem, path: str) -> list[str]:
+    """Move every unreadable ``*.parquet`` file of the folder ``path`` aside
+    (:func:`set_aside`); returns their new paths."""
+    moved = []
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        parts = info.path[len(path) :].strip("/").split("/")
+        if info.type != pafs.FileType.File or any(p.startswith(("_", ".")) for p in parts):
+            continue
+        if not readable(fs, info.path):
+            moved.append(set_aside(fs, info.path))
+    return moved
 
 
 def union_schema(found: pa.Schema) -> pa.Schema:
@@ -141,10 +210,18 @@ class RunStore:
         return self.fs.get_file_info(self.file_for(run_id)).type == pafs.FileType.File
 
     def read_row(self, run_id: str) -> dict[str, Any] | None:
-        """``run_id``'s row as a dict, or ``None`` when it has none."""
+        """``run_id``'s row as a dict, or ``None`` when it has none (an unreadable file is
+        moved aside: :func:`set_aside`)."""
         if not self.exists(run_id):
             return None
-        table = pq.read_table(self.file_for(run_id), filesystem=self.fs)
+        path = self.file_for(run_id)
+        try:
+            table = pq.read_table(path, filesystem=self.fs)
+        except (pa.ArrowException, OSError):
+            if readable(self.fs, path):
+                raise
+            set_aside(self.fs, path)
+            return None
         rows = conform(table).to_pylist()
         return rows[0] if rows else None
 
@@ -181,7 +258,7 @@ class RunStore:
 
     def upgrade_old_files(self) -> int:
         """Rewrite rows written with an older schema version in the current one; returns how
-        many files were rewritten.
+        many files were rewritten. Unreadable files are moved aside (:func:`set_aside`).
 
         Readers that take the schema from one file (``pd.read_parquet(folder)``) then see every
         column. Rows keep their values (new columns are null); a file with columns this version
@@ -197,7 +274,13 @@ class RunStore:
                 continue
             if not name.endswith(".parquet"):
                 continue
-            schema = pq.read_schema(info.path, filesystem=self.fs)
+            try:
+                schema = pq.read_schema(info.path, filesystem=self.fs)
+            except (pa.ArrowException, OSError):
+                if readable(self.fs, info.path):
+                    raise
+                set_aside(self.fs, info.path)
+                continue
             version = (schema.metadata or {}).get(b"tlsearch.schema_version", b"").decode()
             if version == SCHEMA_VERSION or not set(schema.names) <= COLUMN_SET:
                 continue

@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlparse
@@ -50,6 +51,15 @@ LEASE_S = 60.0
 RENEW_S = 15.0
 #: Seconds between a waiter's looks at the claim.
 POLL_S = 2.0
+
+
+class ClaimHeldError(RuntimeError):
+    """A claim asked for with ``refuse_live`` is held by a live holder (named in the message;
+    :attr:`holder` says who, as the marker records it)."""
+
+    def __init__(self, name: str, holder: str) -> None:
+        super().__init__(f"claim {name} is held by {holder}")
+        self.holder = holder
 
 
 class ClaimStore(Protocol):
@@ -94,6 +104,7 @@ class Claim:
         self.store, self.name = store, name
         self.lease_s, self.renew_s, self.poll_s = lease_s, renew_s, poll_s
         self.owner = uuid.uuid4().hex
+        self.since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.took_over = False
         self._version: str | None = None
         self._renewals = 0
@@ -111,16 +122,24 @@ class Claim:
             {
                 "owner": self.owner,
                 "holder": f"{socket.gethostname()}/pid {os.getpid()}",
+                "since": self.since,
                 "lease_s": self.lease_s,
                 "renewals": self._renewals,
             }
         )
 
-    def acquire(self, timeout_s: float | None = None) -> None:
+    def acquire(self, timeout_s: float | None = None, refuse_live: bool = False) -> None:
         """Wait until this process holds the claim, then start renewing it.
+
+        Args:
+            timeout_s: give up after this many seconds.
+            refuse_live: give up as soon as the holder is seen alive (its marker renewed),
+                which takes up to one renewal interval; a dead holder's claim is still taken
+                over after a whole lease.
 
         Raises:
             TimeoutError: ``timeout_s`` passed first.
+            ClaimHeldError: ``refuse_live`` and the holder renewed the claim.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         seen: tuple[str, float] | None = None  # (version, when first seen) of another's claim
@@ -136,6 +155,8 @@ class Claim:
                 continue
             body, version = current
             now = time.monotonic()
+            if seen is not None and seen[0] != version and refuse_live:
+                raise ClaimHeldError(self.name, _holder_of(body))
             if seen is None or seen[0] != version:
                 seen = (version, now)
             elif now - seen[1] >= _lease_of(body, self.lease_s):
@@ -214,7 +235,9 @@ def _lease_of(body: str, default: float) -> float:
 
 
 def _holder_of(body: str) -> str:
-    return str(_record(body).get("holder", "another process"))
+    record = _record(body)
+    holder = str(record.get("holder", "another process"))
+    return f"{holder} since {record['since']}" if record.get("since") else holder
 
 
 # --- stores ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ by earlier versions).
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,11 +97,42 @@ def read_bundle(path: Path | str) -> tuple[dict[str, Any], ModelBundle]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
+    return bundle_from_payload(load_payload(path), path)
+
+
+def load_payload(path: Path | str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only.
+
+    Raises:
+        ValueError: the file is damaged or holds anything else (other classes, code); the
+            message names the file and the problem, never torch's advice to load it unsafely.
+    """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path} is not a readable tlsearch model file: {exc}") from exc
-    return bundle_from_payload(payload, path)
+        raise ValueError(
+            f"{path} is not a readable model file ({unreadable_reason(exc)}); tlsearch reads "
+            "model files as tensors and plain values only and never runs code from them"
+        ) from None
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """torch's loading error in one line, without its advice (``weights_only=False``, filing
+    an issue, the docs link)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        kept = [
+            line.strip().removeprefix("WeightsUnpickler error:").strip()
+            for line in str(exc).splitlines()
+            if line.strip() and not any(a in line for a in _TORCH_ADVICE)
+        ]
+        detail = "; ".join(k for k in kept if k)
+        return "damaged, or holds objects other than tensors" + (f": {detail}" if detail else "")
+    first = str(exc).split(". ")[0].strip()
+    return first or type(exc).__name__
+
+
+_TORCH_ADVICE = ("weights_only", "Weights only load failed", "Please file an issue",
+                 "Check the documentation")  # fmt: skip
 
 
 def bundle_from_payload(payload: Any, path: Path | str) -> tuple[dict[str, Any], ModelBundle]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from tlsearch.model.alignn import ALIGNN
@@ -25,7 +24,12 @@ from tlsearch.model.foundation import load_foundation
 from tlsearch.model.multi_property import MultiPropertyALIGNN, to_finetune
 from tlsearch.structures.load import load_data
 from tlsearch.structures.records import LoadResult, StructureRecord
-from tlsearch.training.checkpoint import FORMAT, bundle_from_payload, model_from_bundle
+from tlsearch.training.checkpoint import (
+    FORMAT,
+    bundle_from_payload,
+    load_payload,
+    model_from_bundle,
+)
 from tlsearch.training.config import RunConfig
 from tlsearch.training.distributed import Distributed
 from tlsearch.training.resume import EpochCheckpoints
@@ -61,7 +65,7 @@ def load_pretrained(source: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         path = path / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"pre-trained model {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_payload(path)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         model, bundle = model_from_bundle(*bundle_from_payload(payload, path))
         info = {"pt_checkpoint": str(path), "pt_format": "tlsearch", **bundle.extra}

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import pyarrow.fs as pafs
 import yaml
 
 from tlsearch.results.store import RunStore
@@ -47,6 +48,7 @@ from tlsearch.search.plan.records import FILE as PLAN_FILE
 from tlsearch.search.plan.records import Plan
 from tlsearch.search.plan.spec import Resources, SearchSpec
 from tlsearch.search.run.cluster_fit import check_cluster_fits
+from tlsearch.search.run.pretrain_cache import remove_abandoned
 from tlsearch.search.run.resume import capped, check_resume
 from tlsearch.search.run.startup import (
     NO_PRESTART_ENV,
@@ -54,12 +56,14 @@ from tlsearch.search.run.startup import (
     has_explicit_loggers,
     quiet_pending_trials,
     scoped_env,
+    terminate_as_interrupt,
     tune_callbacks,
 )
 from tlsearch.search.run.trainable import TrialEnv, search_trial
 from tlsearch.search.watch.monitor import SearchMonitor
 from tlsearch.search.watch.status import SearchStatus, resume_summary, search_status
 from tlsearch.search.watch.tune_output import without_ray_banner
+from tlsearch.storage.search_lock import one_driver
 from tlsearch.storage.uri import join, resolve
 
 logger = logging.getLogger(__name__)
@@ -113,11 +117,31 @@ def run_search(
             job, the nodes together) of the cluster can give, and no autoscaler can add it
             (:func:`tlsearch.search.run.cluster_fit.check_cluster_fits`).
         SearchInterruptedError: the run was stopped before finishing.
+        SearchBusyError: another driver is running this search
+            (:func:`tlsearch.storage.search_lock.one_driver`).
     """
     base = os.path.abspath(base_dir or os.getcwd())
     spec = resolve_storage(spec, base)
-    plan = compile_spec(spec, base)
     search_dir = join(spec.storage, spec.name)
+    with one_driver(spec.storage, spec.name):
+        return _run_search(
+            spec, base, search_dir, address, resume, job_fn, verbose, allow_changed_spec, monitor
+        )
+
+
+def _run_search(
+    spec: SearchSpec,
+    base: str,
+    search_dir: str,
+    address: str | None,
+    resume: bool,
+    job_fn: Callable[..., dict[str, Any]] | None,
+    verbose: int,
+    allow_changed_spec: bool,
+    monitor: SearchMonitor | None,
+) -> SearchStatus:
+    """:func:`run_search` once it holds the search."""
+    plan = compile_spec(spec, base)
     trial_spec = resolve_datasets(spec, base)  # trials run in their own folders
     if resume:
         check_resume(search_dir, plan, trial_spec, base, allow_changed_spec)
@@ -131,6 +155,7 @@ def run_search(
     stored = compile_plan(plan, trial_spec, base)  # what the trials execute
     write_plan(search_dir, plan.spec, stored)
     tidy_run_log(search_dir)
+    remove_abandoned(spec.storage)  # PT jobs killed mid-training
     jobs = {record.key: record.job for record in stored.pretrain_jobs}
     env = TrialEnv(
         spec=trial_spec,
@@ -166,9 +191,57 @@ def run_search(
         run_experiment(
             experiment, search_trial, env, spec.resources, resume, job_fn, verbose, monitor
         )
+    if resume:
+        rerun_missing(stored, env, job_fn, verbose, monitor)
     status = search_status(search_dir)
     logger.info("search %s finished: %s", spec.name, status.counts_line())
     return status
+
+
+#: The Tune experiment that runs again the planned seed-runs and PT jobs a resume finds without
+#: a row (:func:`rerun_missing`); a fresh one each time.
+RERUN_EXPERIMENT = "rerun-missing"
+
+
+def rerun_missing(
+    stored: Plan,
+    env: TrialEnv,
+    job_fn: Callable[..., dict[str, Any]] | None,
+    verbose: int,
+    monitor: SearchMonitor | None = None,
+) -> list[str]:
+    """Run the planned seed-runs and PT jobs that have no row after the restored experiments
+    finished; returns their run ids.
+
+    A row deleted, or moved aside as unreadable (:func:`tlsearch.results.store.set_aside`),
+    after its trial finished is never run by the restored experiment: Tune's saved state says
+    that trial terminated, and a restore resumes only unfinished and errored trials. These
+    seed-runs run as a fresh grid experiment (:data:`RERUN_EXPERIMENT`; its old state is
+    deleted first), one trial each; run ids make this idempotent. Seed-runs of Optuna cells
+    are not in the plan (their points are sampled), and ASHA stops configurations on purpose
+    (their unrun seeds have no row): neither is rerun here.
+    """
+    store = env.store()
+    missing_pt = [r for r in stored.pretrain_jobs if not store.exists(r.run_id)]
+    missing = [] if env.spec.search.asha else [
+        r for r in stored.seed_runs if not store.exists(r.run_id)
+    ]  # fmt: skip
+    if not missing and not missing_pt:
+        return []
+    ids = [r.run_id for r in missing_pt + missing]
+    logger.warning(
+        "%d planned seed-run(s) and %d PT job(s) have no row although their trials finished "
+        "(deleted or unreadable rows): running them again (%s)",
+        len(missing), len(missing_pt), ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""),
+    )  # fmt: skip
+    points = [{"pt_key": r.key} for r in missing_pt]
+    points += [{**r.point.as_config(), "seed": r.seed} for r in missing]
+    fs, path = resolve(experiment_path(env, RERUN_EXPERIMENT))
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+    rerun = ExperimentPlan(RERUN_EXPERIMENT, "grid", env.spec.seeds, points=points)
+    run_experiment(rerun, search_trial, env, env.spec.resources, False, job_fn, verbose, monitor)
+    return ids
 
 
 def merge_pretrain(plan: SearchPlan, split_before: bool = False) -> bool:
@@ -205,6 +278,7 @@ def connect(address: str | None) -> None:
     if not ray.is_initialized():
         with scoped_env(NO_PRESTART_ENV if address is None else {}), without_ray_banner():
             context = ray.init(address=address)
+        terminate_as_interrupt()  # after ray.init, which sets its own SIGTERM handler
         url = getattr(context, "dashboard_url", None)
         if url:
             LAST_PHASES["dashboard"] = "http://" + url.removeprefix("http://")

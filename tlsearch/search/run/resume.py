@@ -93,7 +93,7 @@ def check_resume(
     if stored is None:
         logger.info("no spec.yaml in %s: nothing to compare the spec with", search_dir)
         return
-    old, readable = _stored_spec(stored)
+    old, readable = _stored_spec(stored, join(search_dir, "spec.yaml"))
     new = _dump(plan.spec)
     changes = spec_changes(old, new)
     settings = [c for c in changes if _is_setting(c[0])]
@@ -146,10 +146,22 @@ def _what_changed(
     return "; ".join(parts)
 
 
-def _stored_spec(text: str) -> tuple[dict[str, Any], SearchSpec | None]:
+def _stored_spec(text: str, where: str) -> tuple[dict[str, Any], SearchSpec | None]:
     """The stored spec as this version dumps it (defaults of keys added since filled in), and
-    the spec itself; the raw mapping and None when it no longer validates."""
-    raw = yaml.safe_load(text) or {}
+    the spec itself; the raw mapping and None when it no longer validates.
+
+    Raises:
+        ValueError: the file is not a YAML mapping (damaged); the message names it.
+    """
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(_unreadable_spec(where, f"not valid YAML{at}: {problem}")) from None
+    if not isinstance(raw, dict):
+        raise ValueError(_unreadable_spec(where, f"a YAML {type(raw).__name__}, not a mapping"))
     try:
         spec = SearchSpec.model_validate(raw)
     except ValueError as exc:
@@ -157,6 +169,14 @@ def _stored_spec(text: str) -> tuple[dict[str, Any], SearchSpec | None]:
                        " ".join(str(exc).split())[:300])  # fmt: skip
         return raw, None
     return _dump(spec), spec
+
+
+def _unreadable_spec(where: str, problem: str) -> str:
+    return (
+        f"the stored spec {where} is damaged ({problem}); --resume compares the spec with it. "
+        "Restore it (an earlier copy, or the spec the search started with), or remove it to "
+        "resume without the comparison"
+    )
 
 
 def _dump(spec: SearchSpec) -> dict[str, Any]:

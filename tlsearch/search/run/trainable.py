@@ -29,6 +29,7 @@ from tlsearch.jobs.checkpoints import pretrain_resume_uri, seed_run_resume_uri
 from tlsearch.jobs.config import JobConfig
 from tlsearch.jobs.errors import DETERMINISTIC_ERRORS, PretrainUnavailableError
 from tlsearch.jobs.identity import pretrain_key
+from tlsearch.results.paths import stored
 from tlsearch.results.store import RunStore
 from tlsearch.search.plan.compile import is_pretrain_point, seed_run_record
 from tlsearch.search.plan.points import (
@@ -227,7 +228,7 @@ def run_seed(env: TrialEnv, point: Point, seed: int, job_fn: JobFn, trial_id: st
         row.update(outcome_columns(metrics))
         if note and row["status"] == "ok":
             row["error"] = note
-        row["checkpoint_uri"] = env.publish(workdir, run_id)
+        row["checkpoint_uri"] = stored(env.publish(workdir, run_id), spec.storage)
     except DETERMINISTIC_ERRORS as exc:
         logger.warning("seed-run %s failed (recorded, not retried): %s", run_id, error_text(exc))
         row.update(status="failed", error=error_text(exc))
@@ -322,7 +323,7 @@ def _ensure_pt_row(
         row.update(wall_seconds=time.perf_counter() - start, pt_cache_hit=pretrained.cache_hit)
         if pretrained.cache_hit:  # metrics of the run that trained it; nothing was opened here
             row.update(graph_cache_hits=0, graph_cache_misses=0)
-        row["checkpoint_uri"] = join(pretrained.uri, "model.pt")
+        row["checkpoint_uri"] = stored(join(pretrained.uri, "model.pt"), env.spec.storage)
         store.write(finish(row))
     return row, pretrained
 

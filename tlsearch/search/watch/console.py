@@ -21,6 +21,7 @@ import time
 from typing import Any, TextIO
 
 from tlsearch.search.watch.monitor import SearchState, Sink, describe
+from tlsearch.storage.uri import join
 
 #: Failure reasons on the console are cut at this many characters (the row has all of it).
 REASON_CHARS = 300
@@ -198,7 +199,7 @@ def command_monitor(
     """The :class:`~tlsearch.search.watch.monitor.SearchMonitor` of ``tlsearch search``.
 
     Args:
-        spec: the search (its storage places the default MLflow store).
+        spec: the search (its folder holds the default MLflow store).
         verbosity: ``-v`` count minus ``-q`` count: 0 live display (plain lines off a terminal)
             and Tune's tables in ``<search>/tune.log``; 1 or more plain lines and Tune's tables
             on the console too; below 0 failures and the last line only.
@@ -215,7 +216,7 @@ def command_monitor(
     console = ConsoleProgress(live=False if verbosity > 0 else None, progress=verbosity >= 0)
     sinks: list[Sink] = [console]
     if mlflow is not None:
-        sinks.append(MlflowTracker(mlflow_uri(mlflow, spec.storage)))
+        sinks.append(MlflowTracker(mlflow_uri(mlflow, join(spec.storage, spec.name))))
     if wandb is not None:
         sinks.append(WandbTracker(wandb))
     return SearchMonitor(sinks, tune_output="both" if verbosity > 0 else "file")

@@ -13,10 +13,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from tlsearch.results.schema import CONFIG_KEYS
 from tlsearch.results.store import read_runs
 from tlsearch.search.plan.records import read_plan
-from tlsearch.storage.uri import join
+from tlsearch.storage.uri import join, resolve
 
 TABLE_COLUMNS = (
     *CONFIG_KEYS,
@@ -94,9 +96,16 @@ class SearchStatus:
 
 
 def search_status(path: str) -> SearchStatus:
-    """Status of the search folder ``path`` (or of its ``runs/`` folder)."""
+    """Status of the search folder ``path`` (or of its ``runs/`` folder).
+
+    Raises:
+        FileNotFoundError: there is no such folder.
+    """
     path = str(path).rstrip("/")
     search_dir = path[: -len("/runs")] if path.endswith("/runs") else path
+    fs, inside = resolve(search_dir)
+    if fs.get_file_info(inside).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no search folder {search_dir}")
     plan = read_plan(search_dir)
     rows = read_runs(join(search_dir, "runs")).to_pylist()
     ids = Counter(r["run_id"] for r in rows)

@@ -26,14 +26,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tlsearch.results.paths import locate
 from tlsearch.results.store import RunStore
 from tlsearch.search.watch.monitor import SearchState, Sink, describe
 from tlsearch.storage.uri import is_remote, join, read_text, resolve
 
 logger = logging.getLogger(__name__)
 
-#: The default tracking store: ``mlruns/`` beside the search folders (in the storage).
+#: ``--mlflow`` without a URI: a SQLite store, :data:`DEFAULT_DB` in the search folder.
 DEFAULT_MLFLOW = "default"
+DEFAULT_DB = "mlflow.db"
 #: MLflow 3 refuses its file store unless this is set (it is in maintenance mode there).
 FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 
@@ -50,17 +52,28 @@ METRIC_COLUMNS = tuple(
 ARTIFACT_FILES = ("model.pt", "history.csv")
 
 
-def mlflow_uri(value: str, storage: str) -> str:
-    """The tracking URI of ``--mlflow [URI]``: as given, or ``<storage>/mlruns`` (a local
-    file store) for :data:`DEFAULT_MLFLOW`."""
+def mlflow_uri(value: str, search_dir: str) -> str:
+    """The tracking URI of ``--mlflow [URI]``: as given, or for :data:`DEFAULT_MLFLOW` a SQLite
+    store in the search folder, ``sqlite:///<absolute path>/mlflow.db`` (what MLflow
+    recommends; a plain ``mlflow ui --backend-store-uri <that URI>`` reads it)."""
     if value != DEFAULT_MLFLOW:
         return value
-    if is_remote(storage):
+    if is_remote(search_dir):
         raise ValueError(
-            "--mlflow without a URI keeps an mlruns/ file store beside the results, which "
-            f"needs local storage, not {storage}; pass a tracking URI (http://..., sqlite:///...)"
+            "--mlflow without a URI keeps a SQLite store (mlflow.db) in the search folder, "
+            f"which needs local storage, not {search_dir}; pass a tracking URI "
+            "(http://..., sqlite:///...)"
         )
-    return Path(resolve(join(storage, "mlruns"))[1]).as_uri()
+    return "sqlite:///" + resolve(join(search_dir, DEFAULT_DB))[1]
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite store's file
+    (``<folder>/mlartifacts``; MLflow's default would be ``./mlruns`` in the current folder),
+    else the store's default (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
 
 
 def is_file_store(uri: str) -> bool:
@@ -81,13 +94,19 @@ class MlflowTracker(Sink):
         self.client: Any = None
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
+        self.search_dir = ""  # where rows' relative paths start (the search's folder)
         self.logged: set[str] = set()
 
     def start(self, state: SearchState, rows: list[dict[str, Any]]) -> None:
+        self.search_dir = state.search_dir
         self.client = mlflow_client(self.uri)
         name = self.experiment or state.name
         found = self.client.get_experiment_by_name(name)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+        self.experiment_id = (
+            found.experiment_id
+            if found
+            else self.client.create_experiment(name, artifact_location=artifact_root(self.uri))
+        )
         self.parent_id = self._parent(state)
         self.logged = self._logged_children()
         logger.info("MLflow: search run %s in experiment %r at %s", self.parent_id, name, self.uri)
@@ -193,7 +212,8 @@ class MlflowTracker(Sink):
         metrics = [
             Metric(k, float(row[k]), stamp, 0) for k in METRIC_COLUMNS if row.get(k) is not None
         ]
-        metrics += history_metrics(read_history(row.get("checkpoint_uri")), stamp)
+        checkpoint = locate(row.get("checkpoint_uri"), self.search_dir)
+        metrics += history_metrics(read_history(checkpoint), stamp)
         for first in range(0, max(len(metrics), 1), 1000):  # MLflow's batch limit
             self.client.log_batch(
                 run_id,
@@ -201,7 +221,7 @@ class MlflowTracker(Sink):
                 params=params if first == 0 else [],
                 tags=[RunTag("tlsearch.config", name)] if first == 0 else [],
             )
-        self._log_artifacts(run_id, row.get("checkpoint_uri"))
+        self._log_artifacts(run_id, checkpoint)
         status = "FINISHED" if row["status"] == "ok" else "FAILED"
         self.client.set_terminated(run_id, status, end_time=end)
         self.logged.add(row["run_id"])
@@ -245,6 +265,8 @@ def mlflow_client(uri: str) -> Any:
         ) from exc
     if is_file_store(uri):
         os.environ.setdefault(FILE_STORE_ENV, "true")
+    if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)
 
 
