@@ -89,7 +89,10 @@ def test_missing_files_stop_the_search_before_it_starts(tmp_path, monkeypatch):
     assert "seed-run A ft_size 10 seed 1" in message and "a_trial1_10" not in message
     assert f"(test: {tmp_path}/paper/test.json): no such file" in message
     assert "PT job B (size 100" in message
-    assert not (tmp_path / "store").exists()  # no plan, no rows
+    # no plan, no rows: the storage holds only the driver's lock (taken before anything else)
+    store = tmp_path / "store"
+    assert not (store / spec.name).exists()
+    assert [p.name for p in store.iterdir()] == ["locks"]
 
 
 def test_optuna_cells_are_checked_too(tmp_path):
