@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,10 +30,9 @@ from chgnet.model.model import BatchedGraph
 from pymatgen.core import Lattice, Structure
 from torch import Tensor, nn
 
-from tlsearch.model.families.inputs import StructureBatch, StructureStore
+from tlsearch.model.families.inputs import LinearHeadBackbone, StructureBatch
 
 if TYPE_CHECKING:
-    from tlsearch.graphs.settings import GraphSettings
     from tlsearch.structures.records import StructureRecord
 
 #: Checkpoint name -> file inside the installed ``chgnet`` package (the ones it ships).
@@ -60,7 +58,7 @@ def checkpoint_path(name: str) -> Path:
     return Path(os.path.dirname(chgnet.__file__)) / CHECKPOINTS[name]
 
 
-class CHGNetBackbone(nn.Module):
+class CHGNetBackbone(LinearHeadBackbone):
     """CHGNet's trunk (weights as trained) with pooled crystal features and a new head.
 
     Args:
@@ -104,10 +102,6 @@ class CHGNetBackbone(nn.Module):
     def feature_width(self) -> int:
         """The atom feature width (``atom_fea_dim``, 64 for the shipped checkpoints)."""
         return int(self.model_args["atom_fea_dim"])
-
-    @property
-    def output_features(self) -> int:
-        return self.fc.out_features
 
     def _graphs(self, batch: StructureBatch) -> BatchedGraph:
         converter = self.converter
@@ -171,16 +165,6 @@ class CHGNetBackbone(nn.Module):
         g = self._graphs(batch)
         return [self.pooling(x, g.atom_owners) for x in self._atom_layers(g)]
 
-    def head(self, h: Tensor) -> Tensor:
-        return self.fc(h)
-
-    def forward(self, batch: StructureBatch) -> Tensor:
-        return self.head(self.features(batch))
-
-    def replace_head(self, output_features: int) -> nn.Module:
-        self.fc = nn.Linear(self.feature_width, output_features)
-        return self.fc
-
     def trunk_blocks(self) -> list[tuple[str, nn.Module]]:
         """Embeddings, then per layer its atom convolution (and the bond and angle updates
         that follow it), then the readout norm and pooling."""
@@ -217,17 +201,6 @@ class CHGNetBackbone(nn.Module):
         model = cls(net.model_args, checkpoint=name)
         model.load_state_dict(_trunk_state(net), strict=False)
         return model.eval()
-
-    @classmethod
-    def input_store(
-        cls,
-        records: Sequence[StructureRecord],
-        settings: GraphSettings,
-        cache_dir: Path | None = None,
-        progress: bool = False,
-    ) -> StructureStore:
-        """The structures; each one's ``CrystalGraph`` is built on first use (in memory)."""
-        return StructureStore(records, settings)
 
 
 def _trunk_state(net: CHGNet) -> dict[str, Tensor]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tlsearch.graphs.settings import GraphSettings
 from tlsearch.structures.records import Rejection, StructureRecord
@@ -100,3 +100,43 @@ class StructureBatch:
     def inputs(self, key: str, build: Builder) -> list[Any]:
         """Each structure's input under ``key`` (memoised in the store; on the CPU)."""
         return self.store.inputs(key, self.indices, build)
+
+
+class LinearHeadBackbone(nn.Module):
+    """What the foundation families share: a linear head ``fc`` on the pooled features
+    (``features(batch)``, which each family defines) and the structures as their input store."""
+
+    fc: nn.Linear
+
+    def features(self, batch: StructureBatch) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def feature_width(self) -> int:
+        """Width of the pooled features (the head's input)."""
+        return self.fc.in_features
+
+    @property
+    def output_features(self) -> int:
+        return self.fc.out_features
+
+    def head(self, h: Tensor) -> Tensor:
+        return self.fc(h)
+
+    def forward(self, batch: StructureBatch) -> Tensor:
+        return self.head(self.features(batch))
+
+    def replace_head(self, output_features: int) -> nn.Module:
+        self.fc = nn.Linear(self.feature_width, output_features)
+        return self.fc
+
+    @classmethod
+    def input_store(
+        cls,
+        records: Sequence[StructureRecord],
+        settings: GraphSettings,
+        cache_dir: Any = None,
+        progress: bool = False,
+    ) -> StructureStore:
+        """The structures; each one's family graph is built on first use (in memory)."""
+        return StructureStore(records, settings)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,10 +34,9 @@ from torch import Tensor, nn
 from torch.fx import GraphModule
 from torch_geometric.data import Batch
 
-from tlsearch.model.families.inputs import StructureBatch, StructureStore
+from tlsearch.model.families.inputs import LinearHeadBackbone, StructureBatch
 
 if TYPE_CHECKING:
-    from tlsearch.graphs.settings import GraphSettings
     from tlsearch.structures.records import StructureRecord
 
 #: Checkpoint names the installed package ships (its own names).
@@ -60,7 +58,7 @@ def _mean_pool(x: Tensor, owners: Tensor, n: int) -> Tensor:
     return total / counts[:, None]
 
 
-class SevenNetBackbone(nn.Module):
+class SevenNetBackbone(LinearHeadBackbone):
     """SevenNet's trunk (weights as trained) with mean-pooled node features and a new head.
 
     Args:
@@ -109,15 +107,6 @@ class SevenNetBackbone(nn.Module):
 
     # --- the backbone interface (tlsearch.model.backbone) -------------------------------------
 
-    @property
-    def feature_width(self) -> int:
-        """The last gate's width (128 scalars for the shipped checkpoints)."""
-        return self.fc.in_features
-
-    @property
-    def output_features(self) -> int:
-        return self.fc.out_features
-
     def _batch(self, batch: StructureBatch) -> Any:
         cutoff = self.cutoff
 
@@ -156,16 +145,6 @@ class SevenNetBackbone(nn.Module):
         nodes, owners, n = self._run(batch, keep=True)
         return [_mean_pool(x, owners, n) for x in nodes]
 
-    def head(self, h: Tensor) -> Tensor:
-        return self.fc(h)
-
-    def forward(self, batch: StructureBatch) -> Tensor:
-        return self.head(self.features(batch))
-
-    def replace_head(self, output_features: int) -> nn.Module:
-        self.fc = nn.Linear(self.feature_width, output_features)
-        return self.fc
-
     def trunk_blocks(self) -> list[tuple[str, nn.Module]]:
         """The package's module sequence up to the last gate, one block per module."""
         return [(f"net.{name}", module) for name, module in self.net._modules.items()]
@@ -185,17 +164,6 @@ class SevenNetBackbone(nn.Module):
         """A shipped checkpoint by name or a SevenNet checkpoint file, in eval mode (the head
         is new)."""
         return cls(str(source)).eval()  # the package's build_model loads the weights
-
-    @classmethod
-    def input_store(
-        cls,
-        records: Sequence[StructureRecord],
-        settings: GraphSettings,
-        cache_dir: Path | None = None,
-        progress: bool = False,
-    ) -> StructureStore:
-        """The structures; each one's ``AtomGraphData`` is built on first use (in memory)."""
-        return StructureStore(records, settings)
 
 
 def _checkpoint_file(checkpoint: str) -> str:
